@@ -1,0 +1,415 @@
+//! What each command does: wiring config, the CDS client, destinations and the simulator
+//! together, and mapping failures to the exit codes of PRODUCT.md §1.
+
+use crate::cds::{self, Action, Client, ClientConfig, ParamValue, Params};
+use crate::cli::{Cli, Command, SimArgs, exit};
+use crate::config::{self, Config, DestinationKind, credentials};
+use crate::metrics::ApiMetrics;
+use anyhow::Context as _;
+use std::fmt::Write as _;
+
+/// A command's failure, carrying its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The config file is invalid (exit 2).
+    #[error(transparent)]
+    Config(#[from] config::Errors),
+    /// The command line is wrong (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// Something failed at run time (exit 1).
+    #[error(transparent)]
+    Runtime(#[from] anyhow::Error),
+    /// A backup or a verification failed (exit 3).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Config(_) | Failure::Usage(_) => exit::USAGE,
+            Failure::Runtime(_) => exit::RUNTIME,
+            Failure::Failed(_) => exit::FAILED,
+        }
+    }
+}
+
+/// Runs the parsed command line.
+///
+/// # Errors
+/// A [`Failure`] whose [`Failure::exit_code`] the process should exit with.
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    let (config_path, explicit) = cli.config_path();
+    match cli.command {
+        Command::CheckConfig { online } => {
+            let cfg = config::load(&config_path)?;
+            check_config(&cfg, online).await
+        }
+        Command::Api {
+            action,
+            params,
+            yes,
+            endpoint,
+        } => {
+            let mut cds_cfg = config::load_cds(&config_path, explicit)?;
+            if let Some(e) = endpoint {
+                cds_cfg.endpoint = e;
+            }
+            api(&cds_cfg, &action, &params, yes).await
+        }
+        Command::Sim(args) => sim(args).await,
+        Command::Run => not_implemented("run", 3),
+        Command::BackupNow { .. } => not_implemented("backup-now", 3),
+        Command::Jobs(_) => not_implemented("jobs", 3),
+        Command::Demo => not_implemented("demo", 3),
+        Command::Backups { .. } => not_implemented("backups", 4),
+        Command::Prune { .. } => not_implemented("prune", 4),
+        Command::Verify { .. } => not_implemented("verify", 4),
+        Command::Fetch { .. } => not_implemented("fetch", 4),
+    }
+}
+
+fn not_implemented(command: &str, issue: u32) -> Result<(), Failure> {
+    Err(Failure::Runtime(anyhow::anyhow!(
+        "`{command}` is not implemented yet (it lands with issue {issue}); nothing was done"
+    )))
+}
+
+/// Builds the API client from the `cds` section and the credentials.
+///
+/// # Errors
+/// Missing or unreadable credentials (a configuration problem, exit 2).
+pub fn cds_client(cds_cfg: &config::CdsConfig, metrics: ApiMetrics) -> Result<Client, Failure> {
+    let creds = credentials::load(
+        cds_cfg.access_key_id_file.as_deref(),
+        cds_cfg.access_key_secret_file.as_deref(),
+    )
+    .map_err(|e| Failure::Usage(e.to_string()))?;
+    Client::new(
+        ClientConfig {
+            endpoint: cds_cfg.endpoint.clone(),
+            access_key_id: creds.access_key_id,
+            access_key_secret: creds.access_key_secret,
+            timeout: cds_cfg.timeout,
+            retry: cds_cfg.retry,
+        },
+        metrics,
+        crate::clock::system(),
+    )
+    .map_err(Failure::Runtime)
+}
+
+async fn api(
+    cds_cfg: &config::CdsConfig,
+    action: &str,
+    raw_params: &[String],
+    yes: bool,
+) -> Result<(), Failure> {
+    let action: Action = action
+        .parse()
+        .map_err(|e: cds::action::UnknownAction| Failure::Usage(e.to_string()))?;
+    let mut params = Params::new();
+    for kv in raw_params {
+        let Some((k, v)) = kv.split_once('=') else {
+            return Err(Failure::Usage(format!(
+                "`{kv}` is not KEY=VALUE; e.g. InstanceUuid=5d74bb81-0473-464d-b15b-0ae418619248"
+            )));
+        };
+        let value = match action.param(k).map(|p| p.ty) {
+            Some(cds::ParamType::Integer) => match v.parse::<i64>() {
+                Ok(i) => ParamValue::Int(i),
+                Err(_) => {
+                    return Err(Failure::Usage(format!(
+                        "{action}: `{k}` must be an integer, got {v:?}"
+                    )));
+                }
+            },
+            _ => ParamValue::Str(v.to_string()),
+        };
+        params.insert(k.to_string(), value);
+    }
+    Client::validate(action, &params).map_err(|e| Failure::Usage(e.to_string()))?;
+    if action.is_destructive() && !yes {
+        return Err(Failure::Usage(format!(
+            "{action} changes or deletes resources at the provider; add --yes to confirm"
+        )));
+    }
+    let registry = prometheus::Registry::new();
+    let metrics = ApiMetrics::register(&registry).map_err(|e| Failure::Runtime(e.into()))?;
+    let client = cds_client(cds_cfg, metrics)?;
+    let resp = client
+        .call(action, &params)
+        .await
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&resp.raw).expect("JSON values serialise")
+    );
+    Ok(())
+}
+
+fn format_local(t: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz) -> String {
+    t.with_timezone(&tz)
+        .format("%Y-%m-%d %H:%M:%S %Z (UTC%:z)")
+        .to_string()
+}
+
+fn describe_keep(k: &config::KeepRules) -> String {
+    let mut parts = Vec::new();
+    for (name, v) in [
+        ("keep_last", k.keep_last),
+        ("keep_hourly", k.keep_hourly),
+        ("keep_daily", k.keep_daily),
+        ("keep_weekly", k.keep_weekly),
+        ("keep_monthly", k.keep_monthly),
+        ("keep_yearly", k.keep_yearly),
+    ] {
+        if let Some(v) = v {
+            parts.push(format!("{name} {v}"));
+        }
+    }
+    if let Some(w) = k.keep_within {
+        parts.push(format!("keep_within {}", config::units::format_duration(w)));
+    }
+    parts.push(format!("min_verified {}", k.min_verified));
+    parts.join(", ")
+}
+
+/// The offline report of `check-config`.
+pub fn describe_config(cfg: &Config, now: chrono::DateTime<chrono::Utc>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: OK", cfg.source.display());
+    let _ = writeln!(
+        out,
+        "cds: {} (timeout {}, API times read in {})",
+        cds::client::redis_base_url(&cfg.cds.endpoint),
+        config::units::format_duration(cfg.cds.timeout),
+        cfg.cds.time_zone
+    );
+    let cred = |file: &Option<std::path::PathBuf>, env: &str| match file {
+        Some(p) => format!("file {}", p.display()),
+        None => format!("${env}"),
+    };
+    let _ = writeln!(
+        out,
+        "credentials: access key id from {}, secret from {} (read by --online, run and api)",
+        cred(&cfg.cds.access_key_id_file, credentials::ENV_ACCESS_KEY_ID),
+        cred(
+            &cfg.cds.access_key_secret_file,
+            credentials::ENV_ACCESS_KEY_SECRET
+        )
+    );
+    let _ = writeln!(
+        out,
+        "state: {}   http: {}   log: {} {:?}",
+        cfg.state.path.display(),
+        cfg.http.listen,
+        cfg.log.level,
+        cfg.log.format
+    );
+    let _ = writeln!(out, "destinations:");
+    for d in cfg.destinations.values() {
+        let detail = match &d.kind {
+            DestinationKind::S3(s3) => format!(
+                " (part {} x {}{}{})",
+                config::units::format_size(s3.part_size),
+                s3.upload_concurrency,
+                if s3.path_style { ", path-style" } else { "" },
+                s3.storage_class
+                    .as_deref()
+                    .map(|c| format!(", {c}"))
+                    .unwrap_or_default()
+            ),
+            DestinationKind::File(_) => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<12} {}{detail}",
+            d.name,
+            crate::destination::describe(d)
+        );
+    }
+    let _ = writeln!(out, "policies:");
+    for p in &cfg.policies {
+        let s = &p.schedule;
+        let _ = writeln!(
+            out,
+            "  {}: cron \"{}\" in {}, jitter {}, start within {}, finish within {}, catch-up {:?}, to {} ({:?} download)",
+            p.name,
+            s.cron,
+            s.timezone,
+            config::units::format_duration(s.jitter),
+            config::units::format_duration(s.start_window),
+            config::units::format_duration(s.completion_window),
+            s.catch_up,
+            p.destination,
+            p.download
+        );
+        let runs = s.cron.upcoming(now, s.timezone, 3);
+        if runs.is_empty() {
+            let _ = writeln!(out, "    next runs: never (this cron never fires again)");
+        }
+        for (i, t) in runs.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "    {} {}",
+                if i == 0 { "next runs:" } else { "          " },
+                format_local(*t, s.timezone)
+            );
+        }
+        let selectors: Vec<_> = p.instances.iter().map(ToString::to_string).collect();
+        let _ = writeln!(out, "    instances: {}", selectors.join("; "));
+        let _ = writeln!(
+            out,
+            "    retention: destination {}",
+            describe_keep(&p.retention.destination)
+        );
+        match &p.retention.provider {
+            Some(k) => {
+                let _ = writeln!(out, "               provider {}", describe_keep(k));
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "               provider: no rules, rdbvault never deletes provider backups"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "               at most {} deletions per run",
+            p.retention.max_deletions_per_run
+        );
+    }
+    out
+}
+
+async fn check_config(cfg: &Config, online: bool) -> Result<(), Failure> {
+    print!("{}", describe_config(cfg, chrono::Utc::now()));
+    if !online {
+        return Ok(());
+    }
+    println!("online checks:");
+    let registry = prometheus::Registry::new();
+    let metrics = ApiMetrics::register(&registry).map_err(|e| Failure::Runtime(e.into()))?;
+    let client = cds_client(&cfg.cds, metrics)?;
+    let mut failures = Vec::new();
+    match client.describe_db_instances(&Params::new()).await {
+        Ok(instances) => {
+            println!(
+                "  CDS API: DescribeDBInstances signed and accepted; {} instance(s) visible",
+                instances.len()
+            );
+            for p in &cfg.policies {
+                for sel in &p.instances {
+                    let matched: Vec<_> = instances.iter().filter(|i| sel.matches(i)).collect();
+                    if matched.is_empty() {
+                        let msg = format!("policy {}: selector {sel} matches no instance", p.name);
+                        println!("  {msg}");
+                        if matches!(sel, config::Selector::Uuid(_)) {
+                            failures.push(msg);
+                        }
+                    } else {
+                        let names: Vec<_> = matched
+                            .iter()
+                            .map(|i| {
+                                format!("{} ({}, {})", i.instance_name, i.instance_uuid, i.status)
+                            })
+                            .collect();
+                        println!("  policy {}: {sel} -> {}", p.name, names.join(", "));
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            println!("  CDS API: FAILED: {e}");
+            failures.push(e.to_string());
+        }
+    }
+    for d in cfg.destinations.values() {
+        match crate::destination::probe(d).await {
+            Ok(msg) => println!("  destination {}: {msg}", d.name),
+            Err(e) => {
+                println!("  destination {}: FAILED: {e:#}", d.name);
+                failures.push(format!("destination {}: {e:#}", d.name));
+            }
+        }
+    }
+    if failures.is_empty() {
+        println!("all online checks passed");
+        Ok(())
+    } else {
+        Err(Failure::Runtime(anyhow::anyhow!(
+            "{} online check(s) failed:\n  {}",
+            failures.len(),
+            failures.join("\n  ")
+        )))
+    }
+}
+
+async fn sim(args: SimArgs) -> Result<(), Failure> {
+    let mut cfg = crate::sim::SimConfig::from_env();
+    cfg.settings.backup_delay = args.backup_delay;
+    cfg.settings.url_ttl = args.url_ttl;
+    cfg.settings.default_backup_size = args.backup_size;
+    if let Some(path) = &args.state {
+        cfg.instances =
+            Some(crate::sim::load_state_file(path).map_err(|e| Failure::Usage(format!("{e:#}")))?);
+    }
+    if !args.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %args.listen,
+            "the simulator is meant for loopback; anyone who can reach this address can use it"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let demo = cfg.uses_demo_credentials();
+    let id = cfg.access_key_id.clone();
+    let demo_secret = cfg.access_key_secret.clone();
+    let handle = crate::sim::start(listener, cfg).await?;
+    println!(
+        "rdbvault sim: CDS Redis API simulator on {}/redis/",
+        handle.base_url
+    );
+    println!("  config:      cds: {{ endpoint: {} }}", handle.base_url);
+    if demo {
+        println!(
+            "  credentials: CDS_ACCESS_KEY_ID={id} CDS_ACCESS_KEY_SECRET={} (built-in demo credentials; set both variables to choose others)",
+            demo_secret.expose()
+        );
+    } else {
+        println!(
+            "  credentials: from CDS_ACCESS_KEY_ID / CDS_ACCESS_KEY_SECRET (access key id {id})"
+        );
+    }
+    {
+        let world = handle.shared.world.lock().expect("sim state lock");
+        for i in world.instances.values() {
+            println!(
+                "  instance:    {} {} {} ({}{})",
+                i.info.instance_uuid,
+                i.info.instance_name,
+                i.info.ip,
+                i.info.sub_product_name,
+                if i.shards.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} shards", i.shards.len())
+                }
+            );
+        }
+    }
+    println!(
+        "  faults:      curl -X POST {}/_sim/faults -d '{{\"kind\":\"api_error\",\"action\":\"CreateBackup\",\"count\":1}}'",
+        handle.base_url
+    );
+    println!("Ctrl-C stops it.");
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot wait for Ctrl-C")?;
+    handle.stop().await;
+    Ok(())
+}

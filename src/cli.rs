@@ -1,0 +1,188 @@
+//! The command line: every command of PRODUCT.md §1, parsed with clap.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Exit codes, as PRODUCT.md §1 defines them.
+pub mod exit {
+    pub const SUCCESS: u8 = 0;
+    /// A runtime failure: the API, a destination or the state DB failed.
+    pub const RUNTIME: u8 = 1;
+    /// Bad usage or configuration; the message names the file and line or the YAML path.
+    pub const USAGE: u8 = 2;
+    /// A backup or a verification failed.
+    pub const FAILED: u8 = 3;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rdbvault",
+    version,
+    about = "Keeps Capital Online (CDS) cloud Redis backups safe",
+    long_about = "rdbvault asks the CDS Redis API for backups on a schedule, streams each finished RDB file \
+into S3 or a local directory, verifies it (size, RDB header, CRC64, SHA-256), records every step in \
+SQLite, prunes old copies by retention policy and exports Prometheus metrics.\n\n\
+Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error, 3 a backup or verification failed.",
+    after_help = "Try it without a cloud account: `rdbvault demo`, or `rdbvault sim` in one terminal and \
+`rdbvault api DescribeDBInstances` in another."
+)]
+pub struct Cli {
+    /// Config file [default: $RDBVAULT_CONFIG, else ./rdbvault.yaml]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "RDBVAULT_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// The config file to use, and whether the user named it (a missing default is not an
+    /// error for commands that can do without a config).
+    pub fn config_path(&self) -> (PathBuf, bool) {
+        match &self.config {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from(crate::config::DEFAULT_PATH), false),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: scheduler, job runner, pruner, HTTP endpoint (/metrics /healthz /readyz)
+    Run,
+    /// Validate the config and print each policy's next 3 runs in its timezone
+    CheckConfig {
+        /// Also sign one DescribeDBInstances call, resolve every instance selector, and check
+        /// write access to every destination
+        #[arg(long)]
+        online: bool,
+    },
+    /// Run one backup job for a policy in the foreground (exit 0 stored and verified, 3 failed)
+    BackupNow {
+        #[arg(long, value_name = "NAME")]
+        policy: String,
+        /// Only this instance (default: every instance the policy selects)
+        #[arg(long, value_name = "UUID")]
+        instance: Option<String>,
+    },
+    /// Job history from the state DB
+    Jobs(JobsArgs),
+    /// The inventory: every known backup, where its copies are, verified or not, and why kept
+    Backups {
+        #[arg(long, value_name = "P")]
+        policy: Option<String>,
+        #[arg(long, value_name = "UUID")]
+        instance: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply retention now and print every decision with its reason
+    Prune {
+        #[arg(long, value_name = "P")]
+        policy: Option<String>,
+        /// Print the decisions, change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Re-read stored copies and check size, SHA-256 and RDB checksum (exit 0 all good, 3 any bad)
+    Verify {
+        /// Job ids or provider backup ids
+        ids: Vec<String>,
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+    /// Download a stored copy to a local file (for restore), verifying it on the way
+    Fetch {
+        /// Provider backup id or job id
+        id: String,
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Overwrite FILE if it exists
+        #[arg(long)]
+        force: bool,
+    },
+    /// One signed call to any of the 9 CDS Redis actions; prints the JSON response
+    #[command(
+        after_help = "Examples:\n  rdbvault api DescribeRegins\n  rdbvault api DescribeDBInstances InstanceName='prod cache'\n  \
+rdbvault api DescribeBackups InstanceUuid=5d74bb81-0473-464d-b15b-0ae418619248\n  \
+rdbvault api DeleteBackup InstanceUuid=... BackupId=... --yes\n\n\
+CreateDBInstance, DeleteDBInstance and DeleteBackup need --yes."
+    )]
+    Api {
+        /// DescribeRegins, DescribeAvailableDBConfig, CreateDBInstance, DescribeDBInstances,
+        /// DeleteDBInstance, DescribeBackups, DownloadBackup, CreateBackup, DeleteBackup
+        action: String,
+        /// Action parameters
+        #[arg(value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Confirm a destructive or billable action
+        #[arg(long)]
+        yes: bool,
+        /// API endpoint, overriding cds.endpoint / cds.region (e.g. http://127.0.0.1:9751 for `rdbvault sim`)
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<url::Url>,
+    },
+    /// Start the built-in CDS Redis API simulator
+    Sim(SimArgs),
+    /// Zero set-up demo: simulator, throwaway state DB, local directory, a policy every 10 seconds
+    Demo,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct JobsArgs {
+    #[command(subcommand)]
+    pub command: Option<JobsCommand>,
+    #[arg(long, value_name = "P")]
+    pub policy: Option<String>,
+    #[arg(long, value_name = "S")]
+    pub state: Option<String>,
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// One job in detail
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1:9751", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Load instances from this JSON file instead of the built-in set
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// How long a backup stays `running` before it is `finished`
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
+    pub backup_delay: std::time::Duration,
+    /// How long a download URL stays valid
+    #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    pub url_ttl: std::time::Duration,
+    /// Size of each generated backup (per shard) for instances that do not set one
+    #[arg(long, default_value = "4MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub backup_size: u64,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::config::units::parse_duration(s)
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    crate::config::units::parse_size(s)
+}

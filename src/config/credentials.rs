@@ -1,0 +1,146 @@
+//! CDS API credentials: from `CDS_ACCESS_KEY_ID` / `CDS_ACCESS_KEY_SECRET`, or from the
+//! `cds.access_key_id_file` / `cds.access_key_secret_file` keys (which fit systemd's
+//! `LoadCredential=`). A secret file that anyone on the machine can read is refused.
+
+use crate::secret::Secret;
+use std::path::{Path, PathBuf};
+
+pub const ENV_ACCESS_KEY_ID: &str = "CDS_ACCESS_KEY_ID";
+pub const ENV_ACCESS_KEY_SECRET: &str = "CDS_ACCESS_KEY_SECRET";
+
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub access_key_secret: Secret,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "no CDS {what}: set {env} or cds.{key} in the config (for systemd, LoadCredential= and a path under $CREDENTIALS_DIRECTORY)"
+    )]
+    Missing {
+        what: &'static str,
+        env: &'static str,
+        key: &'static str,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is readable by every user (mode {mode:o}); run `chmod 600 {path}` (or 400), owned by the user rdbvault runs as"
+    )]
+    WorldReadable { path: PathBuf, mode: u32 },
+    #[error("{path} is empty")]
+    Empty { path: PathBuf },
+}
+
+/// Expands `$CREDENTIALS_DIRECTORY` / `${CREDENTIALS_DIRECTORY}` at the start of a path, so a
+/// config can name systemd credentials without knowing where systemd mounts them.
+pub fn expand_credentials_dir(path: &Path) -> PathBuf {
+    let text = path.to_string_lossy();
+    for var in ["${CREDENTIALS_DIRECTORY}", "$CREDENTIALS_DIRECTORY"] {
+        if let Some(rest) = text.strip_prefix(var)
+            && let Ok(dir) = std::env::var("CREDENTIALS_DIRECTORY")
+        {
+            return PathBuf::from(format!("{dir}{rest}"));
+        }
+    }
+    path.to_path_buf()
+}
+
+/// Reads one secret file: refuses it if world-readable, trims the trailing newline.
+///
+/// # Errors
+/// Missing, unreadable, world-readable or empty file.
+pub fn read_secret_file(path: &Path) -> Result<String, Error> {
+    let path = expand_credentials_dir(path);
+    let meta = std::fs::metadata(&path).map_err(|source| Error::Read {
+        path: path.clone(),
+        source,
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o004 != 0 {
+            return Err(Error::WorldReadable { path, mode });
+        }
+    }
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let value = text.trim_end_matches(['\n', '\r']).trim().to_string();
+    if value.is_empty() {
+        return Err(Error::Empty { path });
+    }
+    Ok(value)
+}
+
+/// Loads the credentials: each from its file if the config names one, else from the environment.
+///
+/// # Errors
+/// See [`Error`]; messages name the file or variable, never the value.
+pub fn load(id_file: Option<&Path>, secret_file: Option<&Path>) -> Result<Credentials, Error> {
+    let access_key_id = match id_file {
+        Some(p) => read_secret_file(p)?,
+        None => std::env::var(ENV_ACCESS_KEY_ID)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .ok_or(Error::Missing {
+                what: "access key id",
+                env: ENV_ACCESS_KEY_ID,
+                key: "access_key_id_file",
+            })?,
+    };
+    let access_key_secret = match secret_file {
+        Some(p) => read_secret_file(p)?,
+        None => std::env::var(ENV_ACCESS_KEY_SECRET)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .ok_or(Error::Missing {
+                what: "access key secret",
+                env: ENV_ACCESS_KEY_SECRET,
+                key: "access_key_secret_file",
+            })?,
+    };
+    Ok(Credentials {
+        access_key_id: access_key_id.trim().to_string(),
+        access_key_secret: Secret::new(access_key_secret),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn world_readable_secret_file_is_refused_with_a_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secret");
+        std::fs::write(&p, "s3cr3t-value\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = read_secret_file(&p).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        assert!(!err.contains("s3cr3t-value"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_secret_file(&p).unwrap(), "s3cr3t-value");
+    }
+
+    #[test]
+    fn empty_and_missing_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("empty");
+        std::fs::write(&p, "\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(read_secret_file(&p), Err(Error::Empty { .. })));
+        assert!(matches!(
+            read_secret_file(&dir.path().join("nope")),
+            Err(Error::Read { .. })
+        ));
+    }
+}

@@ -1,0 +1,135 @@
+//! Where verified copies go: an S3 bucket (any S3-compatible store) or a local directory.
+//!
+//! This module owns building the S3 client from the config and the write-access probe that
+//! `check-config --online` runs. The streaming transfer itself lands with the pipeline.
+
+use crate::config::{Destination, DestinationKind, FileDestination, S3Destination, credentials};
+use anyhow::{Context as _, bail};
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+
+/// Builds an S3 client for a destination: its region (else `AWS_REGION`, else `us-east-1`), its
+/// endpoint and addressing style, and its key files if set (else the AWS default chain).
+///
+/// # Errors
+/// Unreadable or world-readable key files.
+pub async fn s3_client(cfg: &S3Destination) -> anyhow::Result<aws_sdk_s3::Client> {
+    let region = cfg
+        .region
+        .clone()
+        .or_else(|| std::env::var("AWS_REGION").ok())
+        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+        .unwrap_or_else(|| "us-east-1".into());
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region));
+    if let (Some(id_file), Some(secret_file)) =
+        (&cfg.access_key_id_file, &cfg.secret_access_key_file)
+    {
+        let id = credentials::read_secret_file(id_file)
+            .with_context(|| format!("S3 access key id for bucket {}", cfg.bucket))?;
+        let secret = credentials::read_secret_file(secret_file)
+            .with_context(|| format!("S3 secret access key for bucket {}", cfg.bucket))?;
+        loader = loader.credentials_provider(Credentials::new(
+            id,
+            secret,
+            None,
+            None,
+            "rdbvault-config",
+        ));
+    }
+    let shared = loader.load().await;
+    let mut builder = aws_sdk_s3::config::Builder::from(&shared).force_path_style(cfg.path_style);
+    if let Some(endpoint) = &cfg.endpoint {
+        builder = builder.endpoint_url(endpoint.as_str().trim_end_matches('/'));
+    }
+    Ok(aws_sdk_s3::Client::from_conf(builder.build()))
+}
+
+/// A short human description: `s3://bucket/prefix/` or `file:/path`.
+pub fn describe(dest: &Destination) -> String {
+    match &dest.kind {
+        DestinationKind::S3(s3) => {
+            let mut text = format!("s3://{}/{}", s3.bucket, s3.prefix);
+            if let Some(e) = &s3.endpoint {
+                text.push_str(&format!(" at {}", e.as_str().trim_end_matches('/')));
+            }
+            text
+        }
+        DestinationKind::File(f) => format!("file:{}", f.path.display()),
+    }
+}
+
+/// Checks that rdbvault can write and delete at the destination: writes a small probe object
+/// (or file) under the prefix and removes it again.
+///
+/// # Errors
+/// Says which step failed (bucket access, write, delete) and what to check.
+pub async fn probe(dest: &Destination) -> anyhow::Result<String> {
+    match &dest.kind {
+        DestinationKind::S3(s3) => probe_s3(s3).await,
+        DestinationKind::File(f) => probe_file(f),
+    }
+}
+
+async fn probe_s3(cfg: &S3Destination) -> anyhow::Result<String> {
+    let client = s3_client(cfg).await?;
+    let key = format!(
+        "{}.rdbvault-write-probe-{}",
+        cfg.prefix,
+        uuid::Uuid::new_v4().simple()
+    );
+    client
+        .put_object()
+        .bucket(&cfg.bucket)
+        .key(&key)
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(
+            b"rdbvault write probe; safe to delete\n",
+        ))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", aws_sdk_s3::error::DisplayErrorContext(e)))
+        .with_context(|| {
+            format!(
+                "cannot write to s3://{}/{}: check the bucket exists, the endpoint, and that the credentials allow s3:PutObject",
+                cfg.bucket, cfg.prefix
+            )
+        })?;
+    client
+        .delete_object()
+        .bucket(&cfg.bucket)
+        .key(&key)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", aws_sdk_s3::error::DisplayErrorContext(e)))
+        .with_context(|| {
+            format!(
+                "wrote s3://{}/{key} but cannot delete it: retention needs s3:DeleteObject; remove the probe object by hand",
+                cfg.bucket
+            )
+        })?;
+    Ok("write and delete OK".into())
+}
+
+fn probe_file(cfg: &FileDestination) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    let dir = &cfg.path;
+    let meta = std::fs::metadata(dir).with_context(|| {
+        format!(
+            "{} does not exist or cannot be read: create it (mkdir -p) and make it writable by the rdbvault user",
+            dir.display()
+        )
+    })?;
+    if !meta.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    let probe = dir.join(format!(
+        ".rdbvault-write-probe-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&probe)?;
+        f.write_all(b"rdbvault write probe; safe to delete\n")?;
+        f.sync_all()?;
+        std::fs::remove_file(&probe)
+    };
+    write().with_context(|| format!("cannot write and delete files in {}", dir.display()))?;
+    Ok("write and delete OK".into())
+}

@@ -1,0 +1,318 @@
+//! Every Prometheus metric rdbvault exports (PRODUCT.md §5), registered in an explicit
+//! [`prometheus::Registry`] that the caller owns, never the global default one.
+//!
+//! Labels are bounded: policy, instance, destination, action and fixed enums. No job ids, no
+//! backup ids, no error strings.
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Buckets for API calls: 5 ms to 2 min.
+const API_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+/// Buckets for backup phases: 1 s to 12 h.
+const PHASE_BUCKETS: &[f64] = &[
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0,
+    28800.0, 43200.0,
+];
+
+/// The handles of the CDS client's two metrics, cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ApiMetrics {
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+}
+
+impl ApiMetrics {
+    /// Registers only the API metrics (for a client used outside the daemon).
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "rdbvault_api_requests_total",
+                "CDS API calls by action and result code (API Code, HTTP status, or transport)",
+            ),
+            &["action", "code"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "rdbvault_api_request_duration_seconds",
+                "Duration of one CDS API HTTP exchange",
+            )
+            .buckets(API_BUCKETS.to_vec()),
+            &["action"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        Ok(ApiMetrics { requests, duration })
+    }
+
+    pub fn observe(&self, action: &str, code: &str, seconds: f64) {
+        self.requests.with_label_values(&[action, code]).inc();
+        self.duration.with_label_values(&[action]).observe(seconds);
+    }
+}
+
+/// All of rdbvault's metrics.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub api: ApiMetrics,
+    pub backup_runs: IntCounterVec,
+    pub backup_last_success: GaugeVec,
+    pub backup_last_attempt: GaugeVec,
+    pub backup_last_size: GaugeVec,
+    pub phase_duration: HistogramVec,
+    pub transfer_bytes: IntCounterVec,
+    pub schedule_next_run: GaugeVec,
+    pub schedule_expected_interval: GaugeVec,
+    pub jobs: IntGaugeVec,
+    pub verified_backups: IntGaugeVec,
+    pub retention_deleted: IntCounterVec,
+    pub retention_blocked: IntCounterVec,
+    pub scheduler_heartbeat: prometheus::Gauge,
+    pub build_info: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Creates every metric and registers it in `registry`.
+    ///
+    /// # Errors
+    /// Fails if a metric of the same name is already registered there.
+    pub fn register(registry: Registry) -> prometheus::Result<Self> {
+        let api = ApiMetrics::register(&registry)?;
+        let r = &registry;
+        let m = Metrics {
+            backup_runs: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "rdbvault_backup_runs_total",
+                        "Backup jobs finished, by result (success, failure, missed)",
+                    ),
+                    &["policy", "instance", "result"],
+                )?,
+            )?,
+            backup_last_success: reg(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "rdbvault_backup_last_success_timestamp_seconds",
+                        "When the last verified copy of this instance was stored (Unix time)",
+                    ),
+                    &["policy", "instance"],
+                )?,
+            )?,
+            backup_last_attempt: reg(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "rdbvault_backup_last_attempt_timestamp_seconds",
+                        "When the last backup job of this instance ended, whatever its result",
+                    ),
+                    &["policy", "instance"],
+                )?,
+            )?,
+            backup_last_size: reg(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "rdbvault_backup_last_size_bytes",
+                        "Size of the last stored copy (all shards)",
+                    ),
+                    &["policy", "instance"],
+                )?,
+            )?,
+            phase_duration: reg(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "rdbvault_backup_phase_duration_seconds",
+                        "Duration of backup phases (snapshot, transfer, verify, total)",
+                    )
+                    .buckets(PHASE_BUCKETS.to_vec()),
+                    &["policy", "phase"],
+                )?,
+            )?,
+            transfer_bytes: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "rdbvault_transfer_bytes_total",
+                        "Bytes written to each destination",
+                    ),
+                    &["destination"],
+                )?,
+            )?,
+            schedule_next_run: reg(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "rdbvault_schedule_next_run_timestamp_seconds",
+                        "Next due time of the policy's schedule (Unix time)",
+                    ),
+                    &["policy"],
+                )?,
+            )?,
+            schedule_expected_interval: reg(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "rdbvault_schedule_expected_interval_seconds",
+                        "Longest gap between consecutive runs of the policy's schedule",
+                    ),
+                    &["policy"],
+                )?,
+            )?,
+            jobs: reg(
+                r,
+                IntGaugeVec::new(
+                    Opts::new("rdbvault_jobs", "Jobs in the state DB by state"),
+                    &["state"],
+                )?,
+            )?,
+            verified_backups: reg(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "rdbvault_verified_backups",
+                        "Verified copies held, by location (provider, destination)",
+                    ),
+                    &["policy", "instance", "location"],
+                )?,
+            )?,
+            retention_deleted: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "rdbvault_retention_deleted_total",
+                        "Copies deleted by retention, by location",
+                    ),
+                    &["policy", "location"],
+                )?,
+            )?,
+            retention_blocked: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "rdbvault_retention_blocked_total",
+                        "Prune runs that deleted nothing because a safety rule stopped them",
+                    ),
+                    &["policy", "reason"],
+                )?,
+            )?,
+            scheduler_heartbeat: reg(
+                r,
+                prometheus::Gauge::new(
+                    "rdbvault_scheduler_heartbeat_timestamp_seconds",
+                    "Last time the scheduler loop ran (Unix time)",
+                )?,
+            )?,
+            build_info: reg(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "rdbvault_build_info",
+                        "Always 1; the version is in the label",
+                    ),
+                    &["version"],
+                )?,
+            )?,
+            api,
+            registry,
+        };
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Ok(m)
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        render(&self.registry)
+    }
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: T,
+) -> prometheus::Result<T> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+/// Renders any registry in Prometheus text format.
+pub fn render(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut buf)
+        .expect("text encoding of gathered metrics cannot fail");
+    String::from_utf8(buf).expect("Prometheus text format is UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_contract_metric_names_are_registered() {
+        let m = Metrics::register(Registry::new()).unwrap();
+        // Touch each vector once so it appears in the output.
+        m.api.observe("DescribeBackups", "Success", 0.1);
+        m.backup_runs
+            .with_label_values(&["p", "i", "success"])
+            .inc();
+        m.backup_last_success
+            .with_label_values(&["p", "i"])
+            .set(1.0);
+        m.backup_last_attempt
+            .with_label_values(&["p", "i"])
+            .set(1.0);
+        m.backup_last_size.with_label_values(&["p", "i"]).set(1.0);
+        m.phase_duration
+            .with_label_values(&["p", "total"])
+            .observe(1.0);
+        m.transfer_bytes.with_label_values(&["d"]).inc();
+        m.schedule_next_run.with_label_values(&["p"]).set(1.0);
+        m.schedule_expected_interval
+            .with_label_values(&["p"])
+            .set(1.0);
+        m.jobs.with_label_values(&["stored"]).set(1);
+        m.verified_backups
+            .with_label_values(&["p", "i", "destination"])
+            .set(1);
+        m.retention_deleted
+            .with_label_values(&["p", "destination"])
+            .inc();
+        m.retention_blocked
+            .with_label_values(&["p", "max_deletions"])
+            .inc();
+        m.scheduler_heartbeat.set(1.0);
+        let text = m.render();
+        for name in [
+            "rdbvault_backup_runs_total",
+            "rdbvault_backup_last_success_timestamp_seconds",
+            "rdbvault_backup_last_attempt_timestamp_seconds",
+            "rdbvault_backup_last_size_bytes",
+            "rdbvault_backup_phase_duration_seconds_bucket",
+            "rdbvault_transfer_bytes_total",
+            "rdbvault_schedule_next_run_timestamp_seconds",
+            "rdbvault_schedule_expected_interval_seconds",
+            "rdbvault_jobs",
+            "rdbvault_verified_backups",
+            "rdbvault_retention_deleted_total",
+            "rdbvault_retention_blocked_total",
+            "rdbvault_api_requests_total",
+            "rdbvault_api_request_duration_seconds_bucket",
+            "rdbvault_scheduler_heartbeat_timestamp_seconds",
+            "rdbvault_build_info",
+        ] {
+            assert!(
+                text.contains(&format!("\n{name}{{")) || text.contains(&format!("\n{name} ")),
+                "{name} missing:\n{text}"
+            );
+        }
+    }
+}
