@@ -202,11 +202,11 @@ pub fn describe_config(cfg: &Config, now: chrono::DateTime<chrono::Utc>) -> Stri
     );
     let _ = writeln!(
         out,
-        "state: {}   http: {}   log: {} {:?}",
+        "state: {}   http: {}   log: {} {}",
         cfg.state.path.display(),
         cfg.http.listen,
         cfg.log.level,
-        cfg.log.format
+        format!("{:?}", cfg.log.format).to_lowercase()
     );
     let _ = writeln!(out, "destinations:");
     for d in cfg.destinations.values() {
@@ -235,16 +235,16 @@ pub fn describe_config(cfg: &Config, now: chrono::DateTime<chrono::Utc>) -> Stri
         let s = &p.schedule;
         let _ = writeln!(
             out,
-            "  {}: cron \"{}\" in {}, jitter {}, start within {}, finish within {}, catch-up {:?}, to {} ({:?} download)",
+            "  {}: cron \"{}\" in {}, jitter {}, start within {}, finish within {}, catch-up {}, to {} ({} download)",
             p.name,
             s.cron,
             s.timezone,
             config::units::format_duration(s.jitter),
             config::units::format_duration(s.start_window),
             config::units::format_duration(s.completion_window),
-            s.catch_up,
+            format!("{:?}", s.catch_up).to_lowercase(),
             p.destination,
-            p.download
+            format!("{:?}", p.download).to_lowercase()
         );
         let runs = s.cron.upcoming(now, s.timezone, 3);
         if runs.is_empty() {

@@ -91,7 +91,7 @@ pub struct Destination {
 
 #[derive(Debug, Clone)]
 pub enum DestinationKind {
-    S3(S3Destination),
+    S3(Box<S3Destination>),
     File(FileDestination),
 }
 
@@ -338,10 +338,7 @@ pub fn load_cds(path: &Path, explicit: bool) -> Result<CdsConfig, Errors> {
     let raw: RawConfig = if text.trim().is_empty() {
         RawConfig::default()
     } else {
-        match deserialize(&text, path) {
-            Ok(raw) => raw,
-            Err(e) => return Err(e),
-        }
+        deserialize(&text, path)?
     };
     let index = locate::Index::build(&text);
     let mut v = Validator {
@@ -423,7 +420,7 @@ fn suggest<'c>(given: &str, candidates: impl IntoIterator<Item = &'c str>) -> Op
 }
 
 fn did_you_mean(s: Option<&str>) -> String {
-    s.map(|s| format!("; did you mean `{s}`?"))
+    s.map(|s| format!(" (did you mean `{s}`?)"))
         .unwrap_or_default()
 }
 
@@ -710,7 +707,7 @@ impl Validator<'_> {
                         "`path` belongs to type: file; an s3 destination uses bucket and prefix",
                     );
                 }
-                DestinationKind::S3(self.s3(&base, d))
+                DestinationKind::S3(Box::new(self.s3(&base, d)))
             }
             Some("file") => {
                 let s3_keys = [

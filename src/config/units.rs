@@ -119,7 +119,7 @@ pub fn format_size(bytes: u64) -> String {
         ("MiB", 1 << 20),
         ("KiB", 1 << 10),
     ] {
-        if bytes >= len && bytes % len == 0 {
+        if bytes >= len && bytes.is_multiple_of(len) {
             return format!("{}{unit}", bytes / len);
         }
         if bytes >= len {

@@ -392,7 +392,7 @@ impl World {
     fn allocate_ip(&mut self) -> String {
         let n = self.next_ip;
         self.next_ip += 1;
-        format!("10.0.{}.{}", n / 250, n % 250 + 2)
+        format!("10.1.{}.{}", n / 250, n % 250 + 2)
     }
 
     /// Adds an instance (from the default set, a state file or `CreateDBInstance`).

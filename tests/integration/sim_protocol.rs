@@ -1,0 +1,344 @@
+//! The simulator as a protocol peer: an independent client's signatures, replays, downloads
+//! with Range, and each download fault.
+
+use crate::support::{self, AK, SECRET, client, have_tool, repo_root, start_sim};
+use rdbvault::rdb;
+use rdbvault::sim::state::{Fault, TruncateMode};
+use std::process::Command;
+use std::time::Duration;
+
+const REPLICA: &str = "5d74bb81-0473-464d-b15b-0ae418619248";
+
+fn python(
+    endpoint: &str,
+    secret: &str,
+    method: &str,
+    action: &str,
+    params: &str,
+    amp: bool,
+) -> (u16, serde_json::Value) {
+    let mut cmd = Command::new("python3");
+    cmd.arg(repo_root().join("tests/independent_client.py"))
+        .args([endpoint, AK, secret, method, action, params]);
+    if amp {
+        cmd.arg("--amp");
+    }
+    let out = cmd.output().expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (status, body) = text
+        .split_once('\n')
+        .unwrap_or_else(|| panic!("no output: {text} {}", String::from_utf8_lossy(&out.stderr)));
+    (
+        status.trim().parse().unwrap(),
+        serde_json::from_str(body.trim()).unwrap(),
+    )
+}
+
+/// Starts the real `rdbvault sim` binary on a free port.
+struct SimProcess {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_sim_binary() -> SimProcess {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = support::rdbvault()
+        .args([
+            "sim",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--backup-delay",
+            "100ms",
+        ])
+        .env("CDS_ACCESS_KEY_ID", AK)
+        .env("CDS_ACCESS_KEY_SECRET", SECRET)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sim = SimProcess {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return sim;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("rdbvault sim did not start");
+}
+
+#[test]
+fn sim_binary_accepts_the_official_sample_signing_and_rejects_secret_ampersand() {
+    if !have_tool("python3") {
+        return;
+    }
+    let sim = spawn_sim_binary();
+    // GET with a value full of special characters, sent the official way (unsorted, `+`,
+    // every parameter twice).
+    let (status, body) = python(
+        &sim.endpoint,
+        SECRET,
+        "GET",
+        "DescribeDBInstances",
+        r#"{"InstanceName": "my redis*~/测试"}"#,
+        false,
+    );
+    assert_eq!(
+        (status, body["Code"].as_str()),
+        (200, Some("Success")),
+        "{body}"
+    );
+    let (status, body) = python(
+        &sim.endpoint,
+        SECRET,
+        "GET",
+        "DescribeDBInstances",
+        r#"{"IP": "10.0.0.5"}"#,
+        false,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["Data"][0]["InstanceUuid"], REPLICA);
+    // POST: common parameters signed, action parameters in the unsigned JSON body.
+    let (status, body) = python(
+        &sim.endpoint,
+        SECRET,
+        "POST",
+        "CreateBackup",
+        &format!(r#"{{"InstanceUuid": "{REPLICA}", "Desc": "测试 Redis 备份"}}"#),
+        false,
+    );
+    assert_eq!(
+        (status, body["Code"].as_str()),
+        (200, Some("Success")),
+        "{body}"
+    );
+    // The same calls keyed with `secret&` are refused.
+    for (method, action, params) in [
+        ("GET", "DescribeRegins", "{}"),
+        (
+            "POST",
+            "DeleteBackup",
+            r#"{"InstanceUuid": "x", "BackupId": "y"}"#,
+        ),
+    ] {
+        let (status, body) = python(&sim.endpoint, SECRET, method, action, params, true);
+        assert_eq!(
+            (status, body["Code"].as_str()),
+            (403, Some("SignatureDoesNotMatch")),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_replayed_request_is_rejected() {
+    let sim = start_sim(support::sim_config()).await;
+    let query = rdbvault::cds::sign::signed_query(
+        &rdbvault::cds::sign::SigningInput {
+            method: rdbvault::cds::sign::Method::Get,
+            action: "DescribeRegins",
+            access_key_id: AK,
+            secret: SECRET,
+            timestamp: chrono::Utc::now(),
+            nonce: "fixed-nonce-1",
+        },
+        &Default::default(),
+    );
+    let url = format!("{}/redis/?{query}", sim.base_url);
+    let first = reqwest::get(&url).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let second = reqwest::get(&url).await.unwrap();
+    assert_eq!(second.status(), 400);
+    let body: serde_json::Value = second.json().await.unwrap();
+    assert_eq!(body["Code"], "SignatureNonceUsed");
+    sim.stop().await;
+}
+
+async fn finished_backup(c: &rdbvault::cds::Client, desc: &str) -> String {
+    c.create_backup(REPLICA, desc).await.unwrap();
+    for _ in 0..100 {
+        if let Some(b) = c
+            .describe_backups(REPLICA)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|b| b.desc == desc && b.status != "running")
+        {
+            return b.backup_id;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("backup did not finish");
+}
+
+async fn fetch(url: &str, range: Option<&str>) -> Result<(u16, Vec<u8>), reqwest::Error> {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(r) = range {
+        req = req.header("Range", r);
+    }
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.bytes().await?.to_vec()))
+}
+
+#[tokio::test]
+async fn downloads_are_valid_rdb_files_and_honour_range() {
+    let sim = start_sim(support::sim_config()).await;
+    let (c, _) = client(&sim);
+    let id = finished_backup(&c, "rdbvault:dl").await;
+    let d = c.download_backup(REPLICA, &id).await.unwrap();
+    let (status, whole) = fetch(&d.backup_intranet_download_url, None).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(whole.len() as u64, d.backup.backup_size.unwrap());
+    let summary = rdb::verify_bytes(&whole).unwrap();
+    assert_eq!(summary.version, 9, "a Redis 5.0 instance writes RDB v9");
+    assert!(matches!(summary.checksum, rdb::Checksum::Verified(_)));
+
+    // The public URL serves the same bytes.
+    let (_, public) = fetch(&d.backup_download_url, None).await.unwrap();
+    assert_eq!(public, whole);
+    // Ranges resume exactly where asked.
+    let (status, tail) = fetch(&d.backup_intranet_download_url, Some("bytes=100000-"))
+        .await
+        .unwrap();
+    assert_eq!(status, 206);
+    assert_eq!(tail, whole[100000..]);
+    let (_, mid) = fetch(&d.backup_intranet_download_url, Some("bytes=10-19"))
+        .await
+        .unwrap();
+    assert_eq!(mid, whole[10..20]);
+    let (status, _) = fetch(
+        &d.backup_intranet_download_url,
+        Some(&format!("bytes={}-", whole.len())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 416);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn download_faults_break_downloads_the_way_they_say() {
+    let sim = start_sim(support::sim_config()).await;
+    let (c, _) = client(&sim);
+    let id = finished_backup(&c, "rdbvault:faults").await;
+    let url = c
+        .download_backup(REPLICA, &id)
+        .await
+        .unwrap()
+        .backup_intranet_download_url;
+
+    sim.add_fault(Fault::DownloadExpired { count: Some(1) });
+    assert_eq!(fetch(&url, None).await.unwrap().0, 403);
+    assert_eq!(
+        fetch(&url, None).await.unwrap().0,
+        200,
+        "count: 1 means one failure"
+    );
+
+    sim.add_fault(Fault::DownloadError {
+        count: Some(1),
+        status: 503,
+    });
+    assert_eq!(fetch(&url, None).await.unwrap().0, 503);
+
+    sim.add_fault(Fault::DownloadTruncate {
+        count: Some(1),
+        after_bytes: 1000,
+        mode: TruncateMode::Abort,
+    });
+    assert!(
+        fetch(&url, None).await.is_err(),
+        "an aborted body is a transport error"
+    );
+
+    sim.add_fault(Fault::DownloadTruncate {
+        count: Some(1),
+        after_bytes: 1000,
+        mode: TruncateMode::Short,
+    });
+    let (status, short) = fetch(&url, None).await.unwrap();
+    assert_eq!((status, short.len()), (200, 1000));
+    assert!(rdb::verify_bytes(&short).is_err());
+
+    sim.add_fault(Fault::DownloadCorrupt {
+        count: Some(1),
+        offset: None,
+    });
+    let (_, corrupt) = fetch(&url, None).await.unwrap();
+    assert!(matches!(
+        rdb::verify_bytes(&corrupt),
+        Err(rdb::Error::ChecksumMismatch { .. })
+    ));
+
+    sim.add_fault(Fault::IntranetUnreachable { count: Some(1) });
+    let d = c.download_backup(REPLICA, &id).await.unwrap();
+    assert!(fetch(&d.backup_intranet_download_url, None).await.is_err());
+    assert_eq!(fetch(&d.backup_download_url, None).await.unwrap().0, 200);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn urls_expire_and_failed_backups_cannot_be_downloaded() {
+    let mut cfg = support::sim_config();
+    cfg.settings.url_ttl = Duration::from_secs(1);
+    let sim = start_sim(cfg).await;
+    let (c, _) = client(&sim);
+    let id = finished_backup(&c, "rdbvault:ttl").await;
+    let url = c
+        .download_backup(REPLICA, &id)
+        .await
+        .unwrap()
+        .backup_intranet_download_url;
+    assert_eq!(fetch(&url, Some("bytes=0-8")).await.unwrap().0, 206);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (status, body) = fetch(&url, None).await.unwrap();
+    assert_eq!(status, 403);
+    assert!(String::from_utf8_lossy(&body).contains("expired"));
+
+    sim.add_fault(Fault::BackupFails { count: Some(1) });
+    let failed = finished_backup(&c, "rdbvault:fails").await;
+    let rec = c
+        .describe_backups(REPLICA)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.backup_id == failed)
+        .unwrap();
+    assert_eq!(rec.status, "failed");
+    assert!(c.download_backup(REPLICA, &failed).await.is_err());
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn automatic_backups_exist_and_a_running_backup_blocks_another() {
+    let sim = start_sim(support::sim_config()).await;
+    let (c, _) = client(&sim);
+    let backups = c.describe_backups(REPLICA).await.unwrap();
+    assert!(
+        backups
+            .iter()
+            .any(|b| b.backup_mode == "auto" && b.desc.is_empty() && b.is_finished())
+    );
+    c.create_backup(REPLICA, "rdbvault:a").await.unwrap();
+    let running = c.describe_backups(REPLICA).await.unwrap();
+    let rec = running.iter().find(|b| b.desc == "rdbvault:a").unwrap();
+    assert_eq!((rec.status.as_str(), rec.backup_size), ("running", None));
+    let (c1, _) = support::client_with(&sim, SECRET, support::fast_retry(1));
+    let err = c1.create_backup(REPLICA, "rdbvault:b").await.unwrap_err();
+    assert_eq!((err.status, err.code()), (Some(409), Some("ResourceInUse")));
+    sim.stop().await;
+}
