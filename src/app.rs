@@ -369,7 +369,10 @@ async fn sim(args: SimArgs) -> Result<(), Failure> {
     let demo = cfg.uses_demo_credentials();
     let id = cfg.access_key_id.clone();
     let demo_secret = cfg.access_key_secret.clone();
-    let handle = crate::sim::start(listener, cfg).await?;
+    // Only instance definitions can make start fail: a usage problem (exit 2).
+    let handle = crate::sim::start(listener, cfg)
+        .await
+        .map_err(|e| Failure::Usage(format!("{e:#}")))?;
     println!(
         "rdbvault sim: CDS Redis API simulator on {}/redis/",
         handle.base_url

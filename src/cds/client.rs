@@ -196,14 +196,14 @@ impl Client {
             match self.send_once(action, params).await {
                 Ok(resp) => return Ok(resp),
                 Err(mut err) => {
-                    err.attempts = attempt;
                     let may_retry = err.is_retryable()
                         && (action.is_idempotent() || err.certainly_not_applied());
-                    if !may_retry || attempt >= policy.max_attempts {
-                        return Err(err);
-                    }
                     let delay = policy.delay(attempt, &mut self.rng.lock().expect("rng lock"));
-                    if started.elapsed() + delay > policy.max_elapsed {
+                    if !may_retry
+                        || attempt >= policy.max_attempts
+                        || started.elapsed() + delay > policy.max_elapsed
+                    {
+                        err.attempts = attempt;
                         return Err(err);
                     }
                     tracing::warn!(

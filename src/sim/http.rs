@@ -86,6 +86,13 @@ async fn api(
         Method::Get
     };
     let (status, code, response) = answer(&s, sign_method, &action, &query, &body).await;
+    tracing::info!(
+        action,
+        method = sign_method.as_str(),
+        status,
+        code,
+        "sim: API call"
+    );
     let mut world = s.world.lock().expect("sim state lock");
     world.record(LoggedRequest {
         at: s.clock.now(),

@@ -342,3 +342,197 @@ async fn automatic_backups_exist_and_a_running_backup_blocks_another() {
     assert_eq!((err.status, err.code()), (Some(409), Some("ResourceInUse")));
     sim.stop().await;
 }
+
+/// Runs `tests/independent_server.py` on a free port.
+struct PyServer {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_independent_server() -> PyServer {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("python3")
+        .arg(repo_root().join("tests/independent_server.py"))
+        .args([&port.to_string(), AK, SECRET])
+        .spawn()
+        .unwrap();
+    let server = PyServer {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return server;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("independent server did not start");
+}
+
+#[test]
+fn rdbvault_api_is_accepted_by_an_independent_server_for_get_and_post() {
+    if !have_tool("python3") {
+        return;
+    }
+    let server = spawn_independent_server();
+    let api = |args: &[&str], secret: &str| {
+        support::run(
+            support::rdbvault()
+                .env("CDS_ACCESS_KEY_ID", AK)
+                .env("CDS_ACCESS_KEY_SECRET", secret)
+                .args(["api", "--endpoint", &server.endpoint])
+                .args(args),
+        )
+    };
+    let tricky = "my redis*~/测试 +%=&";
+    let r = api(
+        &[
+            "DescribeDBInstances",
+            &format!("InstanceName={tricky}"),
+            "IP=10.0.0.5",
+        ],
+        SECRET,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let doc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(doc["Data"]["method"], "GET");
+    assert_eq!(doc["Data"]["query"]["InstanceName"], tricky);
+    assert_eq!(doc["Data"]["query"]["IP"], "10.0.0.5");
+
+    let r = api(
+        &[
+            "CreateBackup",
+            &format!("InstanceUuid={REPLICA}"),
+            &format!("Desc={tricky}"),
+        ],
+        SECRET,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let doc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(doc["Data"]["method"], "POST");
+    assert_eq!(
+        doc["Data"]["query"],
+        serde_json::json!({}),
+        "POST action params stay out of the query"
+    );
+    assert_eq!(doc["Data"]["body"]["Desc"], tricky);
+    assert_eq!(doc["Data"]["body"]["InstanceUuid"], REPLICA);
+
+    let r = api(
+        &[
+            "CreateDBInstance",
+            "RegionId=CN_Beijing_A",
+            "VdcId=v",
+            "BasePipeId=p",
+            "InstanceName=名字 x",
+            "PaasGoodsId=12923",
+            "Password=pw",
+            "Amount=2",
+            "--yes",
+        ],
+        SECRET,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let doc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        doc["Data"]["body"]["PaasGoodsId"], 12923,
+        "integers travel as JSON numbers"
+    );
+    assert_eq!(doc["Data"]["body"]["Amount"], 2);
+
+    // A wrong secret: non-zero exit, the API's code named, the secret nowhere.
+    let r = api(&["DescribeRegins"], "wrong-secret-7f3a");
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("SignatureDoesNotMatch"), "{}", r.stderr);
+    assert!(!r.all().contains("wrong-secret-7f3a") && !r.all().contains(SECRET));
+}
+
+#[tokio::test]
+async fn a_state_file_defines_instances_shards_sizes_and_real_payloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = repo_root().join("tests/fixtures/redis-7.0-small.rdb");
+    let state = dir.path().join("state.json");
+    std::fs::write(
+        &state,
+        serde_json::json!({"instances": [
+            {"uuid": "11111111-2222-4333-8444-555555555555", "name": "big-cluster", "version": "7.0",
+             "architecture_type": 2, "shards": 3, "backup_size": 100_000},
+            {"uuid": "66666666-7777-4888-9999-aaaaaaaaaaaa", "name": "real-data", "payload_file": fixture, "auto_backup": true}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let mut cfg = support::sim_config();
+    cfg.instances = Some(rdbvault::sim::load_state_file(&state).unwrap());
+    let sim = start_sim(cfg).await;
+    let (c, _) = client(&sim);
+    assert_eq!(
+        c.describe_db_instances(&Default::default())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    c.create_backup("11111111-2222-4333-8444-555555555555", "rdbvault:big")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let recs = c
+        .describe_backups("11111111-2222-4333-8444-555555555555")
+        .await
+        .unwrap();
+    assert_eq!(recs.len(), 3, "one record per shard");
+    for r in &recs {
+        let d = c
+            .download_backup(&r.instance_id, &r.backup_id)
+            .await
+            .unwrap();
+        let (_, bytes) = fetch(&d.backup_download_url, None).await.unwrap();
+        let s = rdb::verify_bytes(&bytes).unwrap();
+        assert_eq!((s.size, s.version), (100_000, 10));
+    }
+
+    // The seeded automatic backup of the real-data instance serves the real dump.
+    let auto = c
+        .describe_backups("66666666-7777-4888-9999-aaaaaaaaaaaa")
+        .await
+        .unwrap();
+    assert_eq!(auto.len(), 1);
+    let d = c
+        .download_backup(&auto[0].instance_id, &auto[0].backup_id)
+        .await
+        .unwrap();
+    let (_, bytes) = fetch(&d.backup_intranet_download_url, None).await.unwrap();
+    assert_eq!(bytes, std::fs::read(&fixture).unwrap());
+    sim.stop().await;
+}
+
+#[test]
+fn sim_refuses_a_bad_state_file_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("bad.json");
+    std::fs::write(&state, r#"{"instances": [{"name": "x", "colour": "red"}]}"#).unwrap();
+    let r = support::run(
+        support::rdbvault()
+            .args(["sim", "--listen", "127.0.0.1:0", "--state"])
+            .arg(&state),
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("bad.json") && r.stderr.contains("colour"),
+        "{}",
+        r.stderr
+    );
+}
