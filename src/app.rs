@@ -43,6 +43,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     let (config_path, explicit) = cli.config_path();
     match cli.command {
         Command::CheckConfig { online } => {
+            init_logging(config::LogFormat::Text, "warn");
             let cfg = config::load(&config_path)?;
             check_config(&cfg, online).await
         }
@@ -52,22 +53,72 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             yes,
             endpoint,
         } => {
+            init_logging(config::LogFormat::Text, "warn");
             let mut cds_cfg = config::load_cds(&config_path, explicit)?;
             if let Some(e) = endpoint {
                 cds_cfg.endpoint = e;
             }
             api(&cds_cfg, &action, &params, yes).await
         }
-        Command::Sim(args) => sim(args).await,
-        Command::Run => not_implemented("run", 3),
-        Command::BackupNow { .. } => not_implemented("backup-now", 3),
-        Command::Jobs(_) => not_implemented("jobs", 3),
-        Command::Demo => not_implemented("demo", 3),
+        Command::Sim(args) => {
+            init_logging(config::LogFormat::Text, "info");
+            sim(args).await
+        }
+        Command::Run => {
+            let cfg = config::load(&config_path)?;
+            init_logging(cfg.log.format, &cfg.log.level);
+            run_daemon(cfg).await
+        }
+        Command::BackupNow { policy, instance } => {
+            let cfg = config::load(&config_path)?;
+            init_logging(cfg.log.format, "warn");
+            crate::commands::backup_now(cfg, &policy, instance.as_deref()).await
+        }
+        Command::Jobs(args) => {
+            let cfg = config::load(&config_path)?;
+            init_logging(cfg.log.format, "warn");
+            crate::commands::jobs(&cfg, args).await
+        }
+        Command::Demo => {
+            init_logging(config::LogFormat::Text, "warn");
+            crate::commands::demo().await
+        }
         Command::Backups { .. } => not_implemented("backups", 4),
         Command::Prune { .. } => not_implemented("prune", 4),
         Command::Verify { .. } => not_implemented("verify", 4),
         Command::Fetch { .. } => not_implemented("fetch", 4),
     }
+}
+
+/// Sets up logging once: `RUST_LOG` wins over the configured level.
+pub fn init_logging(format: config::LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        config::LogFormat::Json => builder.json().try_init(),
+        config::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
+}
+
+async fn run_daemon(cfg: Config) -> Result<(), Failure> {
+    let cfg = std::sync::Arc::new(cfg);
+    let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    let ctx = crate::daemon::build_context(cfg.clone(), crate::daemon::owner_id("daemon"), metrics)
+        .await?;
+    let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (http.listen)", cfg.http.listen))?;
+    tracing::info!(listen = %cfg.http.listen, policies = cfg.policies.len(), state = %cfg.state.path.display(), "rdbvault daemon started");
+    crate::daemon::run(ctx, listener, crate::daemon::shutdown_signal()).await?;
+    tracing::info!("rdbvault daemon stopped");
+    Ok(())
 }
 
 fn not_implemented(command: &str, issue: u32) -> Result<(), Failure> {

@@ -72,6 +72,7 @@ pub struct Metrics {
     pub verified_backups: IntGaugeVec,
     pub retention_deleted: IntCounterVec,
     pub retention_blocked: IntCounterVec,
+    pub schedule_skipped: IntCounterVec,
     pub scheduler_heartbeat: prometheus::Gauge,
     pub build_info: IntGaugeVec,
 }
@@ -199,6 +200,16 @@ impl Metrics {
                     Opts::new(
                         "rdbvault_retention_blocked_total",
                         "Prune runs that deleted nothing because a safety rule stopped them",
+                    ),
+                    &["policy", "reason"],
+                )?,
+            )?,
+            schedule_skipped: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "rdbvault_schedule_skipped_total",
+                        "Due runs not started because the instance still had an open job",
                     ),
                     &["policy", "reason"],
                 )?,

@@ -1,0 +1,543 @@
+//! The pipeline's foreground commands: `backup-now`, `jobs`, `jobs show`, `demo`.
+
+use crate::app::Failure;
+use crate::cli::{JobsArgs, JobsCommand};
+use crate::config::{self, Config};
+use crate::job::{self, Outcome, State};
+use crate::store::jobs::{Inserted, NewJob};
+use crate::store::{JobRow, Store, from_ms, ms};
+use anyhow::Context as _;
+use std::io::IsTerminal as _;
+use std::sync::Arc;
+
+fn human_bytes(n: i64) -> String {
+    let n = n.max(0) as f64;
+    for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if n >= size as f64 {
+            return format!("{:.1} {unit}", n / size as f64);
+        }
+    }
+    format!("{n} B")
+}
+
+fn local(ms_value: i64) -> String {
+    from_ms(ms_value)
+        .with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+fn duration_of(job: &JobRow) -> String {
+    let start = job.create_sent_at.unwrap_or(job.created_at);
+    let end = job.finished_at.unwrap_or_else(|| ms(chrono::Utc::now()));
+    let secs = ((end - start).max(0) as f64 / 1000.0).round() as u64;
+    config::units::format_duration(std::time::Duration::from_secs(secs))
+}
+
+/// `backup-now --policy P [--instance UUID]`: one job per selected instance, in the foreground.
+pub async fn backup_now(
+    cfg: Config,
+    policy_name: &str,
+    instance: Option<&str>,
+) -> Result<(), Failure> {
+    let Some(policy) = cfg.policies.iter().find(|p| p.name == policy_name).cloned() else {
+        let names: Vec<_> = cfg.policies.iter().map(|p| p.name.as_str()).collect();
+        return Err(Failure::Usage(format!(
+            "no policy named `{policy_name}` in {}; policies: {}",
+            cfg.source.display(),
+            names.join(", ")
+        )));
+    };
+    let cfg = Arc::new(cfg);
+    let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    let mut ctx =
+        crate::daemon::build_context(cfg.clone(), crate::daemon::owner_id("backup-now"), metrics)
+            .await?;
+
+    let all = ctx
+        .cds
+        .describe_db_instances(&crate::cds::Params::new())
+        .await
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    let mut selected: Vec<_> = crate::scheduler::select(&policy, &all)
+        .into_iter()
+        .cloned()
+        .collect();
+    if let Some(uuid) = instance {
+        selected.retain(|i| i.instance_uuid.eq_ignore_ascii_case(uuid));
+        if selected.is_empty() {
+            return Err(Failure::Usage(format!(
+                "instance {uuid} is not selected by policy `{policy_name}` (or does not exist)"
+            )));
+        }
+    }
+    if selected.is_empty() {
+        return Err(Failure::Failed(format!(
+            "policy `{policy_name}` selects no instance; nothing to back up"
+        )));
+    }
+
+    let tty = std::io::stderr().is_terminal();
+    let bars = indicatif::MultiProgress::new();
+    if !tty {
+        bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let bar_map: Arc<std::sync::Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>> =
+        Arc::default();
+    {
+        let (bars, bar_map) = (bars.clone(), bar_map.clone());
+        ctx.progress = Some(Arc::new(
+            move |_job: &str, backup: &str, done: u64, total: Option<u64>| {
+                let mut map = bar_map.lock().expect("bars");
+                let bar = map.entry(backup.to_string()).or_insert_with(|| {
+                    let b = bars.add(indicatif::ProgressBar::new(total.unwrap_or(0)));
+                    b.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+                        )
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                    );
+                    b.set_message(format!("backup {}", &backup[..backup.len().min(12)]));
+                    b
+                });
+                bar.set_position(done);
+            },
+        ));
+    }
+
+    let now = ctx.clock.now();
+    let mut job_ids = Vec::new();
+    let mut refused = Vec::new();
+    for inst in &selected {
+        let s = &policy.schedule;
+        let job = NewJob {
+            id: uuid::Uuid::now_v7().to_string(),
+            policy: policy.name.clone(),
+            instance_uuid: inst.instance_uuid.clone(),
+            instance_name: inst.instance_name.clone(),
+            region_id: inst.region_id.clone(),
+            destination: policy.destination.clone(),
+            trigger: "manual",
+            due_at: ms(now),
+            start_by: ms(now + chrono::Duration::from_std(s.start_window).unwrap_or_default()),
+            deadline_at: ms(
+                now + chrono::Duration::from_std(s.completion_window).unwrap_or_default()
+            ),
+            created_at: ms(now),
+        };
+        match ctx
+            .store
+            .insert_job(&job)
+            .await
+            .map_err(|e| Failure::Runtime(e.into()))?
+        {
+            Inserted::Created => {
+                ctx.store
+                    .claim_job(&job.id, &ctx.owner, ms(now), ms(now))
+                    .await
+                    .map_err(|e| Failure::Runtime(e.into()))?;
+                eprintln!(
+                    "job {} for {} ({}) started",
+                    job.id, inst.instance_name, inst.instance_uuid
+                );
+                job_ids.push(job.id);
+            }
+            Inserted::InstanceBusy { open_job } => {
+                eprintln!(
+                    "instance {} ({}) already has an open job {open_job}; not starting a second one",
+                    inst.instance_name, inst.instance_uuid
+                );
+                refused.push(inst.instance_uuid.clone());
+            }
+        }
+    }
+
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let hb = tokio::spawn(crate::daemon::heartbeat(ctx.clone(), cancel.clone()));
+    let signal_cancel = cancel.clone();
+    tokio::spawn(async move {
+        crate::daemon::shutdown_signal().await;
+        signal_cancel.cancel();
+    });
+    let limit = Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_concurrent_jobs));
+    let mut tasks = tokio::task::JoinSet::new();
+    for id in job_ids.clone() {
+        let (ctx, cancel, limit) = (ctx.clone(), cancel.child_token(), limit.clone());
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await.expect("semaphore open");
+            let outcome = job::run_job(&ctx, &id, &cancel).await;
+            (id, outcome)
+        });
+    }
+    let mut failed = refused.len();
+    let mut interrupted = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (id, outcome) =
+            r.map_err(|e| Failure::Runtime(anyhow::anyhow!("job task failed: {e}")))?;
+        let job = ctx
+            .store
+            .job(&id)
+            .await
+            .map_err(|e| Failure::Runtime(e.into()))?;
+        match outcome {
+            Outcome::Stored => {
+                let shards = ctx.store.shards(&id).await.unwrap_or_default();
+                println!(
+                    "stored  {} {} ({}) {} in {}",
+                    job.id,
+                    job.instance_name,
+                    job.instance_uuid,
+                    human_bytes(job.bytes),
+                    duration_of(&job)
+                );
+                for s in shards {
+                    println!(
+                        "        {} sha256 {}",
+                        s.object_key.unwrap_or_default(),
+                        s.sha256.unwrap_or_default()
+                    );
+                }
+            }
+            Outcome::Failed(e) => {
+                failed += 1;
+                println!(
+                    "failed  {} {} ({}): {e}",
+                    job.id, job.instance_name, job.instance_uuid
+                );
+            }
+            Outcome::Missed(e) => {
+                failed += 1;
+                println!(
+                    "missed  {} {} ({}): {e}",
+                    job.id, job.instance_name, job.instance_uuid
+                );
+            }
+            Outcome::Interrupted => {
+                interrupted += 1;
+                println!(
+                    "stopped {} {} ({}): interrupted; `rdbvault run` resumes it",
+                    job.id, job.instance_name, job.instance_uuid
+                );
+            }
+        }
+    }
+    cancel.cancel();
+    let _ = hb.await;
+    bars.clear().ok();
+    ctx.store.close().await;
+    if failed > 0 {
+        return Err(Failure::Failed(format!(
+            "{failed} of {} backup(s) failed",
+            selected.len()
+        )));
+    }
+    if interrupted > 0 {
+        return Err(Failure::Runtime(anyhow::anyhow!(
+            "{interrupted} job(s) interrupted before they finished"
+        )));
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct JobDetail {
+    #[serde(flatten)]
+    job: JobRow,
+    shards: Vec<crate::store::ShardRow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<Vec<crate::store::jobs::EventRow>>,
+}
+
+/// `jobs` and `jobs show ID`.
+pub async fn jobs(cfg: &Config, args: JobsArgs) -> Result<(), Failure> {
+    let store = Store::open(&cfg.state.path)
+        .await
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    let rt = |e: crate::store::Error| match e {
+        crate::store::Error::NotFound(_) | crate::store::Error::Ambiguous(_) => {
+            Failure::Usage(e.to_string())
+        }
+        other => Failure::Runtime(other.into()),
+    };
+    if let Some(JobsCommand::Show { id, json }) = args.command {
+        let job = store.find_job(&id).await.map_err(rt)?;
+        let shards = store.shards(&job.id).await.map_err(rt)?;
+        let events = store.events(&job.id).await.map_err(rt)?;
+        if json {
+            let detail = JobDetail {
+                job,
+                shards,
+                events: Some(events),
+            };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&detail).expect("serialisable")
+            );
+            return Ok(());
+        }
+        println!("job        {}", job.id);
+        println!("policy     {}", job.policy);
+        println!("instance   {} ({})", job.instance_name, job.instance_uuid);
+        println!("state      {}", job.state);
+        println!("trigger    {}", job.trigger);
+        println!("destination {}", job.destination);
+        for (label, v) in [
+            ("due", Some(job.due_at)),
+            ("requested", job.requested_at),
+            ("snapshot done", job.snapshot_done_at),
+            ("transfer done", job.transfer_done_at),
+            ("verified", job.verified_at),
+            ("finished", job.finished_at),
+        ] {
+            if let Some(t) = v {
+                println!("{label:<14} {}", local(t));
+            }
+        }
+        println!("bytes      {} ({})", job.bytes, human_bytes(job.bytes));
+        if let Some(e) = &job.error {
+            println!("error      {e}");
+        }
+        for s in &shards {
+            println!(
+                "backup     {} shard {:?} {} {} bytes sha256 {} rdb v{} checksum {}",
+                s.backup_id,
+                s.shard_id,
+                s.state,
+                s.bytes_done,
+                s.sha256.as_deref().unwrap_or("-"),
+                s.rdb_version.unwrap_or(0),
+                s.checksum.as_deref().unwrap_or("-")
+            );
+            if let Some(k) = &s.object_key {
+                println!("           object {k}");
+            }
+        }
+        println!("events:");
+        for e in events {
+            println!("  {} {:<16} {}", local(e.at), e.kind, e.message);
+        }
+        return Ok(());
+    }
+    let state = match args.state.as_deref() {
+        Some(s) => Some(s.parse::<State>().map_err(Failure::Usage)?),
+        None => None,
+    };
+    let rows = store
+        .list_jobs(args.policy.as_deref(), state, args.limit.unwrap_or(50))
+        .await
+        .map_err(rt)?;
+    if args.json {
+        let mut out = Vec::new();
+        for job in rows {
+            let shards = store.shards(&job.id).await.map_err(rt)?;
+            out.push(JobDetail {
+                job,
+                shards,
+                events: None,
+            });
+        }
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("serialisable")
+        );
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no jobs yet in {}", cfg.state.path.display());
+        return Ok(());
+    }
+    println!(
+        "{:<36}  {:<14} {:<18} {:<12} {:<19} {:>8} {:>10}  ERROR",
+        "ID", "POLICY", "INSTANCE", "STATE", "DUE", "TOOK", "BYTES"
+    );
+    for j in rows {
+        let name = if j.instance_name.is_empty() {
+            &j.instance_uuid
+        } else {
+            &j.instance_name
+        };
+        let error: String = j.error.as_deref().unwrap_or("").chars().take(60).collect();
+        println!(
+            "{:<36}  {:<14} {:<18} {:<12} {:<19} {:>8} {:>10}  {}",
+            j.id,
+            j.policy,
+            name,
+            j.state,
+            local(j.due_at),
+            duration_of(&j),
+            human_bytes(j.bytes),
+            error
+        );
+    }
+    Ok(())
+}
+
+/// `demo`: the simulator, a throwaway state DB and directory, a policy every 10 seconds.
+pub async fn demo() -> Result<(), Failure> {
+    let dir = tempfile::Builder::new()
+        .prefix("rdbvault-demo-")
+        .tempdir()
+        .context("cannot create a temporary directory")?;
+    let root = dir.path();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot start the simulator")?;
+    let mut sim_cfg = crate::sim::SimConfig::from_env();
+    sim_cfg.access_key_id = crate::sim::DEMO_ACCESS_KEY_ID.into();
+    sim_cfg.access_key_secret = crate::secret::Secret::new(crate::sim::DEMO_ACCESS_KEY_SECRET);
+    sim_cfg.settings.backup_delay = std::time::Duration::from_secs(2);
+    sim_cfg.settings.default_backup_size = 8 << 20;
+    let sim = crate::sim::start(listener, sim_cfg).await?;
+
+    write_private(
+        &root.join("cds_access_key_id"),
+        crate::sim::DEMO_ACCESS_KEY_ID,
+    )?;
+    write_private(
+        &root.join("cds_access_key_secret"),
+        crate::sim::DEMO_ACCESS_KEY_SECRET,
+    )?;
+    std::fs::create_dir_all(root.join("archive")).context("cannot create the archive directory")?;
+    let http = if std::net::TcpListener::bind("127.0.0.1:9750").is_ok() {
+        "127.0.0.1:9750"
+    } else {
+        "127.0.0.1:0"
+    };
+    let yaml = format!(
+        r#"cds:
+  endpoint: {endpoint}
+  access_key_id_file: {root}/cds_access_key_id
+  access_key_secret_file: {root}/cds_access_key_secret
+  timeout: 10s
+state:
+  path: {root}/rdbvault.db
+http:
+  listen: {http}
+destinations:
+  archive:
+    type: file
+    path: {root}/archive
+policies:
+  - name: demo
+    schedule:
+      cron: "*/10 * * * * *"
+      start_window: 30s
+      completion_window: 5m
+      catch_up: none
+    instances:
+      - name: "prod-*"
+    destination: archive
+    retention:
+      destination: {{ keep_last: 5 }}
+"#,
+        endpoint = sim.base_url,
+        root = root.display(),
+    );
+    let config_path = root.join("rdbvault.yaml");
+    std::fs::write(&config_path, &yaml).context("cannot write the demo config")?;
+    let cfg = Arc::new(config::load(&config_path)?);
+    let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    let mut ctx =
+        crate::daemon::build_context(cfg.clone(), crate::daemon::owner_id("demo"), metrics).await?;
+    ctx.poll = job::PollSettings {
+        initial: std::time::Duration::from_millis(500),
+        max: std::time::Duration::from_secs(2),
+        ..job::PollSettings::default()
+    };
+    let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .context("cannot bind the metrics endpoint")?;
+    let metrics_addr = listener.local_addr().context("metrics address")?;
+
+    println!("rdbvault demo");
+    println!(
+        "  simulated CDS Redis API  {}/redis/  (instances prod-cache-01, prod-cluster-01 with 2 shards, staging-cache)",
+        sim.base_url
+    );
+    println!(
+        "  policy                   demo: every 10 seconds, instances \"prod-*\", keep_last 5"
+    );
+    println!("  copies land in           {}/archive", root.display());
+    println!("  state DB                 {}/rdbvault.db", root.display());
+    println!("  config                   {}", config_path.display());
+    println!("  metrics                  http://{metrics_addr}/metrics");
+    println!(
+        "  try, in another terminal: rdbvault -c {} jobs",
+        config_path.display()
+    );
+    println!("Ctrl-C stops the demo (and removes {}).", root.display());
+    println!();
+
+    let store = ctx.store.clone();
+    let daemon = tokio::spawn(crate::daemon::run(
+        ctx,
+        listener,
+        crate::daemon::shutdown_signal(),
+    ));
+    let mut seen = std::collections::HashSet::new();
+    let archive = root.join("archive");
+    loop {
+        if daemon.is_finished() {
+            break;
+        }
+        if let Ok(rows) = store.list_jobs(Some("demo"), None, 20).await {
+            for j in rows.into_iter().rev() {
+                if !State::from_str_lossy(&j.state).is_terminal() || !seen.insert(j.id.clone()) {
+                    continue;
+                }
+                match j.state.as_str() {
+                    "stored" => {
+                        for s in store.shards(&j.id).await.unwrap_or_default() {
+                            println!(
+                                "{}  stored   {:<16} {}  {}  sha256 {}…",
+                                local(j.finished_at.unwrap_or(j.created_at)),
+                                j.instance_name,
+                                archive.join(s.object_key.unwrap_or_default()).display(),
+                                human_bytes(s.bytes_done),
+                                &s.sha256.unwrap_or_default()[..16]
+                            );
+                        }
+                    }
+                    other => println!(
+                        "{}  {other:<8} {:<16} {}",
+                        local(j.finished_at.unwrap_or(j.created_at)),
+                        j.instance_name,
+                        j.error.unwrap_or_default()
+                    ),
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    match daemon.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(Failure::Runtime(e)),
+        Err(e) => {
+            return Err(Failure::Runtime(anyhow::anyhow!(
+                "demo daemon task failed: {e}"
+            )));
+        }
+    }
+    sim.stop().await;
+    println!("demo stopped; removing {}", root.display());
+    Ok(())
+}
+
+fn write_private(path: &std::path::Path, content: &str) -> Result<(), Failure> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, content).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot chmod {}", path.display()))?;
+    Ok(())
+}
+
+impl State {
+    /// Parses a state from the DB; an unknown one reads as failed (it can only come from a
+    /// newer version).
+    pub fn from_str_lossy(s: &str) -> State {
+        s.parse().unwrap_or(State::Failed)
+    }
+}

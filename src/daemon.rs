@@ -1,0 +1,281 @@
+//! The long-running process (`run`, and `demo` on top of it): wiring, the job dispatcher, the
+//! heartbeat, and a drain on shutdown.
+//!
+//! Jobs are claimed through the state DB (owner + heartbeat), so a daemon and a `backup-now`
+//! never run the same job, and a job whose owner died (no heartbeat for [`STALE_AFTER`]) is
+//! resumed by the next process from its recorded phase.
+
+use crate::config::{Config, DestinationKind};
+use crate::job::{self, Context, Outcome};
+use crate::metrics::Metrics;
+use crate::store::{Store, ms};
+use anyhow::Context as _;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A job whose owner has not renewed its heartbeat for this long is taken over.
+pub const STALE_AFTER: Duration = Duration::from_secs(60);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+/// How long running jobs get to reach a safe point after SIGTERM. Shorter than the systemd
+/// unit's TimeoutStopSec.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(25);
+
+/// `daemon:<host>:<pid>` and the like: who owns a job.
+pub fn owner_id(kind: &str) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!(
+        "{kind}:{host}:{}:{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Builds everything a job needs from the config.
+///
+/// # Errors
+/// Credentials, the state DB or an S3 destination cannot be set up.
+pub async fn build_context(
+    config: Arc<Config>,
+    owner: String,
+    metrics: Metrics,
+) -> anyhow::Result<Context> {
+    if let Some(dir) = config.state.path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+    }
+    let store = Store::open(&config.state.path).await?;
+    let cds = crate::app::cds_client(&config.cds, metrics.api.clone())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let downloader = crate::transfer::source::Downloader::new(cds.clone())?;
+    let mut s3 = HashMap::new();
+    for d in config.destinations.values() {
+        if let DestinationKind::S3(cfg) = &d.kind {
+            s3.insert(d.name.clone(), crate::destination::s3_client(cfg).await?);
+        }
+    }
+    Ok(Context {
+        transfers: Arc::new(Semaphore::new(config.limits.max_concurrent_transfers)),
+        config,
+        store,
+        cds,
+        downloader,
+        s3,
+        metrics,
+        owner,
+        clock: crate::clock::system(),
+        poll: job::PollSettings::default(),
+        progress: None,
+    })
+}
+
+/// Rebuilds gauges from the state DB, so a restart never resets them to a default.
+pub async fn rebuild_gauges(ctx: &Context) -> anyhow::Result<()> {
+    for job in ctx.store.last_finished().await? {
+        let labels = [job.policy.as_str(), job.instance_uuid.as_str()];
+        let at = job.finished_at.unwrap_or(job.created_at) as f64 / 1000.0;
+        let g = &ctx.metrics.backup_last_attempt.with_label_values(&labels);
+        if g.get() < at {
+            g.set(at);
+        }
+        if job.state == "stored" {
+            ctx.metrics
+                .backup_last_success
+                .with_label_values(&labels)
+                .set(at);
+            ctx.metrics
+                .backup_last_size
+                .with_label_values(&labels)
+                .set(job.bytes as f64);
+        }
+    }
+    refresh_job_gauge(ctx).await
+}
+
+async fn refresh_job_gauge(ctx: &Context) -> anyhow::Result<()> {
+    let counts = ctx.store.count_jobs_by_state().await?;
+    for state in crate::job::State::ALL {
+        let n = counts
+            .iter()
+            .find(|(s, _)| s == state.as_str())
+            .map(|(_, n)| *n)
+            .unwrap_or(0);
+        ctx.metrics.jobs.with_label_values(&[state.as_str()]).set(n);
+    }
+    Ok(())
+}
+
+/// Claims due jobs and runs them, at most `max_concurrent_jobs` at once, until `cancel`.
+pub async fn dispatch(
+    ctx: Context,
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let running: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+    let limit = ctx.config.limits.max_concurrent_jobs;
+    loop {
+        // Register for a wake-up before looking, so a job created meanwhile is not missed.
+        let notified = wake.notified();
+        let now = ctx.clock.now();
+        let stale = now - chrono::Duration::from_std(STALE_AFTER).unwrap_or_default();
+        match ctx.store.claimable_jobs(ms(now), ms(stale)).await {
+            Ok(jobs) => {
+                for job in jobs {
+                    if running.lock().expect("running set").len() >= limit {
+                        break;
+                    }
+                    if running.lock().expect("running set").contains(&job.id) {
+                        continue;
+                    }
+                    match ctx
+                        .store
+                        .claim_job(&job.id, &ctx.owner, ms(now), ms(stale))
+                        .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot claim a job");
+                            continue;
+                        }
+                    }
+                    if job.owner.is_some() && job.owner.as_deref() != Some(ctx.owner.as_str()) {
+                        tracing::info!(job_id = %job.id, policy = %job.policy, instance = %job.instance_uuid,
+                            state = %job.state, "resuming a job left by a process that stopped");
+                    }
+                    running.lock().expect("running set").insert(job.id.clone());
+                    let (ctx2, running2, wake2, cancel2) = (
+                        ctx.clone(),
+                        running.clone(),
+                        wake.clone(),
+                        cancel.child_token(),
+                    );
+                    tracker.spawn(async move {
+                        let outcome = job::run_job(&ctx2, &job.id, &cancel2).await;
+                        if outcome == Outcome::Stored {
+                            tracing::info!(job_id = %job.id, policy = %job.policy, instance = %job.instance_uuid, "job stored");
+                        }
+                        let _ = refresh_job_gauge(&ctx2).await;
+                        running2.lock().expect("running set").remove(&job.id);
+                        wake2.notify_one();
+                    });
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read due jobs"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = notified => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Renews this process's job heartbeats and the job gauge until `cancel`.
+pub async fn heartbeat(ctx: Context, cancel: CancellationToken) {
+    loop {
+        if let Err(e) = ctx.store.heartbeat(&ctx.owner, ms(ctx.clock.now())).await {
+            tracing::error!(error = %e, "cannot renew job heartbeats");
+        }
+        let _ = refresh_job_gauge(&ctx).await;
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+        }
+    }
+}
+
+/// Runs the daemon until `shutdown` resolves, then drains.
+///
+/// # Errors
+/// Set-up failures (state DB, credentials, listener).
+pub async fn run(
+    ctx: Context,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    rebuild_gauges(&ctx).await?;
+    let root = CancellationToken::new();
+    let wake = Arc::new(Notify::new());
+    let tracker = TaskTracker::new();
+    let jobs = TaskTracker::new();
+
+    let app = crate::http::router(crate::http::HttpState {
+        metrics: ctx.metrics.clone(),
+        store: ctx.store.clone(),
+    });
+    let http_cancel = root.clone();
+    tracker.spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { http_cancel.cancelled().await })
+            .await
+        {
+            tracing::error!(error = %e, "HTTP endpoint failed");
+        }
+    });
+    tracker.spawn(heartbeat(ctx.clone(), root.child_token()));
+    tracker.spawn(crate::scheduler::run(
+        ctx.clone(),
+        ctx.config.clone(),
+        wake.clone(),
+        root.child_token(),
+    ));
+    tracker.spawn(dispatch(
+        ctx.clone(),
+        wake.clone(),
+        root.child_token(),
+        jobs.clone(),
+    ));
+
+    shutdown.await;
+    tracing::info!("shutting down: no new jobs; running steps finish at a safe point");
+    root.cancel();
+    jobs.close();
+    if tokio::time::timeout(DRAIN_DEADLINE, jobs.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            deadline_secs = DRAIN_DEADLINE.as_secs(),
+            "drain deadline passed; leaving the rest to the next start"
+        );
+    }
+    tracker.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+    // Hand every job we still own back, so the next process resumes it at once.
+    if let Ok(open) = ctx.store.list_jobs(None, None, 10_000).await {
+        for j in open
+            .iter()
+            .filter(|j| j.owner.as_deref() == Some(ctx.owner.as_str()))
+        {
+            let _ = ctx.store.release_job(&j.id, &ctx.owner).await;
+        }
+    }
+    ctx.store.close().await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

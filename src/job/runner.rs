@@ -1,0 +1,894 @@
+//! Runs one job from whatever state its row is in to the end, one step at a time, journaling
+//! every step before acting on it, so a process that dies anywhere leaves a row the next
+//! process can resume.
+//!
+//! - `pending`: `CreateBackup` with `Desc = rdbvault:<job id>`. The send is journaled first
+//!   (`create_sent_at`), so a job never sends it twice: after a crash or an answer that leaves
+//!   the outcome unknown, the job looks for its backup by token instead. A 409 `ResourceInUse`
+//!   (or a refused connection) is retried until the start window closes, then the job is
+//!   `missed`.
+//! - `requested`/`snapshotting`: `DescribeBackups` with backoff (at most one call per poll) until
+//!   every record carrying the token is `finished` and the set is stable.
+//! - `transferring`: each record (one per shard) is streamed, verified and committed
+//!   ([`crate::transfer`]), at most `max_concurrent_transfers` at a time across jobs.
+//! - `verifying`: the destination is asked whether it holds what the DB says; the copies enter
+//!   the inventory; the job is `stored`.
+//!
+//! `completion_window` is a hard deadline for all of it.
+
+use super::state::{Event, State};
+use crate::cds;
+use crate::clock::SharedClock;
+use crate::config::{Config, DestinationKind};
+use crate::metrics::Metrics;
+use crate::store::inventory::NewCopy;
+use crate::store::{JobRow, ShardRow, Store, from_ms, ms};
+use crate::transfer::{
+    self, Checker, Manifest, ShardSource, Sink as _, file::FileSink, s3::S3Sink,
+};
+use anyhow::{Context as _, anyhow};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// How often `DescribeBackups` is polled while the provider works.
+#[derive(Debug, Clone, Copy)]
+pub struct PollSettings {
+    pub initial: Duration,
+    pub max: Duration,
+    /// How long to look for a backup by token after an unknown `CreateBackup` outcome.
+    pub not_found_grace: Duration,
+}
+
+impl Default for PollSettings {
+    fn default() -> Self {
+        PollSettings {
+            initial: Duration::from_secs(2),
+            max: Duration::from_secs(30),
+            not_found_grace: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// Progress of one shard: (job id, backup id, bytes so far, expected size).
+pub type ProgressFn = Arc<dyn Fn(&str, &str, u64, Option<u64>) + Send + Sync>;
+
+/// Everything a job needs; shared by all jobs of a process.
+#[derive(Clone)]
+pub struct Context {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub cds: cds::Client,
+    pub downloader: transfer::source::Downloader,
+    /// One S3 client per S3 destination.
+    pub s3: HashMap<String, aws_sdk_s3::Client>,
+    pub metrics: Metrics,
+    pub transfers: Arc<Semaphore>,
+    /// Who runs the jobs: `daemon:<host>:<pid>` or `backup-now:<host>:<pid>`.
+    pub owner: String,
+    pub clock: SharedClock,
+    pub poll: PollSettings,
+    pub progress: Option<ProgressFn>,
+}
+
+/// How a run of [`run_job`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Stored,
+    Failed(String),
+    Missed(String),
+    /// Shutdown: the job stopped at a safe point and will be resumed.
+    Interrupted,
+}
+
+/// Why a step stopped.
+enum Stop {
+    Cancelled,
+    Fail(anyhow::Error),
+    Miss(String),
+}
+
+impl From<anyhow::Error> for Stop {
+    fn from(e: anyhow::Error) -> Self {
+        Stop::Fail(e)
+    }
+}
+
+impl From<crate::store::Error> for Stop {
+    fn from(e: crate::store::Error) -> Self {
+        Stop::Fail(e.into())
+    }
+}
+
+type Step = Result<(), Stop>;
+
+impl Context {
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    async fn event(&self, job: &JobRow, kind: &str, message: &str) {
+        tracing::info!(policy = %job.policy, instance = %job.instance_uuid, job_id = %job.id, kind, "{message}");
+        if let Err(e) = self
+            .store
+            .add_event(&job.id, ms(self.now()), kind, message)
+            .await
+        {
+            tracing::error!(job_id = %job.id, error = %e, "cannot journal a job event");
+        }
+    }
+
+    /// Sleeps, unless shutdown comes first.
+    async fn sleep(&self, d: Duration, cancel: &CancellationToken) -> Step {
+        tokio::select! {
+            _ = cancel.cancelled() => Err(Stop::Cancelled),
+            _ = tokio::time::sleep(d) => Ok(()),
+        }
+    }
+}
+
+/// Runs a job until it is stored, failed or missed, or until shutdown.
+pub async fn run_job(ctx: &Context, job_id: &str, cancel: &CancellationToken) -> Outcome {
+    let mut poll = ctx.poll.initial;
+    let mut last_seen: Option<Vec<String>> = None;
+    loop {
+        let job = match ctx.store.job(job_id).await {
+            Ok(j) => j,
+            Err(e) => return Outcome::Failed(format!("cannot read job {job_id}: {e}")),
+        };
+        let state = job.state();
+        if state.is_terminal() {
+            return match state {
+                State::Stored => Outcome::Stored,
+                State::Missed => Outcome::Missed(job.error.unwrap_or_default()),
+                _ => Outcome::Failed(job.error.unwrap_or_default()),
+            };
+        }
+        if cancel.is_cancelled() {
+            return interrupted(ctx, &job).await;
+        }
+        let now = ctx.now();
+        let step = if state != State::Pending && ms(now) > job.deadline_at {
+            Err(Stop::Fail(anyhow!(
+                "deadline exceeded: the job did not finish within completion_window (by {})",
+                from_ms(job.deadline_at).format("%Y-%m-%d %H:%M:%S UTC")
+            )))
+        } else {
+            match state {
+                State::Pending => request(ctx, &job, cancel).await,
+                State::Requested | State::Snapshotting => {
+                    let r = wait_snapshot(ctx, &job, &mut last_seen, cancel).await;
+                    if matches!(r, Ok(())) {
+                        // Not finished yet: back off (one DescribeBackups per poll).
+                        let s = ctx.sleep(poll, cancel).await;
+                        poll = (poll * 2).min(ctx.poll.max);
+                        s
+                    } else {
+                        r
+                    }
+                }
+                State::Transferring => transfer_all(ctx, &job, cancel).await,
+                State::Verifying => verify(ctx, &job).await,
+                State::Stored | State::Failed | State::Missed => {
+                    unreachable!("terminal states return above")
+                }
+            }
+        };
+        match step {
+            Ok(()) => {}
+            Err(Stop::Cancelled) => return interrupted(ctx, &job).await,
+            Err(Stop::Miss(reason)) => {
+                let now = ms(ctx.now());
+                if let Err(e) = ctx.store.miss_job(&job.id, now, &reason).await {
+                    tracing::error!(job_id = %job.id, error = %e, "cannot record a missed job");
+                }
+                ctx.event(&job, "missed", &reason).await;
+                finished_metrics(ctx, &job, "missed", 0);
+                return Outcome::Missed(reason);
+            }
+            Err(Stop::Fail(err)) => {
+                let chain = format!("{err:#}");
+                let current = ctx.store.job(&job.id).await.unwrap_or(job.clone());
+                cleanup_partial(ctx, &current).await;
+                if let Err(e) = ctx.store.fail_job(&job.id, ms(ctx.now()), &chain).await {
+                    tracing::error!(job_id = %job.id, error = %e, "cannot record a failed job");
+                }
+                tracing::error!(policy = %job.policy, instance = %job.instance_uuid, job_id = %job.id, error = %chain, "backup job failed");
+                let _ = ctx
+                    .store
+                    .add_event(&job.id, ms(ctx.now()), "failed", &chain)
+                    .await;
+                finished_metrics(ctx, &job, "failure", 0);
+                return Outcome::Failed(chain);
+            }
+        }
+    }
+}
+
+async fn interrupted(ctx: &Context, job: &JobRow) -> Outcome {
+    ctx.event(
+        job,
+        "interrupted",
+        &format!(
+            "shutdown: stopped in state {} at a safe point; the next start resumes it",
+            job.state
+        ),
+    )
+    .await;
+    let _ = ctx.store.release_job(&job.id, &ctx.owner).await;
+    Outcome::Interrupted
+}
+
+/// Aborts uploads and removes `.partial` files a failed job leaves.
+async fn cleanup_partial(ctx: &Context, job: &JobRow) {
+    let Ok(shards) = ctx.store.shards(&job.id).await else {
+        return;
+    };
+    for s in shards {
+        if let (Some(upload), Some(key)) = (&s.upload_id, &s.object_key)
+            && let (Some(client), Some(dest)) = (
+                ctx.s3.get(&job.destination),
+                ctx.config.destinations.get(&job.destination),
+            )
+            && let DestinationKind::S3(cfg) = &dest.kind
+        {
+            match transfer::s3::abort_upload(client, &cfg.bucket, key, upload).await {
+                Ok(()) => {
+                    ctx.event(
+                        job,
+                        "upload-aborted",
+                        &format!("aborted multipart upload of {key}"),
+                    )
+                    .await
+                }
+                Err(e) => {
+                    tracing::error!(job_id = %job.id, error = %e, "cannot abort a multipart upload")
+                }
+            }
+        }
+        if let Some(temp) = &s.temp_path {
+            let _ = tokio::fs::remove_file(temp).await;
+        }
+        let _ = ctx
+            .store
+            .shard_pending_data(&job.id, &s.backup_id, None, None)
+            .await;
+    }
+}
+
+fn finished_metrics(ctx: &Context, job: &JobRow, result: &str, size: i64) {
+    let m = &ctx.metrics;
+    let labels = [job.policy.as_str(), job.instance_uuid.as_str()];
+    m.backup_runs
+        .with_label_values(&[job.policy.as_str(), job.instance_uuid.as_str(), result])
+        .inc();
+    let now = ctx.now();
+    m.backup_last_attempt
+        .with_label_values(&labels)
+        .set(now.timestamp_millis() as f64 / 1000.0);
+    if result == "success" {
+        m.backup_last_success
+            .with_label_values(&labels)
+            .set(now.timestamp_millis() as f64 / 1000.0);
+        m.backup_last_size
+            .with_label_values(&labels)
+            .set(size as f64);
+    }
+}
+
+async fn request(ctx: &Context, job: &JobRow, cancel: &CancellationToken) -> Step {
+    let now = ctx.now();
+    if job.create_sent_at.is_some() {
+        // Sent before (a crash or an unknown answer): never again. Look for it by token.
+        ctx.event(
+            job,
+            "resume",
+            "CreateBackup was sent by an earlier attempt; looking for the backup by its token",
+        )
+        .await;
+        ctx.store
+            .advance(&job.id, State::Pending, Event::CreateAccepted, ms(now))
+            .await?;
+        return Ok(());
+    }
+    if ms(now) > job.start_by {
+        return Err(Stop::Miss(format!(
+            "could not start inside start_window (by {})",
+            from_ms(job.start_by).format("%Y-%m-%d %H:%M:%S UTC")
+        )));
+    }
+    if let Some(next) = job.next_attempt_at
+        && next > ms(now)
+    {
+        let wait = Duration::from_millis((next - ms(now)) as u64);
+        return ctx.sleep(wait, cancel).await;
+    }
+    ctx.store.mark_create_sent(&job.id, ms(now)).await?;
+    let token = job.token();
+    match ctx.cds.create_backup(&job.instance_uuid, &token).await {
+        Ok(task) => {
+            ctx.event(
+                job,
+                "requested",
+                &format!(
+                    "CreateBackup accepted (TaskId {}), Desc {token}",
+                    task.task_id.as_deref().unwrap_or("-")
+                ),
+            )
+            .await;
+            ctx.store
+                .advance(
+                    &job.id,
+                    State::Pending,
+                    Event::CreateAccepted,
+                    ms(ctx.now()),
+                )
+                .await?;
+            Ok(())
+        }
+        Err(e) if e.certainly_not_applied() && e.is_retryable() => {
+            let wait = Duration::from_secs(15 + fastrand::u64(0..15));
+            let next = ctx.now() + chrono::Duration::from_std(wait).unwrap_or_default();
+            if ms(next) > job.start_by {
+                ctx.store.clear_create_sent(&job.id, ms(next)).await?;
+                return Err(Stop::Miss(format!(
+                    "the provider refused CreateBackup until start_window closed: {e}"
+                )));
+            }
+            ctx.store.clear_create_sent(&job.id, ms(next)).await?;
+            ctx.event(
+                job,
+                "retry",
+                &format!("{e}; trying again in {}s", wait.as_secs()),
+            )
+            .await;
+            Ok(())
+        }
+        Err(e) if e.is_retryable() => {
+            // The request may have reached the provider: find the backup by token, never resend.
+            ctx.event(
+                job,
+                "unknown-outcome",
+                &format!(
+                    "{e}; looking for the backup by its token instead of sending CreateBackup again"
+                ),
+            )
+            .await;
+            ctx.store
+                .advance(
+                    &job.id,
+                    State::Pending,
+                    Event::CreateAccepted,
+                    ms(ctx.now()),
+                )
+                .await?;
+            Ok(())
+        }
+        Err(e) => Err(Stop::Fail(anyhow::Error::new(e).context(format!(
+            "CreateBackup for instance {} ({})",
+            job.instance_uuid, job.instance_name
+        )))),
+    }
+}
+
+/// One `DescribeBackups`. Ok(()) means "not yet" (the caller sleeps); a finished, stable set of
+/// records moves the job to `transferring`.
+async fn wait_snapshot(
+    ctx: &Context,
+    job: &JobRow,
+    last_seen: &mut Option<Vec<String>>,
+    _cancel: &CancellationToken,
+) -> Step {
+    let token = job.token();
+    let records = match ctx.cds.describe_backups(&job.instance_uuid).await {
+        Ok(r) => r,
+        Err(e) if e.is_retryable() => {
+            tracing::warn!(job_id = %job.id, error = %e, "DescribeBackups failed; polling again");
+            return Ok(());
+        }
+        Err(e) => return Err(Stop::Fail(anyhow::Error::new(e).context("DescribeBackups"))),
+    };
+    let mine: Vec<_> = records.into_iter().filter(|b| b.desc == token).collect();
+    let now = ctx.now();
+    if mine.is_empty() {
+        let since = job
+            .create_sent_at
+            .or(job.requested_at)
+            .unwrap_or(job.created_at);
+        if ms(now) - since > ctx.poll.not_found_grace.as_millis() as i64 {
+            return Err(Stop::Fail(anyhow!(
+                "no backup with Desc {token} appeared at the provider within {}s of CreateBackup; it probably never arrived",
+                ctx.poll.not_found_grace.as_secs()
+            )));
+        }
+        return Ok(());
+    }
+    if let Some(bad) = mine.iter().find(|b| {
+        matches!(
+            b.status.to_ascii_lowercase().as_str(),
+            "failed" | "error" | "fail"
+        )
+    }) {
+        return Err(Stop::Fail(anyhow!(
+            "the provider reports backup {} of instance {} as {:?}",
+            bad.backup_id,
+            job.instance_uuid,
+            bad.status
+        )));
+    }
+    let mut ids: Vec<String> = mine.iter().map(|b| b.backup_id.clone()).collect();
+    ids.sort();
+    if !mine.iter().all(|b| b.is_finished()) {
+        if job.state() == State::Requested {
+            ctx.store
+                .advance(&job.id, State::Requested, Event::SnapshotRunning, ms(now))
+                .await?;
+            ctx.event(
+                job,
+                "snapshotting",
+                &format!("provider is making {} backup record(s)", mine.len()),
+            )
+            .await;
+        }
+        *last_seen = None;
+        return Ok(());
+    }
+    // All finished. Insist on the same set twice in a row, so a cluster's last shard record
+    // appearing late is not missed.
+    if last_seen.as_ref() != Some(&ids) {
+        *last_seen = Some(ids);
+        return Ok(());
+    }
+    let rows: Vec<ShardRow> = mine
+        .iter()
+        .map(|b| ShardRow {
+            job_id: job.id.clone(),
+            backup_id: b.backup_id.clone(),
+            shard_id: String::new(),
+            size: b.backup_size.map(|s| s as i64),
+            provider_start: b.start_time.clone(),
+            provider_end: b.end_time.clone(),
+            state: "waiting".into(),
+            object_key: None,
+            manifest_key: None,
+            upload_id: None,
+            temp_path: None,
+            bytes_done: 0,
+            sha256: None,
+            rdb_version: None,
+            checksum: None,
+        })
+        .collect();
+    ctx.store.insert_shards(&rows).await?;
+    let from = job.state();
+    ctx.store
+        .advance(&job.id, from, Event::SnapshotFinished, ms(ctx.now()))
+        .await?;
+    let snapshot_secs =
+        (ms(ctx.now()) - job.requested_at.unwrap_or(job.created_at)) as f64 / 1000.0;
+    ctx.metrics
+        .phase_duration
+        .with_label_values(&[job.policy.as_str(), "snapshot"])
+        .observe(snapshot_secs.max(0.0));
+    ctx.event(
+        job,
+        "snapshot-finished",
+        &format!(
+            "{} record(s) finished: {}",
+            rows.len(),
+            rows.iter()
+                .map(|r| r.backup_id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    )
+    .await;
+    Ok(())
+}
+
+async fn transfer_all(ctx: &Context, job: &JobRow, cancel: &CancellationToken) -> Step {
+    let shards = ctx.store.shards(&job.id).await?;
+    let started = ctx.now();
+    for shard in shards.iter().filter(|s| s.state != "stored") {
+        let _permit = tokio::select! {
+            _ = cancel.cancelled() => return Err(Stop::Cancelled),
+            p = ctx.transfers.clone().acquire_owned() => p.expect("the transfer semaphore is never closed"),
+        };
+        transfer_one(ctx, job, shard, cancel).await?;
+    }
+    let shards = ctx.store.shards(&job.id).await?;
+    let bytes: i64 = shards.iter().map(|s| s.bytes_done).sum();
+    ctx.store.set_job_bytes(&job.id, bytes).await?;
+    ctx.store
+        .advance(
+            &job.id,
+            State::Transferring,
+            Event::TransferDone,
+            ms(ctx.now()),
+        )
+        .await?;
+    ctx.metrics
+        .phase_duration
+        .with_label_values(&[job.policy.as_str(), "transfer"])
+        .observe((ctx.now() - started).num_milliseconds().max(0) as f64 / 1000.0);
+    Ok(())
+}
+
+async fn transfer_one(
+    ctx: &Context,
+    job: &JobRow,
+    shard: &ShardRow,
+    cancel: &CancellationToken,
+) -> Step {
+    let dest = ctx
+        .config
+        .destinations
+        .get(&job.destination)
+        .ok_or_else(|| {
+            anyhow!(
+                "destination `{}` is no longer in the config",
+                job.destination
+            )
+        })?;
+    let policy = ctx.config.policies.iter().find(|p| p.name == job.policy);
+    let route = policy
+        .map(|p| p.download)
+        .unwrap_or(crate::config::DownloadRoute::Auto);
+    let requested_at = from_ms(
+        job.requested_at
+            .or(job.create_sent_at)
+            .unwrap_or(job.created_at),
+    );
+
+    // Learn the shard id (it is part of the key) from DownloadBackup.
+    let info = ctx
+        .cds
+        .download_backup(&job.instance_uuid, &shard.backup_id)
+        .await
+        .with_context(|| format!("DownloadBackup for backup {}", shard.backup_id))?;
+    let shard_id = info.shard_id.clone();
+    let expected_size = shard.size.map(|s| s as u64).or(info.backup.backup_size);
+
+    // A multipart upload left by an earlier process is aborted; the transfer starts over.
+    if let (Some(upload), Some(key)) = (&shard.upload_id, &shard.object_key)
+        && let DestinationKind::S3(cfg) = &dest.kind
+        && let Some(client) = ctx.s3.get(&job.destination)
+    {
+        transfer::s3::abort_upload(client, &cfg.bucket, key, upload)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        ctx.store
+            .shard_pending_data(&job.id, &shard.backup_id, None, None)
+            .await?;
+        ctx.event(
+            job,
+            "upload-aborted",
+            &format!(
+                "aborted the multipart upload left by an earlier run of {key}; transferring again"
+            ),
+        )
+        .await;
+    }
+
+    let prefix = match &dest.kind {
+        DestinationKind::S3(s3) => s3.prefix.as_str(),
+        DestinationKind::File(_) => "",
+    };
+    let key = transfer::object_key(
+        prefix,
+        &job.policy,
+        &job.instance_uuid,
+        requested_at,
+        &shard.backup_id,
+        &shard_id,
+    );
+    let manifest_key = transfer::manifest_key(&key);
+    ctx.store
+        .shard_started(&job.id, &shard.backup_id, &shard_id, &key, &manifest_key)
+        .await?;
+    ctx.event(
+        job,
+        "transfer",
+        &format!(
+            "backup {} → {} ({} bytes)",
+            shard.backup_id,
+            key,
+            expected_size
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "?".into())
+        ),
+    )
+    .await;
+
+    let src = ShardSource {
+        instance_uuid: job.instance_uuid.clone(),
+        backup_id: shard.backup_id.clone(),
+        expected_size,
+        route,
+    };
+    let region = job.region_id.clone();
+    let manifest = |stored: &transfer::Stored| Manifest {
+        instance_uuid: job.instance_uuid.clone(),
+        instance_name: job.instance_name.clone(),
+        region: region.clone(),
+        policy: job.policy.clone(),
+        provider_backup_id: shard.backup_id.clone(),
+        shard_id: shard_id.clone(),
+        provider_start_time: shard.provider_start.clone(),
+        provider_end_time: shard.provider_end.clone(),
+        size: stored.size,
+        sha256: stored.sha256.clone(),
+        rdb_version: stored.rdb.version,
+        rdb_checksum: stored.checksum_label().into(),
+        rdbvault_version: env!("CARGO_PKG_VERSION").into(),
+        job_id: job.id.clone(),
+        requested_at,
+        stored_at: Utc::now(),
+        object_key: key.clone(),
+    };
+    let progress_fn = ctx.progress.clone();
+    let (job_id, backup_id) = (job.id.clone(), shard.backup_id.clone());
+    let progress = move |done: u64| {
+        if let Some(p) = &progress_fn {
+            p(&job_id, &backup_id, done, expected_size);
+        }
+    };
+    let deadline = from_ms(job.deadline_at);
+
+    let result = match &dest.kind {
+        DestinationKind::S3(cfg) => {
+            let client = ctx
+                .s3
+                .get(&job.destination)
+                .ok_or_else(|| anyhow!("no S3 client for destination {}", job.destination))?
+                .clone();
+            let mut sink = S3Sink::new(
+                client,
+                Arc::new((**cfg).clone()),
+                key.clone(),
+                manifest_key.clone(),
+                shard.backup_id.clone(),
+                ctx.store.clone(),
+                job.id.clone(),
+            );
+            let r = transfer::transfer_shard(
+                &ctx.downloader,
+                &src,
+                &mut sink,
+                Checker::new(),
+                manifest,
+                &progress,
+                cancel,
+                deadline,
+            )
+            .await;
+            if matches!(r, Err(transfer::Error::Cancelled)) {
+                // An S3 upload cannot be resumed by another process (the hash state is in
+                // memory): abort it cleanly and transfer again on the next start.
+                sink.abort().await;
+            }
+            r
+        }
+        DestinationKind::File(f) => {
+            let final_path = f.path.join(&key);
+            let manifest_path = f.path.join(&manifest_key);
+            let resume = shard.temp_path.is_some();
+            let (mut sink, checker) = FileSink::open(final_path, manifest_path, resume)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            if resume && checker.bytes() > 0 {
+                ctx.event(
+                    job,
+                    "resume",
+                    &format!(
+                        "continuing {} after {} bytes already on disk",
+                        key,
+                        checker.bytes()
+                    ),
+                )
+                .await;
+            }
+            ctx.store
+                .shard_pending_data(
+                    &job.id,
+                    &shard.backup_id,
+                    None,
+                    Some(&sink.temp_path().display().to_string()),
+                )
+                .await?;
+            transfer::transfer_shard(
+                &ctx.downloader,
+                &src,
+                &mut sink,
+                checker,
+                manifest,
+                &progress,
+                cancel,
+                deadline,
+            )
+            .await
+        }
+    };
+    match result {
+        Ok(stored) => {
+            ctx.store
+                .shard_stored(
+                    &job.id,
+                    &shard.backup_id,
+                    stored.size as i64,
+                    &stored.sha256,
+                    i64::from(stored.rdb.version),
+                    stored.checksum_label(),
+                )
+                .await?;
+            ctx.metrics
+                .transfer_bytes
+                .with_label_values(&[job.destination.as_str()])
+                .inc_by(stored.size);
+            ctx.event(
+                job,
+                "stored",
+                &format!(
+                    "{key}: {} bytes, sha256 {}, RDB v{}, checksum {}",
+                    stored.size,
+                    stored.sha256,
+                    stored.rdb.version,
+                    stored.checksum_label()
+                ),
+            )
+            .await;
+            Ok(())
+        }
+        Err(transfer::Error::Cancelled) => Err(Stop::Cancelled),
+        Err(e) => {
+            ctx.store.shard_failed(&job.id, &shard.backup_id).await?;
+            Err(Stop::Fail(anyhow!(
+                "backup {} of instance {}: {e}",
+                shard.backup_id,
+                job.instance_uuid
+            )))
+        }
+    }
+}
+
+async fn verify(ctx: &Context, job: &JobRow) -> Step {
+    let dest = ctx
+        .config
+        .destinations
+        .get(&job.destination)
+        .ok_or_else(|| {
+            anyhow!(
+                "destination `{}` is no longer in the config",
+                job.destination
+            )
+        })?;
+    let shards = ctx.store.shards(&job.id).await?;
+    let started = ctx.now();
+    for s in &shards {
+        let key = s.object_key.clone().unwrap_or_default();
+        let sha = s.sha256.clone().unwrap_or_default();
+        if s.state != "stored" || sha.is_empty() {
+            return Err(Stop::Fail(anyhow!("backup {} was not stored", s.backup_id)));
+        }
+        match &dest.kind {
+            DestinationKind::S3(cfg) => {
+                let client = ctx
+                    .s3
+                    .get(&job.destination)
+                    .ok_or_else(|| anyhow!("no S3 client"))?;
+                let head = client
+                    .head_object()
+                    .bucket(&cfg.bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        anyhow!(
+                            "HeadObject s3://{}/{key}: {}",
+                            cfg.bucket,
+                            aws_sdk_s3::error::DisplayErrorContext(e)
+                        )
+                    })?;
+                let size = head.content_length().unwrap_or(-1);
+                let meta_sha = head
+                    .metadata()
+                    .and_then(|m| m.get("sha256"))
+                    .cloned()
+                    .unwrap_or_default();
+                if size != s.bytes_done || meta_sha != sha {
+                    return Err(Stop::Fail(anyhow!(
+                        "s3://{}/{key} holds {size} bytes, sha256 {meta_sha:?}; the journal says {} bytes, {sha}",
+                        cfg.bucket,
+                        s.bytes_done
+                    )));
+                }
+                client
+                    .head_object()
+                    .bucket(&cfg.bucket)
+                    .key(s.manifest_key.clone().unwrap_or_default())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        anyhow!(
+                            "the manifest of {key} is missing: {}",
+                            aws_sdk_s3::error::DisplayErrorContext(e)
+                        )
+                    })?;
+            }
+            DestinationKind::File(f) => {
+                let path = f.path.join(&key);
+                let meta = tokio::fs::metadata(&path)
+                    .await
+                    .with_context(|| format!("{} is missing", path.display()))?;
+                if meta.len() as i64 != s.bytes_done {
+                    return Err(Stop::Fail(anyhow!(
+                        "{} holds {} bytes; the journal says {}",
+                        path.display(),
+                        meta.len(),
+                        s.bytes_done
+                    )));
+                }
+                let manifest = f.path.join(s.manifest_key.clone().unwrap_or_default());
+                tokio::fs::metadata(&manifest)
+                    .await
+                    .with_context(|| format!("the manifest {} is missing", manifest.display()))?;
+            }
+        }
+    }
+    let now = ctx.now();
+    let requested_at = job
+        .requested_at
+        .or(job.create_sent_at)
+        .unwrap_or(job.created_at);
+    for s in &shards {
+        for (location, destination, object_key) in [
+            ("destination", job.destination.clone(), s.object_key.clone()),
+            ("provider", String::new(), None),
+        ] {
+            ctx.store
+                .record_copy(&NewCopy {
+                    location,
+                    policy: job.policy.clone(),
+                    instance_uuid: job.instance_uuid.clone(),
+                    instance_name: job.instance_name.clone(),
+                    job_id: job.id.clone(),
+                    backup_id: s.backup_id.clone(),
+                    shard_id: s.shard_id.clone(),
+                    destination,
+                    object_key,
+                    size: s.bytes_done,
+                    sha256: s.sha256.clone(),
+                    rdb_version: s.rdb_version,
+                    requested_at,
+                    verified_at: ms(now),
+                })
+                .await?;
+        }
+    }
+    ctx.store
+        .advance(&job.id, State::Verifying, Event::Verified, ms(now))
+        .await?;
+    let bytes: i64 = shards.iter().map(|s| s.bytes_done).sum();
+    let m = &ctx.metrics;
+    m.phase_duration
+        .with_label_values(&[job.policy.as_str(), "verify"])
+        .observe((ctx.now() - started).num_milliseconds().max(0) as f64 / 1000.0);
+    m.phase_duration
+        .with_label_values(&[job.policy.as_str(), "total"])
+        .observe((ms(ctx.now()) - job.due_at.min(job.created_at)).max(0) as f64 / 1000.0);
+    finished_metrics(ctx, job, "success", bytes);
+    ctx.event(
+        job,
+        "verified",
+        &format!(
+            "{} object(s), {bytes} bytes, verified at {}",
+            shards.len(),
+            job.destination
+        ),
+    )
+    .await;
+    Ok(())
+}

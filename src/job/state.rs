@@ -1,0 +1,189 @@
+//! The job's states (PRODUCT.md §3) and the only transitions between them, as a pure function.
+//!
+//! `pending → requested → snapshotting → transferring → verifying → stored`, or `failed` from any
+//! open state, or `missed` from `pending` (it could not start inside its start window).
+
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Pending,
+    Requested,
+    Snapshotting,
+    Transferring,
+    Verifying,
+    Stored,
+    Failed,
+    Missed,
+}
+
+impl State {
+    pub const ALL: [State; 8] = [
+        State::Pending,
+        State::Requested,
+        State::Snapshotting,
+        State::Transferring,
+        State::Verifying,
+        State::Stored,
+        State::Failed,
+        State::Missed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Requested => "requested",
+            State::Snapshotting => "snapshotting",
+            State::Transferring => "transferring",
+            State::Verifying => "verifying",
+            State::Stored => "stored",
+            State::Failed => "failed",
+            State::Missed => "missed",
+        }
+    }
+
+    /// Stored, failed and missed jobs never change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, State::Stored | State::Failed | State::Missed)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for State {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        State::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown job state `{s}`; one of: {}",
+                    State::ALL.map(|s| s.as_str()).join(", ")
+                )
+            })
+    }
+}
+
+/// What happened to a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// `CreateBackup` was accepted (or its backup was found by token).
+    CreateAccepted,
+    /// Records with the job's token exist, not all finished.
+    SnapshotRunning,
+    /// Every record with the job's token is finished.
+    SnapshotFinished,
+    /// Every shard's bytes are at the destination, verified and finalised.
+    TransferDone,
+    /// The destination holds what the DB says.
+    Verified,
+    /// Something failed for good (or the deadline passed).
+    Fail,
+    /// It could not start inside its start window.
+    Miss,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("job cannot go from {from} on {event:?}")]
+pub struct InvalidTransition {
+    pub from: State,
+    pub event: Event,
+}
+
+/// The next state, or an error for a transition the lifecycle does not allow.
+pub fn transition(from: State, event: Event) -> Result<State, InvalidTransition> {
+    use Event as E;
+    use State as S;
+    let to = match (from, event) {
+        (S::Pending, E::CreateAccepted) => S::Requested,
+        (S::Requested | S::Snapshotting, E::SnapshotRunning) => S::Snapshotting,
+        (S::Requested | S::Snapshotting, E::SnapshotFinished) => S::Transferring,
+        (S::Transferring, E::TransferDone) => S::Verifying,
+        (S::Verifying, E::Verified) => S::Stored,
+        (S::Pending, E::Miss) => S::Missed,
+        (s, E::Fail) if !s.is_terminal() => S::Failed,
+        _ => return Err(InvalidTransition { from, event }),
+    };
+    Ok(to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Event as E;
+    use State as S;
+
+    #[test]
+    fn transition_table() {
+        let allowed = [
+            (S::Pending, E::CreateAccepted, S::Requested),
+            (S::Requested, E::SnapshotRunning, S::Snapshotting),
+            (S::Snapshotting, E::SnapshotRunning, S::Snapshotting),
+            (S::Requested, E::SnapshotFinished, S::Transferring),
+            (S::Snapshotting, E::SnapshotFinished, S::Transferring),
+            (S::Transferring, E::TransferDone, S::Verifying),
+            (S::Verifying, E::Verified, S::Stored),
+            (S::Pending, E::Miss, S::Missed),
+            (S::Pending, E::Fail, S::Failed),
+            (S::Requested, E::Fail, S::Failed),
+            (S::Snapshotting, E::Fail, S::Failed),
+            (S::Transferring, E::Fail, S::Failed),
+            (S::Verifying, E::Fail, S::Failed),
+        ];
+        let events = [
+            E::CreateAccepted,
+            E::SnapshotRunning,
+            E::SnapshotFinished,
+            E::TransferDone,
+            E::Verified,
+            E::Fail,
+            E::Miss,
+        ];
+        // Every (state, event) pair: allowed ones give the listed state, all others are refused.
+        for from in S::ALL {
+            for event in events {
+                let want = allowed
+                    .iter()
+                    .find(|(f, e, _)| *f == from && *e == event)
+                    .map(|(_, _, to)| *to);
+                match (transition(from, event), want) {
+                    (Ok(to), Some(w)) => assert_eq!(to, w, "{from} on {event:?}"),
+                    (Err(_), None) => {}
+                    (got, want) => panic!("{from} on {event:?}: got {got:?}, want {want:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn terminal_states_never_move() {
+        for s in [S::Stored, S::Failed, S::Missed] {
+            assert!(s.is_terminal());
+            assert!(transition(s, E::Fail).is_err());
+        }
+        assert!(
+            transition(S::Requested, E::Miss).is_err(),
+            "only a job that never started is missed"
+        );
+        assert!(
+            transition(S::Pending, E::Verified).is_err(),
+            "no skipping to stored"
+        );
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in S::ALL {
+            assert_eq!(s.as_str().parse::<State>().unwrap(), s);
+        }
+        assert!("done".parse::<State>().is_err());
+    }
+}

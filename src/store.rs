@@ -1,0 +1,122 @@
+//! The state DB: SQLite in WAL mode through sqlx, with the migrations in `migrations/` embedded
+//! and run at open. Every SQL string of rdbvault lives in this module.
+//!
+//! - [`jobs`]: jobs, their shards and multipart parts, the event log.
+//! - [`schedule`]: per (policy, instance) schedule state.
+//! - [`inventory`]: the copies rdbvault knows about.
+//!
+//! Times are Unix milliseconds; [`ms`] and [`from_ms`] convert.
+
+pub mod inventory;
+pub mod jobs;
+pub mod schedule;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use jobs::{JobRow, NewJob, PartRow, ShardRow};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "cannot open the state DB {path}: {source}; check state.path and that its directory exists and is writable"
+    )]
+    Open { path: PathBuf, source: sqlx::Error },
+    #[error("cannot migrate the state DB {path}: {source}")]
+    Migrate {
+        path: PathBuf,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("state DB query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("no job matches `{0}`")]
+    NotFound(String),
+    #[error("`{0}` matches several jobs; give more of the id")]
+    Ambiguous(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A cheap-to-clone handle on the state DB.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: sqlx::SqlitePool,
+    path: PathBuf,
+}
+
+/// Unix milliseconds of a time.
+pub fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// The time of Unix milliseconds.
+pub fn from_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl Store {
+    /// Opens (creating if needed) the DB and applies pending migrations.
+    ///
+    /// # Errors
+    /// The file cannot be opened or created, or a migration fails.
+    pub async fn open(path: &Path) -> Result<Store> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            // A daemon and a backup-now share the file; wait for each other's writes.
+            .busy_timeout(Duration::from_secs(15));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .map_err(|source| Error::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|source| Error::Migrate {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Store {
+            pool,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn pool(&self) -> &sqlx::SqlitePool {
+        &self.pool
+    }
+
+    /// Checks the DB accepts a write (for `/readyz`).
+    ///
+    /// # Errors
+    /// The write failed.
+    pub async fn check_writable(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("CREATE TEMP TABLE IF NOT EXISTS rdbvault_probe (x INTEGER)")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO rdbvault_probe (x) VALUES (1)")
+            .execute(&mut *tx)
+            .await?;
+        tx.rollback().await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

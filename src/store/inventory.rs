@@ -1,0 +1,96 @@
+//! The inventory of copies: each verified object at a destination, and each provider backup
+//! rdbvault created.
+
+use super::{Result, Store};
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
+pub struct CopyRow {
+    pub id: i64,
+    pub location: String,
+    pub policy: String,
+    pub instance_uuid: String,
+    pub instance_name: String,
+    pub job_id: Option<String>,
+    pub backup_id: String,
+    pub shard_id: String,
+    pub destination: String,
+    pub object_key: Option<String>,
+    pub size: Option<i64>,
+    pub sha256: Option<String>,
+    pub rdb_version: Option<i64>,
+    pub requested_at: i64,
+    pub verified: i64,
+    pub verified_at: Option<i64>,
+    pub pinned: i64,
+    pub missing: i64,
+    pub deleted_at: Option<i64>,
+}
+
+/// A copy to record.
+#[derive(Debug, Clone)]
+pub struct NewCopy {
+    pub location: &'static str,
+    pub policy: String,
+    pub instance_uuid: String,
+    pub instance_name: String,
+    pub job_id: String,
+    pub backup_id: String,
+    pub shard_id: String,
+    pub destination: String,
+    pub object_key: Option<String>,
+    pub size: i64,
+    pub sha256: Option<String>,
+    pub rdb_version: Option<i64>,
+    pub requested_at: i64,
+    pub verified_at: i64,
+}
+
+impl Store {
+    /// Records a verified copy (idempotent: recording the same copy twice keeps one row).
+    pub async fn record_copy(&self, c: &NewCopy) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO backups (location, policy, instance_uuid, instance_name, job_id, backup_id, shard_id,
+                                  destination, object_key, size, sha256, rdb_version, requested_at, verified, verified_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)
+             ON CONFLICT (location, destination, backup_id) DO UPDATE SET
+               verified = 1, verified_at = excluded.verified_at, object_key = excluded.object_key,
+               sha256 = excluded.sha256, size = excluded.size, missing = 0",
+        )
+        .bind(c.location)
+        .bind(c.policy.clone())
+        .bind(c.instance_uuid.clone())
+        .bind(c.instance_name.clone())
+        .bind(c.job_id.clone())
+        .bind(c.backup_id.clone())
+        .bind(c.shard_id.clone())
+        .bind(c.destination.clone())
+        .bind(c.object_key.clone())
+        .bind(c.size)
+        .bind(c.sha256.clone())
+        .bind(c.rdb_version)
+        .bind(c.requested_at)
+        .bind(c.verified_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Copies that still exist, newest first.
+    pub async fn copies(
+        &self,
+        policy: Option<&str>,
+        instance: Option<&str>,
+    ) -> Result<Vec<CopyRow>> {
+        Ok(sqlx::query_as::<_, CopyRow>(
+            "SELECT id, location, policy, instance_uuid, instance_name, job_id, backup_id, shard_id, destination,
+                    object_key, size, sha256, rdb_version, requested_at, verified, verified_at, pinned, missing, deleted_at
+             FROM backups
+             WHERE deleted_at IS NULL AND (?1 IS NULL OR policy = ?1) AND (?2 IS NULL OR instance_uuid = ?2)
+             ORDER BY requested_at DESC, id DESC",
+        )
+        .bind(policy.map(str::to_string))
+        .bind(instance.map(str::to_string))
+        .fetch_all(self.pool())
+        .await?)
+    }
+}

@@ -1,0 +1,577 @@
+//! Jobs, their provider records (shards), multipart parts and the event log.
+//!
+//! Every state change goes through [`Store::advance`], which applies the pure transition
+//! function (`job::state::transition`) and writes only if the row is still in the state the
+//! caller read, so two processes cannot both move the same job.
+
+use super::{Error, Result, Store};
+use crate::job::state::{Event, State, transition};
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
+pub struct JobRow {
+    pub id: String,
+    pub policy: String,
+    pub instance_uuid: String,
+    pub instance_name: String,
+    pub region_id: String,
+    pub destination: String,
+    pub trigger: String,
+    pub state: String,
+    pub due_at: i64,
+    pub start_by: i64,
+    pub deadline_at: i64,
+    pub created_at: i64,
+    pub create_sent_at: Option<i64>,
+    pub requested_at: Option<i64>,
+    pub snapshot_done_at: Option<i64>,
+    pub transfer_started_at: Option<i64>,
+    pub transfer_done_at: Option<i64>,
+    pub verified_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub attempts: i64,
+    pub next_attempt_at: Option<i64>,
+    pub bytes: i64,
+    pub error: Option<String>,
+    pub owner: Option<String>,
+    pub heartbeat_at: Option<i64>,
+}
+
+impl JobRow {
+    pub fn state(&self) -> State {
+        self.state.parse().unwrap_or(State::Failed)
+    }
+
+    /// The `Desc` token that finds this job's backup at the provider.
+    pub fn token(&self) -> String {
+        format!("{}{}", crate::cds::DESC_TOKEN_PREFIX, self.id)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
+pub struct ShardRow {
+    pub job_id: String,
+    pub backup_id: String,
+    pub shard_id: String,
+    pub size: Option<i64>,
+    pub provider_start: String,
+    pub provider_end: String,
+    pub state: String,
+    pub object_key: Option<String>,
+    pub manifest_key: Option<String>,
+    pub upload_id: Option<String>,
+    pub temp_path: Option<String>,
+    pub bytes_done: i64,
+    pub sha256: Option<String>,
+    pub rdb_version: Option<i64>,
+    pub checksum: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
+pub struct PartRow {
+    pub part_number: i64,
+    pub etag: String,
+    pub size: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
+pub struct EventRow {
+    pub at: i64,
+    pub kind: String,
+    pub message: String,
+}
+
+/// A job about to be created.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: String,
+    pub policy: String,
+    pub instance_uuid: String,
+    pub instance_name: String,
+    pub region_id: String,
+    pub destination: String,
+    pub trigger: &'static str,
+    pub due_at: i64,
+    pub start_by: i64,
+    pub deadline_at: i64,
+    pub created_at: i64,
+}
+
+/// What happened when a job was inserted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    Created,
+    /// The instance already has an open job (this one), so nothing was created.
+    InstanceBusy {
+        open_job: String,
+    },
+}
+
+const JOB_COLUMNS: &str = "id, policy, instance_uuid, instance_name, region_id, destination, trigger, state, \
+    due_at, start_by, deadline_at, created_at, create_sent_at, requested_at, snapshot_done_at, \
+    transfer_started_at, transfer_done_at, verified_at, finished_at, attempts, next_attempt_at, bytes, \
+    error, owner, heartbeat_at";
+
+/// Which timestamp column an advance sets; a fixed list, so no SQL is built from input.
+fn advance_sql(to: State) -> &'static str {
+    match to {
+        State::Requested => {
+            "UPDATE jobs SET state = 'requested', requested_at = COALESCE(requested_at, ?) WHERE id = ? AND state = ?"
+        }
+        State::Snapshotting => {
+            "UPDATE jobs SET state = 'snapshotting', requested_at = COALESCE(requested_at, ?) WHERE id = ? AND state = ?"
+        }
+        State::Transferring => {
+            "UPDATE jobs SET state = 'transferring', snapshot_done_at = ?1, transfer_started_at = COALESCE(transfer_started_at, ?1) WHERE id = ?2 AND state = ?3"
+        }
+        State::Verifying => {
+            "UPDATE jobs SET state = 'verifying', transfer_done_at = ? WHERE id = ? AND state = ?"
+        }
+        State::Stored => {
+            "UPDATE jobs SET state = 'stored', verified_at = ?1, finished_at = ?1, owner = NULL WHERE id = ?2 AND state = ?3"
+        }
+        State::Missed => {
+            "UPDATE jobs SET state = 'missed', finished_at = ?, owner = NULL WHERE id = ? AND state = ?"
+        }
+        State::Failed => {
+            "UPDATE jobs SET state = 'failed', finished_at = ?, owner = NULL WHERE id = ? AND state = ?"
+        }
+        State::Pending => {
+            "UPDATE jobs SET state = 'pending', due_at = ? WHERE id = ? AND state = ?"
+        }
+    }
+}
+
+impl Store {
+    /// Creates a pending job unless the instance already has an open one.
+    pub async fn insert_job(&self, job: &NewJob) -> Result<Inserted> {
+        let result = sqlx::query(
+            "INSERT INTO jobs (id, policy, instance_uuid, instance_name, region_id, destination, trigger, state,
+                               due_at, start_by, deadline_at, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+        )
+        .bind(job.id.clone())
+        .bind(job.policy.clone())
+        .bind(job.instance_uuid.clone())
+        .bind(job.instance_name.clone())
+        .bind(job.region_id.clone())
+        .bind(job.destination.clone())
+        .bind(job.trigger)
+        .bind(job.due_at)
+        .bind(job.start_by)
+        .bind(job.deadline_at)
+        .bind(job.created_at)
+        .execute(self.pool())
+        .await;
+        match result {
+            Ok(_) => Ok(Inserted::Created),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                let open: Option<(String,)> = sqlx::query_as(
+                    "SELECT id FROM jobs WHERE instance_uuid = ? AND state NOT IN ('stored','failed','missed')",
+                )
+                .bind(job.instance_uuid.clone())
+                .fetch_optional(self.pool())
+                .await?;
+                Ok(Inserted::InstanceBusy {
+                    open_job: open.map(|r| r.0).unwrap_or_default(),
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One job by its full id.
+    pub async fn job(&self, id: &str) -> Result<JobRow> {
+        sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+        )))
+        .bind(id.to_string())
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or_else(|| Error::NotFound(id.to_string()))
+    }
+
+    /// One job by its id or a unique prefix of it (for the CLI).
+    pub async fn find_job(&self, id_or_prefix: &str) -> Result<JobRow> {
+        let rows = sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ? OR id LIKE ? || '%' ORDER BY id LIMIT 2"
+        )))
+        .bind(id_or_prefix.to_string())
+        .bind(id_or_prefix.replace(['%', '_'], ""))
+        .fetch_all(self.pool())
+        .await?;
+        match rows.len() {
+            0 => Err(Error::NotFound(id_or_prefix.to_string())),
+            1 => Ok(rows.into_iter().next().expect("one row")),
+            _ if rows[0].id == id_or_prefix => Ok(rows.into_iter().next().expect("one row")),
+            _ => Err(Error::Ambiguous(id_or_prefix.to_string())),
+        }
+    }
+
+    /// Jobs, newest first, optionally filtered.
+    pub async fn list_jobs(
+        &self,
+        policy: Option<&str>,
+        state: Option<State>,
+        limit: u32,
+    ) -> Result<Vec<JobRow>> {
+        Ok(sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs
+             WHERE (?1 IS NULL OR policy = ?1) AND (?2 IS NULL OR state = ?2)
+             ORDER BY created_at DESC, id DESC LIMIT ?3"
+        )))
+        .bind(policy.map(str::to_string))
+        .bind(state.map(|s| s.as_str()))
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Open jobs that are due and that no live process owns: new ones, and those left behind by a
+    /// process that died (its heartbeat is older than `stale_before`).
+    pub async fn claimable_jobs(&self, now: i64, stale_before: i64) -> Result<Vec<JobRow>> {
+        Ok(sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs
+             WHERE state NOT IN ('stored','failed','missed') AND due_at <= ?
+               AND (owner IS NULL OR heartbeat_at IS NULL OR heartbeat_at < ?)
+             ORDER BY due_at, id"
+        )))
+        .bind(now)
+        .bind(stale_before)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Takes ownership of a job if no live process holds it. True if this caller owns it now.
+    pub async fn claim_job(
+        &self,
+        id: &str,
+        owner: &str,
+        now: i64,
+        stale_before: i64,
+    ) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET owner = ?, heartbeat_at = ?
+             WHERE id = ? AND state NOT IN ('stored','failed','missed')
+               AND (owner IS NULL OR owner = ? OR heartbeat_at IS NULL OR heartbeat_at < ?)",
+        )
+        .bind(owner.to_string())
+        .bind(now)
+        .bind(id.to_string())
+        .bind(owner.to_string())
+        .bind(stale_before)
+        .execute(self.pool())
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Renews the heartbeat of every open job this process owns.
+    pub async fn heartbeat(&self, owner: &str, now: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET heartbeat_at = ? WHERE owner = ? AND state NOT IN ('stored','failed','missed')",
+        )
+        .bind(now)
+        .bind(owner.to_string())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Gives up ownership (at shutdown), so the next process resumes the job at once.
+    pub async fn release_job(&self, id: &str, owner: &str) -> Result<()> {
+        sqlx::query("UPDATE jobs SET owner = NULL, heartbeat_at = NULL WHERE id = ? AND owner = ?")
+            .bind(id.to_string())
+            .bind(owner.to_string())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Moves a job from `from` on `event`, setting the phase timestamp to `now`.
+    ///
+    /// # Errors
+    /// The lifecycle forbids the move, or the row is no longer in `from`.
+    pub async fn advance(&self, id: &str, from: State, event: Event, now: i64) -> Result<State> {
+        let to = transition(from, event)
+            .map_err(|e| Error::Query(sqlx::Error::Protocol(e.to_string())))?;
+        let r = sqlx::query(advance_sql(to))
+            .bind(now)
+            .bind(id.to_string())
+            .bind(from.as_str())
+            .execute(self.pool())
+            .await?;
+        if r.rows_affected() != 1 {
+            return Err(Error::Query(sqlx::Error::Protocol(format!(
+                "job {id} is no longer {from}; another process changed it"
+            ))));
+        }
+        Ok(to)
+    }
+
+    /// Fails a job (from whatever open state it is in) with the full error chain.
+    pub async fn fail_job(&self, id: &str, now: i64, error: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET state = 'failed', finished_at = ?, error = ?, owner = NULL
+             WHERE id = ? AND state NOT IN ('stored','failed','missed')",
+        )
+        .bind(now)
+        .bind(error.to_string())
+        .bind(id.to_string())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Records a missed job (could not start inside its window) with the reason.
+    pub async fn miss_job(&self, id: &str, now: i64, reason: &str) -> Result<()> {
+        self.advance(id, State::Pending, Event::Miss, now).await?;
+        sqlx::query("UPDATE jobs SET error = ? WHERE id = ?")
+            .bind(reason.to_string())
+            .bind(id.to_string())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Write-ahead for `CreateBackup`: from here on, the provider may hold a backup for the job.
+    pub async fn mark_create_sent(&self, id: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE jobs SET create_sent_at = ?, attempts = attempts + 1 WHERE id = ?")
+            .bind(now)
+            .bind(id.to_string())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// `CreateBackup` was certainly not applied (refused or 409): it may be sent again later.
+    pub async fn clear_create_sent(&self, id: &str, next_attempt_at: i64) -> Result<()> {
+        sqlx::query("UPDATE jobs SET create_sent_at = NULL, next_attempt_at = ? WHERE id = ?")
+            .bind(next_attempt_at)
+            .bind(id.to_string())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_job_bytes(&self, id: &str, bytes: i64) -> Result<()> {
+        sqlx::query("UPDATE jobs SET bytes = ? WHERE id = ?")
+            .bind(bytes)
+            .bind(id.to_string())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Records the job's provider records (once, when they are all finished).
+    pub async fn insert_shards(&self, rows: &[ShardRow]) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        for r in rows {
+            sqlx::query(
+                "INSERT OR IGNORE INTO job_shards (job_id, backup_id, shard_id, size, provider_start, provider_end, state)
+                 VALUES (?, ?, ?, ?, ?, ?, 'waiting')",
+            )
+            .bind(r.job_id.clone())
+            .bind(r.backup_id.clone())
+            .bind(r.shard_id.clone())
+            .bind(r.size)
+            .bind(r.provider_start.clone())
+            .bind(r.provider_end.clone())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn shards(&self, job_id: &str) -> Result<Vec<ShardRow>> {
+        Ok(sqlx::query_as::<_, ShardRow>(
+            "SELECT job_id, backup_id, shard_id, size, provider_start, provider_end, state, object_key,
+                    manifest_key, upload_id, temp_path, bytes_done, sha256, rdb_version, checksum
+             FROM job_shards WHERE job_id = ? ORDER BY shard_id, backup_id",
+        )
+        .bind(job_id.to_string())
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Starts (or restarts) a shard's transfer: its keys and where its partial data lives.
+    pub async fn shard_started(
+        &self,
+        job_id: &str,
+        backup_id: &str,
+        shard_id: &str,
+        object_key: &str,
+        manifest_key: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE job_shards SET state = 'transferring', shard_id = ?, object_key = ?, manifest_key = ?, bytes_done = 0
+             WHERE job_id = ? AND backup_id = ?",
+        )
+        .bind(shard_id.to_string())
+        .bind(object_key.to_string())
+        .bind(manifest_key.to_string())
+        .bind(job_id.to_string())
+        .bind(backup_id.to_string())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Records where a shard's not-yet-visible data lives: an S3 multipart upload id or a
+    /// `.partial` file (either may be `None` to clear it).
+    pub async fn shard_pending_data(
+        &self,
+        job_id: &str,
+        backup_id: &str,
+        upload_id: Option<&str>,
+        temp_path: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE job_shards SET upload_id = ?, temp_path = ? WHERE job_id = ? AND backup_id = ?",
+        )
+        .bind(upload_id.map(str::to_string))
+        .bind(temp_path.map(str::to_string))
+        .bind(job_id.to_string())
+        .bind(backup_id.to_string())
+        .execute(self.pool())
+        .await?;
+        if upload_id.is_none() {
+            sqlx::query("DELETE FROM job_parts WHERE job_id = ? AND backup_id = ?")
+                .bind(job_id.to_string())
+                .bind(backup_id.to_string())
+                .execute(self.pool())
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn record_part(&self, job_id: &str, backup_id: &str, part: &PartRow) -> Result<()> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO job_parts (job_id, backup_id, part_number, etag, size) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(job_id.to_string())
+        .bind(backup_id.to_string())
+        .bind(part.part_number)
+        .bind(part.etag.clone())
+        .bind(part.size)
+        .execute(self.pool())
+        .await?;
+        sqlx::query(
+            "UPDATE job_shards SET bytes_done = (SELECT COALESCE(SUM(size), 0) FROM job_parts WHERE job_id = ? AND backup_id = ?)
+             WHERE job_id = ? AND backup_id = ?",
+        )
+        .bind(job_id.to_string())
+        .bind(backup_id.to_string())
+        .bind(job_id.to_string())
+        .bind(backup_id.to_string())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn parts(&self, job_id: &str, backup_id: &str) -> Result<Vec<PartRow>> {
+        Ok(sqlx::query_as::<_, PartRow>(
+            "SELECT part_number, etag, size FROM job_parts WHERE job_id = ? AND backup_id = ? ORDER BY part_number",
+        )
+        .bind(job_id.to_string())
+        .bind(backup_id.to_string())
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    pub async fn shard_progress(
+        &self,
+        job_id: &str,
+        backup_id: &str,
+        bytes_done: i64,
+    ) -> Result<()> {
+        sqlx::query("UPDATE job_shards SET bytes_done = ? WHERE job_id = ? AND backup_id = ?")
+            .bind(bytes_done)
+            .bind(job_id.to_string())
+            .bind(backup_id.to_string())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// A shard's verified copy is visible at the destination.
+    pub async fn shard_stored(
+        &self,
+        job_id: &str,
+        backup_id: &str,
+        bytes: i64,
+        sha256: &str,
+        rdb_version: i64,
+        checksum: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE job_shards SET state = 'stored', bytes_done = ?, sha256 = ?, rdb_version = ?, checksum = ?,
+                    upload_id = NULL, temp_path = NULL
+             WHERE job_id = ? AND backup_id = ?",
+        )
+        .bind(bytes)
+        .bind(sha256.to_string())
+        .bind(rdb_version)
+        .bind(checksum.to_string())
+        .bind(job_id.to_string())
+        .bind(backup_id.to_string())
+        .execute(self.pool())
+        .await?;
+        sqlx::query("DELETE FROM job_parts WHERE job_id = ? AND backup_id = ?")
+            .bind(job_id.to_string())
+            .bind(backup_id.to_string())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn shard_failed(&self, job_id: &str, backup_id: &str) -> Result<()> {
+        sqlx::query("UPDATE job_shards SET state = 'failed' WHERE job_id = ? AND backup_id = ?")
+            .bind(job_id.to_string())
+            .bind(backup_id.to_string())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn add_event(&self, job_id: &str, at: i64, kind: &str, message: &str) -> Result<()> {
+        sqlx::query("INSERT INTO job_events (job_id, at, kind, message) VALUES (?, ?, ?, ?)")
+            .bind(job_id.to_string())
+            .bind(at)
+            .bind(kind.to_string())
+            .bind(message.to_string())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn events(&self, job_id: &str) -> Result<Vec<EventRow>> {
+        Ok(sqlx::query_as::<_, EventRow>(
+            "SELECT at, kind, message FROM job_events WHERE job_id = ? ORDER BY id",
+        )
+        .bind(job_id.to_string())
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Jobs per state, for the `rdbvault_jobs` gauge.
+    pub async fn count_jobs_by_state(&self) -> Result<Vec<(String, i64)>> {
+        Ok(
+            sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+                .fetch_all(self.pool())
+                .await?,
+        )
+    }
+
+    /// The last finished job of each (policy, instance) by result, to rebuild gauges at start.
+    pub async fn last_finished(&self) -> Result<Vec<JobRow>> {
+        Ok(sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs j
+             WHERE state IN ('stored','failed','missed')
+               AND finished_at = (SELECT MAX(finished_at) FROM jobs k
+                                  WHERE k.policy = j.policy AND k.instance_uuid = j.instance_uuid
+                                    AND k.state = j.state)"
+        )))
+        .fetch_all(self.pool())
+        .await?)
+    }
+}
