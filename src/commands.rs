@@ -135,7 +135,7 @@ pub async fn backup_now(
         {
             Inserted::Created => {
                 ctx.store
-                    .claim_job(&job.id, &ctx.owner, ms(now), ms(now))
+                    .claim_job(&job.id, &ctx.owner, ms(now), ms(now), None)
                     .await
                     .map_err(|e| Failure::Runtime(e.into()))?;
                 eprintln!(

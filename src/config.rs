@@ -53,6 +53,10 @@ pub struct CdsConfig {
     /// How to read the API's zone-less times.
     pub time_zone: Tz,
     pub retry: RetryPolicy,
+    /// First wait between `DescribeBackups` polls while a backup is made; it doubles.
+    pub poll_interval: Duration,
+    /// The longest wait between polls.
+    pub poll_max_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -664,7 +668,28 @@ impl Validator<'_> {
                 d.max_elapsed,
             ),
         };
+        let poll_interval = self.duration(
+            "cds.poll_interval",
+            raw.poll_interval.as_ref(),
+            Duration::from_secs(2),
+        );
+        let poll_max_interval = self.duration(
+            "cds.poll_max_interval",
+            raw.poll_max_interval.as_ref(),
+            Duration::from_secs(30),
+        );
+        if poll_interval.is_zero() {
+            self.problem("cds.poll_interval", "must be longer than 0s");
+        }
+        if poll_max_interval < poll_interval {
+            self.problem(
+                "cds.poll_max_interval",
+                "must not be shorter than cds.poll_interval",
+            );
+        }
         CdsConfig {
+            poll_interval,
+            poll_max_interval,
             endpoint,
             access_key_id_file: raw.access_key_id_file.clone(),
             access_key_secret_file: raw.access_key_secret_file.clone(),

@@ -24,6 +24,25 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 /// unit's TimeoutStopSec.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(25);
 
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// True when `owner` names a process on this host that no longer exists, so its jobs can be
+/// taken over at once instead of after [`STALE_AFTER`]. A reused pid only delays the takeover.
+pub fn owner_is_dead(owner: &str) -> bool {
+    let mut parts = owner.split(':');
+    let (_kind, host, pid) = (parts.next(), parts.next(), parts.next());
+    match (host, pid.and_then(|p| p.parse::<u32>().ok())) {
+        (Some(h), Some(pid)) if h == hostname() && pid != std::process::id() => {
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        }
+        _ => false,
+    }
+}
+
 /// `daemon:<host>:<pid>` and the like: who owns a job.
 pub fn owner_id(kind: &str) -> String {
     let host = std::fs::read_to_string("/etc/hostname")
@@ -63,6 +82,11 @@ pub async fn build_context(
     }
     Ok(Context {
         transfers: Arc::new(Semaphore::new(config.limits.max_concurrent_transfers)),
+        poll: job::PollSettings {
+            initial: config.cds.poll_interval,
+            max: config.cds.poll_max_interval,
+            ..job::PollSettings::default()
+        },
         config,
         store,
         cds,
@@ -71,7 +95,6 @@ pub async fn build_context(
         metrics,
         owner,
         clock: crate::clock::system(),
-        poll: job::PollSettings::default(),
         progress: None,
     })
 }
@@ -126,7 +149,11 @@ pub async fn dispatch(
         let notified = wake.notified();
         let now = ctx.clock.now();
         let stale = now - chrono::Duration::from_std(STALE_AFTER).unwrap_or_default();
-        match ctx.store.claimable_jobs(ms(now), ms(stale)).await {
+        match ctx
+            .store
+            .claimable_jobs(ms(now), ms(stale), &owner_is_dead)
+            .await
+        {
             Ok(jobs) => {
                 for job in jobs {
                     if running.lock().expect("running set").len() >= limit {
@@ -135,9 +162,10 @@ pub async fn dispatch(
                     if running.lock().expect("running set").contains(&job.id) {
                         continue;
                     }
+                    let dead_owner = job.owner.as_deref().filter(|o| owner_is_dead(o));
                     match ctx
                         .store
-                        .claim_job(&job.id, &ctx.owner, ms(now), ms(stale))
+                        .claim_job(&job.id, &ctx.owner, ms(now), ms(stale), dead_owner)
                         .await
                     {
                         Ok(true) => {}

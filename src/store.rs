@@ -79,13 +79,26 @@ impl Store {
                 path: path.to_path_buf(),
                 source,
             })?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(|source| Error::Migrate {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        // Two processes opening a fresh DB at once (a daemon and a backup-now) race to apply
+        // the same migration; each migration is one transaction, so the loser fails cleanly and
+        // finds it applied when it tries again.
+        let mut attempt = 0;
+        loop {
+            match sqlx::migrate!("./migrations").run(&pool).await {
+                Ok(()) => break,
+                Err(source) if attempt < 5 => {
+                    attempt += 1;
+                    tracing::debug!(error = %source, attempt, "migration raced with another process; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                Err(source) => {
+                    return Err(Error::Migrate {
+                        path: path.to_path_buf(),
+                        source,
+                    });
+                }
+            }
+        }
         Ok(Store {
             pool,
             path: path.to_path_buf(),
@@ -118,5 +131,75 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_processes_opening_a_fresh_db_at_once_both_succeed() {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state.db");
+            let (a, b) = tokio::join!(Store::open(&path), Store::open(&path));
+            a.unwrap();
+            b.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn one_open_job_per_instance() {
+        use crate::store::jobs::{Inserted, NewJob};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        let job = |id: &str| NewJob {
+            id: id.into(),
+            policy: "p".into(),
+            instance_uuid: "i".into(),
+            instance_name: "n".into(),
+            region_id: String::new(),
+            destination: "d".into(),
+            trigger: "manual",
+            due_at: 0,
+            start_by: 10,
+            deadline_at: 100,
+            created_at: 0,
+        };
+        assert_eq!(
+            store.insert_job(&job("a")).await.unwrap(),
+            Inserted::Created
+        );
+        assert_eq!(
+            store.insert_job(&job("b")).await.unwrap(),
+            Inserted::InstanceBusy {
+                open_job: "a".into()
+            }
+        );
+        store.fail_job("a", 5, "boom").await.unwrap();
+        assert_eq!(
+            store.insert_job(&job("c")).await.unwrap(),
+            Inserted::Created
+        );
+        // A transition the lifecycle forbids is refused, and so is one from a stale state.
+        use crate::job::state::{Event, State};
+        assert!(
+            store
+                .advance("c", State::Pending, Event::Verified, 1)
+                .await
+                .is_err()
+        );
+        store
+            .advance("c", State::Pending, Event::CreateAccepted, 1)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .advance("c", State::Pending, Event::CreateAccepted, 2)
+                .await
+                .is_err()
+        );
+        assert_eq!(store.job("c").await.unwrap().requested_at, Some(1));
     }
 }

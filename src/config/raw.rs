@@ -54,6 +54,8 @@ pub struct RawCds {
     pub access_key_secret_file: Option<PathBuf>,
     pub timeout: Option<Text>,
     pub time_zone: Option<Text>,
+    pub poll_interval: Option<Text>,
+    pub poll_max_interval: Option<Text>,
     #[serde(default)]
     pub retry: RawRetry,
 }

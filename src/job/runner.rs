@@ -161,11 +161,22 @@ pub async fn run_job(ctx: &Context, job_id: &str, cancel: &CancellationToken) ->
                 State::Pending => request(ctx, &job, cancel).await,
                 State::Requested | State::Snapshotting => {
                     let r = wait_snapshot(ctx, &job, &mut last_seen, cancel).await;
-                    if matches!(r, Ok(())) {
-                        // Not finished yet: back off (one DescribeBackups per poll).
-                        let s = ctx.sleep(poll, cancel).await;
-                        poll = (poll * 2).min(ctx.poll.max);
-                        s
+                    let moved = ctx
+                        .store
+                        .job(job_id)
+                        .await
+                        .map(|j| j.state() != state)
+                        .unwrap_or(true);
+                    if matches!(r, Ok(())) && !moved {
+                        if last_seen.is_some() {
+                            // All finished once: confirm soon that the set is stable.
+                            ctx.sleep(ctx.poll.initial, cancel).await
+                        } else {
+                            // Not finished yet: back off (one DescribeBackups per poll).
+                            let s = ctx.sleep(poll, cancel).await;
+                            poll = (poll * 2).min(ctx.poll.max);
+                            s
+                        }
                     } else {
                         r
                     }

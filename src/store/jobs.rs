@@ -226,39 +226,51 @@ impl Store {
         .await?)
     }
 
-    /// Open jobs that are due and that no live process owns: new ones, and those left behind by a
-    /// process that died (its heartbeat is older than `stale_before`).
-    pub async fn claimable_jobs(&self, now: i64, stale_before: i64) -> Result<Vec<JobRow>> {
-        Ok(sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
+    /// Open jobs that are due and that no live process owns: new ones, those whose owner's
+    /// heartbeat is older than `stale_before`, and those whose owner `is_dead` says has gone.
+    pub async fn claimable_jobs(
+        &self,
+        now: i64,
+        stale_before: i64,
+        is_dead: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<Vec<JobRow>> {
+        let rows = sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
             "SELECT {JOB_COLUMNS} FROM jobs
              WHERE state NOT IN ('stored','failed','missed') AND due_at <= ?
-               AND (owner IS NULL OR heartbeat_at IS NULL OR heartbeat_at < ?)
              ORDER BY due_at, id"
         )))
         .bind(now)
-        .bind(stale_before)
         .fetch_all(self.pool())
-        .await?)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|j| match (&j.owner, j.heartbeat_at) {
+                (None, _) | (Some(_), None) => true,
+                (Some(owner), Some(hb)) => hb < stale_before || is_dead(owner),
+            })
+            .collect())
     }
 
-    /// Takes ownership of a job if no live process holds it. True if this caller owns it now.
+    /// Takes ownership of a job if no live process holds it (`dead_owner`: an owner known to
+    /// be gone). True if this caller owns it now.
     pub async fn claim_job(
         &self,
         id: &str,
         owner: &str,
         now: i64,
         stale_before: i64,
+        dead_owner: Option<&str>,
     ) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE jobs SET owner = ?, heartbeat_at = ?
-             WHERE id = ? AND state NOT IN ('stored','failed','missed')
-               AND (owner IS NULL OR owner = ? OR heartbeat_at IS NULL OR heartbeat_at < ?)",
+            "UPDATE jobs SET owner = ?1, heartbeat_at = ?2
+             WHERE id = ?3 AND state NOT IN ('stored','failed','missed')
+               AND (owner IS NULL OR owner = ?1 OR heartbeat_at IS NULL OR heartbeat_at < ?4 OR owner = ?5)",
         )
         .bind(owner.to_string())
         .bind(now)
         .bind(id.to_string())
-        .bind(owner.to_string())
         .bind(stale_before)
+        .bind(dead_owner.map(str::to_string))
         .execute(self.pool())
         .await?;
         Ok(r.rows_affected() == 1)

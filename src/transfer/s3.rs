@@ -154,14 +154,30 @@ impl S3Sink {
 
     async fn join_one(&mut self) -> Result<(), Error> {
         if let Some(joined) = self.inflight.join_next().await {
-            let part =
-                joined.map_err(|e| Error::Destination(format!("upload task failed: {e}")))??;
-            self.store
-                .record_part(&self.job_id, &self.backup_id, &part)
-                .await
-                .map_err(|e| Error::Destination(e.to_string()))?;
-            self.parts.push(part);
+            self.finish_part(joined).await?;
         }
+        Ok(())
+    }
+
+    /// Journals parts that have finished uploading, without waiting for the others, so the
+    /// journal always says how far the upload got.
+    async fn reap_finished(&mut self) -> Result<(), Error> {
+        while let Some(joined) = self.inflight.try_join_next() {
+            self.finish_part(joined).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish_part(
+        &mut self,
+        joined: Result<Result<PartRow, Error>, tokio::task::JoinError>,
+    ) -> Result<(), Error> {
+        let part = joined.map_err(|e| Error::Destination(format!("upload task failed: {e}")))??;
+        self.store
+            .record_part(&self.job_id, &self.backup_id, &part)
+            .await
+            .map_err(|e| Error::Destination(e.to_string()))?;
+        self.parts.push(part);
         Ok(())
     }
 
@@ -306,6 +322,9 @@ impl S3Sink {
 
 impl Sink for S3Sink {
     async fn write(&mut self, chunk: Bytes) -> Result<(), Error> {
+        if !self.inflight.is_empty() {
+            self.reap_finished().await?;
+        }
         self.buf.extend_from_slice(&chunk);
         let part_size = self.cfg.part_size as usize;
         while self.buf.len() >= part_size {
