@@ -103,6 +103,9 @@ pub async fn backup_now(
                     b
                 });
                 bar.set_position(done);
+                if total == Some(done) {
+                    bar.finish();
+                }
             },
         ));
     }

@@ -719,3 +719,133 @@ async fn a_six_field_cron_fires_on_time() {
     env.assert_no_leaks();
     env.sim.stop().await;
 }
+
+/// Writes a policy schedule row as if rdbvault had last acted on a run two years ago.
+async fn pretend_down_since_long_ago(env: &Env) {
+    let store = env.store().await;
+    let long_ago = chrono::Utc::now() - chrono::Duration::days(730);
+    store
+        .schedule_set("p", "*", Some(rdbvault::store::ms(long_ago)), None, None)
+        .await
+        .unwrap();
+    store.close().await;
+}
+
+async fn run_daemon_until(
+    env: &Env,
+    what: &str,
+    done: impl Fn(Vec<rdbvault::store::JobRow>) -> bool,
+) -> Vec<rdbvault::store::JobRow> {
+    let mut daemon = env.cmd(&["run"]).spawn().unwrap();
+    let store = env.store().await;
+    let mut jobs = Vec::new();
+    for _ in 0..300 {
+        jobs = store.list_jobs(None, None, 50).await.unwrap();
+        if done(jobs.clone()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rdbvault_sigterm(&daemon);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+            .await
+            .unwrap()
+            .unwrap()
+            .success()
+    );
+    let out = daemon.wait_with_output().await.unwrap();
+    env.record(&String::from_utf8_lossy(&out.stderr));
+    assert!(
+        done(jobs.clone()),
+        "timed out waiting for {what}: {jobs:#?}"
+    );
+    jobs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_downtime_catch_up_latest_runs_once_and_none_records_a_miss() {
+    // Yearly on 1 January: the last run was missed while "down".
+    let Some(env) = Env::new("catchup", "dir", &format!("uuid: {SMALL}"), "0 0 1 1 *").await else {
+        return;
+    };
+    pretend_down_since_long_ago(&env).await;
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("catch_up: none", "catch_up: latest");
+    std::fs::write(&env.config, text).unwrap();
+    let jobs = run_daemon_until(&env, "one stored catch-up job", |jobs| {
+        jobs.iter().any(|j| j.state == "stored")
+    })
+    .await;
+    assert_eq!(
+        jobs.len(),
+        1,
+        "at most one catch-up run, never a stampede: {jobs:#?}"
+    );
+    assert_eq!(jobs[0].trigger, "catch_up");
+    env.sim.stop().await;
+
+    let Some(env) = Env::new("catchnone", "dir", &format!("uuid: {SMALL}"), "0 0 1 1 *").await
+    else {
+        return;
+    };
+    pretend_down_since_long_ago(&env).await;
+    let jobs = run_daemon_until(&env, "a missed job", |jobs| {
+        jobs.iter().any(|j| j.state == "missed")
+    })
+    .await;
+    assert_eq!(jobs.len(), 1, "{jobs:#?}");
+    assert!(
+        jobs[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("start_window"),
+        "{jobs:#?}"
+    );
+    assert_eq!(
+        env.sim.calls("CreateBackup"),
+        0,
+        "a missed run asks for no backup"
+    );
+    env.sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_now_refuses_an_instance_the_daemon_is_backing_up() {
+    let Some(env) = Env::new("busy", "dir", &format!("uuid: {BIG}"), "*/2 * * * * *").await else {
+        return;
+    };
+    env.sim.add_fault(Fault::DownloadThrottle {
+        count: None,
+        bytes_per_second: 1 << 20,
+    });
+    let mut daemon = env.cmd(&["run"]).spawn().unwrap();
+    let store = env.store().await;
+    wait_for("a transfer in progress", 60, || {
+        let store = store.clone();
+        async move {
+            store
+                .list_jobs(None, None, 1)
+                .await
+                .unwrap()
+                .first()
+                .is_some_and(|j| j.state == "transferring")
+        }
+    })
+    .await;
+    let r = env.run(&["backup-now", "--policy", "p"]).await;
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(r.all().contains("already has an open job"), "{}", r.all());
+    rdbvault_sigterm(&daemon);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+            .await
+            .unwrap()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(env.sim.calls("CreateBackup"), 1);
+    env.sim.stop().await;
+}
