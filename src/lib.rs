@@ -38,6 +38,7 @@ pub mod http;
 pub mod job;
 pub mod metrics;
 pub mod rdb;
+pub mod retention;
 pub mod scheduler;
 pub mod secret;
 pub mod sim;
