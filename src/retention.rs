@@ -434,7 +434,8 @@ mod tests {
     fn calendar_buckets_table() {
         let berlin = chrono_tz::Europe::Berlin;
         let shanghai = chrono_tz::Asia::Shanghai;
-        let cases: Vec<(&str, Tz, Vec<(&str, &str)>, u32, Vec<&str>)> = vec![
+        type Case<'a> = (&'a str, Tz, Vec<(&'a str, &'a str)>, u32, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
             // Fall back in Berlin: local 02:30 happens twice (00:30Z CEST, 01:30Z CET). Buckets
             // are local wall-clock hours, so both fall in "2026-10-25T02" and the newer is kept.
             (
