@@ -83,10 +83,26 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             init_logging(config::LogFormat::Text, "warn");
             crate::commands::demo().await
         }
-        Command::Backups { .. } => not_implemented("backups", 4),
-        Command::Prune { .. } => not_implemented("prune", 4),
-        Command::Verify { .. } => not_implemented("verify", 4),
-        Command::Fetch { .. } => not_implemented("fetch", 4),
+        Command::Backups(args) => {
+            let cfg = config::load(&config_path)?;
+            init_logging(cfg.log.format, "warn");
+            crate::commands::backups(cfg, args).await
+        }
+        Command::Prune { policy, dry_run } => {
+            let cfg = config::load(&config_path)?;
+            init_logging(cfg.log.format, "warn");
+            crate::commands::prune(cfg, policy.as_deref(), dry_run).await
+        }
+        Command::Verify { ids, all } => {
+            let cfg = config::load(&config_path)?;
+            init_logging(cfg.log.format, "warn");
+            crate::commands::verify(cfg, ids, all).await
+        }
+        Command::Fetch { id, output, force } => {
+            let cfg = config::load(&config_path)?;
+            init_logging(cfg.log.format, "warn");
+            crate::commands::fetch(cfg, &id, &output, force).await
+        }
     }
 }
 
@@ -119,12 +135,6 @@ async fn run_daemon(cfg: Config) -> Result<(), Failure> {
     crate::daemon::run(ctx, listener, crate::daemon::shutdown_signal()).await?;
     tracing::info!("rdbvault daemon stopped");
     Ok(())
-}
-
-fn not_implemented(command: &str, issue: u32) -> Result<(), Failure> {
-    Err(Failure::Runtime(anyhow::anyhow!(
-        "`{command}` is not implemented yet (it lands with issue {issue}); nothing was done"
-    )))
 }
 
 /// Builds the API client from the `cds` section and the credentials.

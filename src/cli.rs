@@ -75,14 +75,7 @@ pub enum Command {
     /// Job history from the state DB
     Jobs(JobsArgs),
     /// The inventory: every known backup, where its copies are, verified or not, and why kept
-    Backups {
-        #[arg(long, value_name = "P")]
-        policy: Option<String>,
-        #[arg(long, value_name = "UUID")]
-        instance: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    Backups(BackupsArgs),
     /// Apply retention now and print every decision with its reason
     Prune {
         #[arg(long, value_name = "P")]
@@ -148,6 +141,27 @@ pub struct JobsArgs {
     pub limit: Option<u32>,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BackupsArgs {
+    #[command(subcommand)]
+    pub command: Option<BackupsCommand>,
+    #[arg(long, value_name = "P")]
+    pub policy: Option<String>,
+    #[arg(long, value_name = "UUID")]
+    pub instance: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupsCommand {
+    /// Never delete this backup (job id or provider backup id), whatever retention says
+    Pin { id: String },
+    /// Let retention decide about this backup again
+    Unpin { id: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -544,3 +544,326 @@ impl State {
         s.parse().unwrap_or(State::Failed)
     }
 }
+
+fn policies_named<'a>(
+    cfg: &'a Config,
+    name: Option<&str>,
+) -> Result<Vec<&'a config::Policy>, Failure> {
+    match name {
+        None => Ok(cfg.policies.iter().collect()),
+        Some(n) => match cfg.policies.iter().find(|p| p.name == n) {
+            Some(p) => Ok(vec![p]),
+            None => Err(Failure::Usage(format!(
+                "no policy named `{n}`; policies: {}",
+                cfg.policies
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        },
+    }
+}
+
+/// `prune [--policy P] [--dry-run]`.
+pub async fn prune(cfg: Config, policy: Option<&str>, dry_run: bool) -> Result<(), Failure> {
+    let cfg = Arc::new(cfg);
+    let policies: Vec<config::Policy> =
+        policies_named(&cfg, policy)?.into_iter().cloned().collect();
+    let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    let ctx = crate::daemon::build_context(cfg.clone(), crate::daemon::owner_id("prune"), metrics)
+        .await?;
+    let mut all = crate::prune::Report::default();
+    for p in &policies {
+        let r = crate::prune::prune_policy(&ctx, p, dry_run).await?;
+        all.rows.extend(r.rows);
+        all.blocked.extend(r.blocked);
+        all.problems.extend(r.problems);
+    }
+    crate::prune::print(&all, dry_run, false);
+    let deleted = all
+        .rows
+        .iter()
+        .filter(|r| matches!(r.deleted, Some(Ok(()))))
+        .count();
+    let planned = all.rows.iter().filter(|r| !r.keep).count();
+    if dry_run {
+        println!("dry run: {planned} set(s) would be deleted; nothing was changed");
+    } else {
+        println!("deleted {deleted} set(s); {} failure(s)", all.failures());
+    }
+    ctx.store.close().await;
+    if all.failures() > 0 || !all.problems.is_empty() {
+        return Err(Failure::Runtime(anyhow::anyhow!(
+            "{} deletion(s) failed and {} problem(s); see above",
+            all.failures(),
+            all.problems.len()
+        )));
+    }
+    Ok(())
+}
+
+/// `backups [--policy P] [--instance UUID] [--json]`, `backups pin|unpin ID`.
+pub async fn backups(cfg: Config, args: crate::cli::BackupsArgs) -> Result<(), Failure> {
+    if let Some(cmd) = args.command {
+        let store = Store::open(&cfg.state.path)
+            .await
+            .map_err(|e| Failure::Runtime(e.into()))?;
+        let (id, pin) = match cmd {
+            crate::cli::BackupsCommand::Pin { id } => (id, true),
+            crate::cli::BackupsCommand::Unpin { id } => (id, false),
+        };
+        let n = store
+            .set_pinned(&id, pin)
+            .await
+            .map_err(|e| Failure::Runtime(e.into()))?;
+        if n == 0 {
+            return Err(Failure::Usage(format!(
+                "no backup or job `{id}` in the inventory; see `rdbvault backups`"
+            )));
+        }
+        println!(
+            "{} {id} ({n} cop{})",
+            if pin { "pinned" } else { "unpinned" },
+            if n == 1 { "y" } else { "ies" }
+        );
+        return Ok(());
+    }
+    let cfg = Arc::new(cfg);
+    let policies: Vec<config::Policy> = policies_named(&cfg, args.policy.as_deref())?
+        .into_iter()
+        .cloned()
+        .collect();
+    let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    let ctx =
+        crate::daemon::build_context(cfg.clone(), crate::daemon::owner_id("backups"), metrics)
+            .await?;
+    let mut all = crate::prune::Report::default();
+    for p in &policies {
+        let r = crate::prune::prune_policy(&ctx, p, true).await?;
+        all.rows.extend(r.rows);
+        all.blocked.extend(r.blocked);
+        all.problems.extend(r.problems);
+    }
+    if let Some(i) = &args.instance {
+        all.rows.retain(|r| r.instance_uuid.eq_ignore_ascii_case(i));
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&all).expect("serialisable")
+        );
+    } else {
+        crate::prune::print(&all, true, true);
+    }
+    ctx.store.close().await;
+    Ok(())
+}
+
+/// Re-reads copies and records the result; returns the bad ones.
+pub async fn verify_copies(
+    store: &Store,
+    cfg: &Config,
+    copies: &[crate::store::inventory::CopyRow],
+    mut report: impl FnMut(
+        &crate::store::inventory::CopyRow,
+        &Result<crate::transfer::Stored, crate::verify::Bad>,
+    ),
+) -> anyhow::Result<usize> {
+    let mut handles: std::collections::HashMap<String, crate::destination::Handle> =
+        Default::default();
+    let mut bad = 0;
+    for c in copies {
+        let Some(dest) = cfg.destinations.get(&c.destination) else {
+            anyhow::bail!(
+                "copy {} is in destination `{}`, which is no longer in the config",
+                c.backup_id,
+                c.destination
+            );
+        };
+        if !handles.contains_key(&c.destination) {
+            handles.insert(
+                c.destination.clone(),
+                crate::destination::Handle::new(dest).await?,
+            );
+        }
+        let result = crate::verify::check_copy(&handles[&c.destination], c, None, &|_| {}).await;
+        let now = ms(chrono::Utc::now());
+        match &result {
+            Ok(_) => store.set_verified(c.id, true, false, now).await?,
+            Err(crate::verify::Bad::Missing(_)) => {
+                bad += 1;
+                store.set_verified(c.id, false, true, now).await?;
+            }
+            Err(crate::verify::Bad::Corrupt(_)) => {
+                bad += 1;
+                store.set_verified(c.id, false, false, now).await?;
+            }
+            Err(crate::verify::Bad::Unreadable(_)) => bad += 1,
+        }
+        report(c, &result);
+    }
+    Ok(bad)
+}
+
+/// `verify [ID ...] [--all]`.
+pub async fn verify(cfg: Config, ids: Vec<String>, all: bool) -> Result<(), Failure> {
+    if ids.is_empty() && !all {
+        return Err(Failure::Usage(
+            "name the copies to verify (job or backup ids), or pass --all".into(),
+        ));
+    }
+    let store = Store::open(&cfg.state.path)
+        .await
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    let copies = store
+        .destination_copies(&ids)
+        .await
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    if copies.is_empty() {
+        return Err(Failure::Usage(if all {
+            "no stored copies to verify yet".into()
+        } else {
+            format!("no stored copy matches {}", ids.join(", "))
+        }));
+    }
+    let bad = verify_copies(&store, &cfg, &copies, |c, r| match r {
+        Ok(s) => println!(
+            "ok   {} {} {} bytes sha256 {}",
+            c.destination,
+            c.object_key.as_deref().unwrap_or("-"),
+            s.size,
+            s.sha256
+        ),
+        Err(b) => println!(
+            "BAD  {} {} (backup {}, job {}): {b}",
+            c.destination,
+            c.object_key.as_deref().unwrap_or("-"),
+            c.backup_id,
+            c.job_id.as_deref().unwrap_or("-")
+        ),
+    })
+    .await?;
+    println!(
+        "{} cop{} checked, {bad} bad",
+        copies.len(),
+        if copies.len() == 1 { "y" } else { "ies" }
+    );
+    store.close().await;
+    if bad > 0 {
+        return Err(Failure::Failed(format!(
+            "{bad} stored cop{} failed verification (named above)",
+            if bad == 1 { "y" } else { "ies" }
+        )));
+    }
+    Ok(())
+}
+
+/// `fetch ID -o FILE [--force]`: a stored copy back to a local file, verified on the way.
+pub async fn fetch(
+    cfg: Config,
+    id: &str,
+    output: &std::path::Path,
+    force: bool,
+) -> Result<(), Failure> {
+    let store = Store::open(&cfg.state.path)
+        .await
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    let copies = store
+        .destination_copies(&[id.to_string()])
+        .await
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    let copy = match copies.as_slice() {
+        [] => {
+            return Err(Failure::Usage(format!(
+                "no stored copy matches `{id}` (a job id or a provider backup id); see `rdbvault backups`"
+            )));
+        }
+        [one] => one.clone(),
+        many => {
+            return Err(Failure::Usage(format!(
+                "`{id}` has {} copies (one per shard); fetch each by its backup id: {}",
+                many.len(),
+                many.iter()
+                    .map(|c| c.backup_id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    };
+    if output.exists() && !force {
+        return Err(Failure::Usage(format!(
+            "{} exists; pass --force to overwrite it",
+            output.display()
+        )));
+    }
+    let dest = cfg.destinations.get(&copy.destination).ok_or_else(|| {
+        Failure::Usage(format!(
+            "destination `{}` is no longer in the config",
+            copy.destination
+        ))
+    })?;
+    let handle = crate::destination::Handle::new(dest).await?;
+    let dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let temp = dir.join(format!(
+        ".{}.rdbvault-fetch-{}",
+        output
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("backup"),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let mut file = tokio::fs::File::create(&temp)
+        .await
+        .with_context(|| format!("cannot create {}", temp.display()))?;
+    let bar = if std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(copy.size.unwrap_or(0).max(0) as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        b.set_message("fetch");
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let result =
+        crate::verify::check_copy(&handle, &copy, Some(&mut file), &|n| bar.set_position(n)).await;
+    bar.finish_and_clear();
+    let stored = match result {
+        Ok(s) => s,
+        Err(bad) => {
+            drop(file);
+            let _ = tokio::fs::remove_file(&temp).await;
+            return Err(Failure::Failed(format!(
+                "{bad}; nothing was written to {}",
+                output.display()
+            )));
+        }
+    };
+    file.sync_all()
+        .await
+        .with_context(|| format!("cannot fsync {}", temp.display()))?;
+    drop(file);
+    tokio::fs::rename(&temp, output)
+        .await
+        .with_context(|| format!("cannot move the verified file to {}", output.display()))?;
+    println!(
+        "{}: {} bytes, sha256 {}, RDB v{} ({}), from {}",
+        output.display(),
+        stored.size,
+        stored.sha256,
+        stored.rdb.version,
+        stored.checksum_label(),
+        handle.locate(copy.object_key.as_deref().unwrap_or(""))
+    );
+    Ok(())
+}

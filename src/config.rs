@@ -39,6 +39,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub log: LogConfig,
     pub limits: Limits,
+    pub verify: VerifyConfig,
     pub destinations: BTreeMap<String, Destination>,
     pub policies: Vec<Policy>,
 }
@@ -85,6 +86,15 @@ pub struct LogConfig {
 pub struct Limits {
     pub max_concurrent_jobs: usize,
     pub max_concurrent_transfers: usize,
+}
+
+/// Scheduled re-verification in the daemon.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyConfig {
+    /// How often to re-read stored copies; zero turns it off.
+    pub interval: Duration,
+    /// Copies per policy per round, least recently verified first.
+    pub copies: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -549,6 +559,14 @@ impl Validator<'_> {
             ) as usize,
         };
 
+        let verify = VerifyConfig {
+            interval: self.duration(
+                "verify.interval",
+                raw.verify.interval.as_ref(),
+                Duration::from_secs(24 * 3600),
+            ),
+            copies: self.positive("verify.copies", raw.verify.copies, 1),
+        };
         let mut destinations = BTreeMap::new();
         if raw.destinations.is_empty() {
             self.problem(
@@ -591,6 +609,7 @@ impl Validator<'_> {
             http: HttpConfig { listen },
             log: LogConfig { format, level },
             limits,
+            verify,
             destinations,
             policies,
         }

@@ -96,6 +96,7 @@ pub async fn build_context(
         owner,
         clock: crate::clock::system(),
         progress: None,
+        prune_lock: Arc::default(),
     })
 }
 
@@ -190,6 +191,8 @@ pub async fn dispatch(
                         let outcome = job::run_job(&ctx2, &job.id, &cancel2).await;
                         if outcome == Outcome::Stored {
                             tracing::info!(job_id = %job.id, policy = %job.policy, instance = %job.instance_uuid, "job stored");
+                            // A new verified copy may let retention drop an old one.
+                            prune_policy_logged(&ctx2, &job.policy).await;
                         }
                         let _ = refresh_job_gauge(&ctx2).await;
                         running2.lock().expect("running set").remove(&job.id);
@@ -203,6 +206,95 @@ pub async fn dispatch(
             _ = cancel.cancelled() => return,
             _ = notified => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Prunes one policy, logging instead of failing: retention problems never stop the daemon.
+pub async fn prune_policy_logged(ctx: &Context, policy_name: &str) {
+    let Some(policy) = ctx.config.policies.iter().find(|p| p.name == policy_name) else {
+        return;
+    };
+    let _guard = ctx.prune_lock.lock().await;
+    match crate::prune::prune_policy(ctx, policy, false).await {
+        Ok(report) => {
+            let deleted = report
+                .rows
+                .iter()
+                .filter(|r| matches!(r.deleted, Some(Ok(()))))
+                .count();
+            if deleted > 0 || report.failures() > 0 {
+                tracing::info!(policy = %policy.name, deleted, failures = report.failures(), "retention applied");
+            }
+            for p in report.problems {
+                tracing::warn!(policy = %policy.name, problem = %p, "retention could not plan a side");
+            }
+        }
+        Err(e) => {
+            tracing::error!(policy = %policy.name, error = %format!("{e:#}"), "retention failed")
+        }
+    }
+    if let Err(e) = crate::reconcile::refresh_verified_gauge(ctx).await {
+        tracing::error!(error = %format!("{e:#}"), "cannot refresh rdbvault_verified_backups");
+    }
+}
+
+/// Reconciles and prunes every policy once a day (and shortly after start).
+pub async fn prune_daily(ctx: Context, cancel: CancellationToken) {
+    let mut wait = Duration::from_secs(5);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        match crate::reconcile::reconcile(&ctx).await {
+            Ok(f) => tracing::info!(
+                unknown_objects = f.unknown_objects.len(),
+                missing = f.missing_copies.len(),
+                unknown_provider_backups = f.unknown_provider_backups.len(),
+                aborted_uploads = f.aborted_uploads.len(),
+                "reconcile done"
+            ),
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "reconcile failed"),
+        }
+        for p in &ctx.config.policies {
+            prune_policy_logged(&ctx, &p.name).await;
+        }
+        let _ = crate::reconcile::refresh_verified_gauge(&ctx).await;
+        wait = Duration::from_secs(24 * 3600);
+    }
+}
+
+/// Re-reads the least recently verified copies of each policy every `verify.interval`.
+pub async fn reverify(ctx: Context, cancel: CancellationToken) {
+    let interval = ctx.config.verify.interval;
+    if interval.is_zero() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let Ok(mut copies) = ctx.store.destination_copies(&[]).await else {
+            continue;
+        };
+        copies.sort_by_key(|c| c.verified_at.unwrap_or(0));
+        for policy in &ctx.config.policies {
+            let sample: Vec<_> = copies
+                .iter()
+                .filter(|c| c.policy == policy.name)
+                .take(ctx.config.verify.copies as usize)
+                .cloned()
+                .collect();
+            let result = crate::commands::verify_copies(&ctx.store, &ctx.config, &sample, |c, r| match r {
+                Ok(_) => tracing::info!(policy = %c.policy, instance = %c.instance_uuid, backup_id = %c.backup_id, "re-verified a stored copy"),
+                Err(bad) => tracing::error!(policy = %c.policy, instance = %c.instance_uuid, backup_id = %c.backup_id, problem = %bad, "a stored copy failed re-verification"),
+            })
+            .await;
+            if let Err(e) = result {
+                tracing::error!(policy = %policy.name, error = %format!("{e:#}"), "re-verification failed to run");
+            }
         }
     }
 }
@@ -250,6 +342,8 @@ pub async fn run(
         }
     });
     tracker.spawn(heartbeat(ctx.clone(), root.child_token()));
+    tracker.spawn(prune_daily(ctx.clone(), root.child_token()));
+    tracker.spawn(reverify(ctx.clone(), root.child_token()));
     tracker.spawn(crate::scheduler::run(
         ctx.clone(),
         ctx.config.clone(),

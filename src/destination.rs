@@ -133,3 +133,214 @@ fn probe_file(cfg: &FileDestination) -> anyhow::Result<String> {
     write().with_context(|| format!("cannot write and delete files in {}", dir.display()))?;
     Ok("write and delete OK".into())
 }
+
+/// Read, list and delete access to one destination's objects, by key (for a directory, the key
+/// is the path relative to `path`).
+#[derive(Clone)]
+pub enum Handle {
+    S3 {
+        client: aws_sdk_s3::Client,
+        cfg: std::sync::Arc<S3Destination>,
+    },
+    File {
+        root: std::path::PathBuf,
+    },
+}
+
+/// A byte stream from a destination.
+pub type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+
+impl Handle {
+    /// # Errors
+    /// S3 key files cannot be read.
+    pub async fn new(dest: &Destination) -> anyhow::Result<Handle> {
+        Ok(match &dest.kind {
+            DestinationKind::S3(cfg) => Handle::S3 {
+                client: s3_client(cfg).await?,
+                cfg: std::sync::Arc::new((**cfg).clone()),
+            },
+            DestinationKind::File(f) => Handle::File {
+                root: f.path.clone(),
+            },
+        })
+    }
+
+    /// Where a key lives, for messages: `s3://bucket/key` or a path.
+    pub fn locate(&self, key: &str) -> String {
+        match self {
+            Handle::S3 { cfg, .. } => format!("s3://{}/{key}", cfg.bucket),
+            Handle::File { root } => root.join(key).display().to_string(),
+        }
+    }
+
+    /// The object's size, or `None` if it does not exist.
+    ///
+    /// # Errors
+    /// The destination cannot be asked.
+    pub async fn size(&self, key: &str) -> anyhow::Result<Option<u64>> {
+        match self {
+            Handle::S3 { client, cfg } => {
+                match client
+                    .head_object()
+                    .bucket(&cfg.bucket)
+                    .key(key)
+                    .send()
+                    .await
+                {
+                    Ok(h) => Ok(Some(h.content_length().unwrap_or(0).max(0) as u64)),
+                    Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+                    Err(e) => Err(anyhow::anyhow!(
+                        "HeadObject {}: {}",
+                        self.locate(key),
+                        aws_sdk_s3::error::DisplayErrorContext(e)
+                    )),
+                }
+            }
+            Handle::File { root } => match tokio::fs::metadata(root.join(key)).await {
+                Ok(m) => Ok(Some(m.len())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(anyhow::anyhow!("{}: {e}", self.locate(key))),
+            },
+        }
+    }
+
+    /// Opens an object for streaming.
+    ///
+    /// # Errors
+    /// It does not exist or cannot be read.
+    pub async fn open(&self, key: &str) -> anyhow::Result<Reader> {
+        match self {
+            Handle::S3 { client, cfg } => {
+                let out = client
+                    .get_object()
+                    .bucket(&cfg.bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "GetObject {}: {}",
+                            self.locate(key),
+                            aws_sdk_s3::error::DisplayErrorContext(e)
+                        )
+                    })?;
+                Ok(Box::new(out.body.into_async_read()))
+            }
+            Handle::File { root } => {
+                let f = tokio::fs::File::open(root.join(key))
+                    .await
+                    .with_context(|| format!("cannot open {}", self.locate(key)))?;
+                Ok(Box::new(f))
+            }
+        }
+    }
+
+    /// Reads a small object (a manifest) whole.
+    ///
+    /// # Errors
+    /// It does not exist or cannot be read.
+    pub async fn read_small(&self, key: &str) -> anyhow::Result<Vec<u8>> {
+        use tokio::io::AsyncReadExt as _;
+        let mut r = self.open(key).await?;
+        let mut buf = Vec::new();
+        r.read_to_end(&mut buf)
+            .await
+            .with_context(|| format!("cannot read {}", self.locate(key)))?;
+        Ok(buf)
+    }
+
+    /// Deletes an object; one that is already gone is not an error.
+    ///
+    /// # Errors
+    /// The destination refused.
+    pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        match self {
+            Handle::S3 { client, cfg } => {
+                client
+                    .delete_object()
+                    .bucket(&cfg.bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "DeleteObject {}: {}",
+                            self.locate(key),
+                            aws_sdk_s3::error::DisplayErrorContext(e)
+                        )
+                    })?;
+                Ok(())
+            }
+            Handle::File { root } => match tokio::fs::remove_file(root.join(key)).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(anyhow::anyhow!("cannot delete {}: {e}", self.locate(key))),
+            },
+        }
+    }
+
+    /// Every key under `prefix` (relative to the destination's own prefix for S3, which is
+    /// included in the keys returned).
+    ///
+    /// # Errors
+    /// Listing failed.
+    pub async fn list(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
+        match self {
+            Handle::S3 { client, cfg } => {
+                let mut keys = Vec::new();
+                let mut token = None;
+                loop {
+                    let out = client
+                        .list_objects_v2()
+                        .bucket(&cfg.bucket)
+                        .prefix(format!("{}{prefix}", cfg.prefix))
+                        .set_continuation_token(token.take())
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            anyhow::anyhow!(
+                                "ListObjectsV2 s3://{}/{}: {}",
+                                cfg.bucket,
+                                cfg.prefix,
+                                aws_sdk_s3::error::DisplayErrorContext(e)
+                            )
+                        })?;
+                    keys.extend(
+                        out.contents()
+                            .iter()
+                            .filter_map(|o| o.key().map(String::from)),
+                    );
+                    match out.next_continuation_token() {
+                        Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_string()),
+                        _ => break,
+                    }
+                }
+                Ok(keys)
+            }
+            Handle::File { root } => {
+                let root = root.clone();
+                let prefix = prefix.to_string();
+                tokio::task::spawn_blocking(move || {
+                    let mut out = Vec::new();
+                    let mut stack = vec![root.join(&prefix)];
+                    while let Some(dir) = stack.pop() {
+                        let Ok(entries) = std::fs::read_dir(&dir) else {
+                            continue;
+                        };
+                        for e in entries.flatten() {
+                            let p = e.path();
+                            if p.is_dir() {
+                                stack.push(p);
+                            } else if let Ok(rel) = p.strip_prefix(&root) {
+                                out.push(rel.to_string_lossy().into_owned());
+                            }
+                        }
+                    }
+                    out.sort();
+                    Ok(out)
+                })
+                .await?
+            }
+        }
+    }
+}

@@ -71,7 +71,7 @@ pub enum Reason {
     CircuitBreaker,
     /// Deleted: no rule keeps it.
     NoRuleKeeps,
-    /// Deleted: it failed verification or vanished, and no rule keeps it.
+    /// Kept: it failed verification or vanished; not counted by any rule, never auto-deleted.
     Unverified,
 }
 
@@ -91,7 +91,10 @@ impl fmt::Display for Reason {
             Reason::MinVerified(n) => write!(f, "min_verified floor ({n})"),
             Reason::CircuitBreaker => write!(f, "max_deletions_per_run exceeded: nothing deleted"),
             Reason::NoRuleKeeps => write!(f, "no rule keeps it"),
-            Reason::Unverified => write!(f, "not verified, and no rule keeps it"),
+            Reason::Unverified => write!(
+                f,
+                "failed verification or missing: kept for inspection, counted by no rule"
+            ),
         }
     }
 }
@@ -158,6 +161,9 @@ pub fn plan(
         let entry = reasons.entry(s.id.as_str()).or_default();
         if s.pinned {
             entry.insert(Reason::Pinned);
+        }
+        if location == Location::Destination && !s.verified {
+            entry.insert(Reason::Unverified);
         }
         if location == Location::Provider && !s.created_by_rdbvault {
             entry.insert(Reason::NotCreatedByRdbvault);
@@ -321,9 +327,15 @@ mod tests {
             Tz::UTC,
             10,
         );
-        assert_eq!(kept(&p), ["b"]);
+        assert_eq!(kept(&p), ["c", "b"]);
         let c = p.decisions.iter().find(|d| d.id == "c").unwrap();
-        assert_eq!(c.reasons, [Reason::Unverified]);
+        assert_eq!(
+            c.reasons,
+            [Reason::Unverified],
+            "kept for inspection, counted by no rule"
+        );
+        let a = p.decisions.iter().find(|d| d.id == "a").unwrap();
+        assert!(!a.keep);
     }
 
     #[test]
@@ -628,6 +640,7 @@ mod properties {
             for d in p.deletions() {
                 let s = by_id[d.id.as_str()];
                 prop_assert!(!s.pinned, "a pinned set was deleted");
+                prop_assert!(s.verified || provider, "an unverified destination set was deleted");
                 if provider {
                     prop_assert!(s.created_by_rdbvault, "deleted a provider backup rdbvault did not create");
                     prop_assert!(s.verified, "deleted a provider backup whose destination copy is not verified");

@@ -17,5 +17,6 @@ mod integration {
     mod online;
     mod pipeline;
     mod rdb_fixtures;
+    mod retention;
     mod sim_protocol;
 }

@@ -40,6 +40,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
+    pub verify: RawVerify,
+    #[serde(default)]
     pub destinations: BTreeMap<String, RawDestination>,
     #[serde(default)]
     pub policies: Vec<RawPolicy>,
@@ -86,6 +88,13 @@ pub struct RawHttp {
 pub struct RawLog {
     pub format: Option<Text>,
     pub level: Option<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerify {
+    pub interval: Option<Text>,
+    pub copies: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

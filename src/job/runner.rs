@@ -72,6 +72,8 @@ pub struct Context {
     pub clock: SharedClock,
     pub poll: PollSettings,
     pub progress: Option<ProgressFn>,
+    /// One prune at a time per process.
+    pub prune_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How a run of [`run_job`] ended.

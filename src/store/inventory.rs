@@ -94,3 +94,91 @@ impl Store {
         .await?)
     }
 }
+
+impl Store {
+    /// Every copy of a policy, deleted ones included (`deleted_at` set).
+    pub async fn copies_with_deleted(&self, policy: &str) -> Result<Vec<CopyRow>> {
+        Ok(sqlx::query_as::<_, CopyRow>(
+            "SELECT id, location, policy, instance_uuid, instance_name, job_id, backup_id, shard_id, destination,
+                    object_key, size, sha256, rdb_version, requested_at, verified, verified_at, pinned, missing, deleted_at
+             FROM backups WHERE policy = ? ORDER BY requested_at DESC, id DESC",
+        )
+        .bind(policy.to_string())
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    pub async fn mark_copy_deleted(&self, id: i64, now: i64) -> Result<()> {
+        sqlx::query("UPDATE backups SET deleted_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Marks a provider copy deleted by its backup id.
+    pub async fn mark_provider_deleted(&self, backup_id: &str, now: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE backups SET deleted_at = ? WHERE location = 'provider' AND backup_id = ?",
+        )
+        .bind(now)
+        .bind(backup_id.to_string())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Pins or unpins every copy of a job (by job id) or of a provider backup (by backup id).
+    /// Returns how many copies changed.
+    pub async fn set_pinned(&self, id: &str, pinned: bool) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE backups SET pinned = ?1
+             WHERE job_id IN (SELECT job_id FROM backups WHERE job_id = ?2 OR backup_id = ?2)",
+        )
+        .bind(i64::from(pinned))
+        .bind(id.to_string())
+        .execute(self.pool())
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Records the result of re-reading a destination copy.
+    pub async fn set_verified(&self, id: i64, ok: bool, missing: bool, now: i64) -> Result<()> {
+        sqlx::query("UPDATE backups SET verified = ?, missing = ?, verified_at = CASE WHEN ? THEN ? ELSE verified_at END WHERE id = ?")
+            .bind(i64::from(ok))
+            .bind(i64::from(missing))
+            .bind(ok)
+            .bind(now)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Live destination copies whose id, job id or backup id is one of `ids` (all of them when
+    /// `ids` is empty).
+    pub async fn destination_copies(&self, ids: &[String]) -> Result<Vec<CopyRow>> {
+        let all = sqlx::query_as::<_, CopyRow>(
+            "SELECT id, location, policy, instance_uuid, instance_name, job_id, backup_id, shard_id, destination,
+                    object_key, size, sha256, rdb_version, requested_at, verified, verified_at, pinned, missing, deleted_at
+             FROM backups WHERE location = 'destination' AND deleted_at IS NULL
+             ORDER BY requested_at DESC, id DESC",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        if ids.is_empty() {
+            return Ok(all);
+        }
+        Ok(all
+            .into_iter()
+            .filter(|c| {
+                ids.iter().any(|i| {
+                    c.backup_id == *i
+                        || c.job_id.as_deref() == Some(i.as_str())
+                        || c.id.to_string() == *i
+                })
+            })
+            .collect())
+    }
+}

@@ -419,7 +419,7 @@ fn config_path_comes_from_rdbvault_config_when_no_flag() {
 }
 
 #[test]
-fn help_lists_every_command_and_unfinished_ones_say_so() {
+fn help_lists_every_command() {
     let r = run(rdbvault().arg("--help"));
     assert_eq!(r.code, 0);
     for cmd in [
@@ -442,21 +442,6 @@ fn help_lists_every_command_and_unfinished_ones_say_so() {
             "{cmd} missing from --help"
         );
     }
-    for args in [
-        vec!["backups"],
-        vec!["prune", "--dry-run"],
-        vec!["verify", "--all"],
-        vec!["fetch", "x", "-o", "/tmp/never-written"],
-    ] {
-        let r = run(rdbvault().args(&args));
-        assert_eq!(r.code, 1, "{args:?}: {}", r.all());
-        assert!(
-            r.stderr.contains("not implemented yet"),
-            "{args:?}: {}",
-            r.stderr
-        );
-    }
-    assert!(!std::path::Path::new("/tmp/never-written").exists());
 }
 
 #[test]

@@ -11,8 +11,8 @@ use sha2::Digest as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const BIG: &str = "aaaaaaaa-0000-4000-8000-000000000001";
-const SMALL: &str = "aaaaaaaa-0000-4000-8000-000000000002";
+pub(crate) const BIG: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+pub(crate) const SMALL: &str = "aaaaaaaa-0000-4000-8000-000000000002";
 const CLUSTER: &str = "aaaaaaaa-0000-4000-8000-000000000003";
 /// Larger than two 5 MiB parts, not a multiple of anything.
 const BIG_SIZE: u64 = 12 * 1024 * 1024 + 123;
@@ -33,6 +33,7 @@ fn sim_config() -> rdbvault::sim::SimConfig {
             name: "small-replica".into(),
             version: Some("5.0".into()),
             backup_size: Some(300_001),
+            auto_backup: Some(true),
             ..Default::default()
         },
         InstanceSpec {
@@ -48,18 +49,23 @@ fn sim_config() -> rdbvault::sim::SimConfig {
     cfg
 }
 
-struct Env {
-    dir: tempfile::TempDir,
-    sim: SimHandle,
+pub(crate) struct Env {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) sim: SimHandle,
     s3: &'static SeaweedFs,
-    config: PathBuf,
-    prefix: String,
+    pub(crate) config: PathBuf,
+    pub(crate) prefix: String,
     /// Everything the binary printed, for the secret-leak check.
     output: std::sync::Mutex<String>,
 }
 
 impl Env {
-    async fn new(name: &str, destination: &str, selector: &str, cron: &str) -> Option<Env> {
+    pub(crate) async fn new(
+        name: &str,
+        destination: &str,
+        selector: &str,
+        cron: &str,
+    ) -> Option<Env> {
         let s3 = seaweedfs()?;
         let sim = start_sim(sim_config()).await;
         let dir = tempfile::tempdir().unwrap();
@@ -126,7 +132,7 @@ policies:
         })
     }
 
-    fn cmd(&self, args: &[&str]) -> tokio::process::Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> tokio::process::Command {
         let mut c = support::rdbvault();
         c.arg("-c").arg(&self.config).args(args);
         let mut c = tokio::process::Command::from(c);
@@ -136,7 +142,7 @@ policies:
         c
     }
 
-    async fn run(&self, args: &[&str]) -> support::Run {
+    pub(crate) async fn run(&self, args: &[&str]) -> support::Run {
         let out = self.cmd(args).output().await.unwrap();
         let r = support::Run {
             code: out.status.code().unwrap_or(-1),
@@ -151,7 +157,7 @@ policies:
         self.output.lock().unwrap().push_str(text);
     }
 
-    async fn s3_client(&self) -> (aws_sdk_s3::Client, S3Destination) {
+    pub(crate) async fn s3_client(&self) -> (aws_sdk_s3::Client, S3Destination) {
         let cfg = rdbvault::config::load(&self.config).unwrap();
         let DestinationKind::S3(s3) = &cfg.destinations["s3"].kind else {
             unreachable!()
@@ -162,7 +168,7 @@ policies:
         )
     }
 
-    async fn objects(&self) -> Vec<String> {
+    pub(crate) async fn objects(&self) -> Vec<String> {
         let (client, cfg) = self.s3_client().await;
         let out = client
             .list_objects_v2()
@@ -180,14 +186,14 @@ policies:
         keys
     }
 
-    async fn uploads(&self) -> Vec<(String, String)> {
+    pub(crate) async fn uploads(&self) -> Vec<(String, String)> {
         let (client, cfg) = self.s3_client().await;
         rdbvault::transfer::s3::list_uploads(&client, &cfg.bucket, &self.prefix)
             .await
             .unwrap()
     }
 
-    async fn get(&self, key: &str) -> Vec<u8> {
+    pub(crate) async fn get(&self, key: &str) -> Vec<u8> {
         let (client, cfg) = self.s3_client().await;
         let out = client
             .get_object()
@@ -199,14 +205,14 @@ policies:
         out.body.collect().await.unwrap().into_bytes().to_vec()
     }
 
-    async fn store(&self) -> Store {
+    pub(crate) async fn store(&self) -> Store {
         Store::open(&self.dir.path().join("state.db"))
             .await
             .unwrap()
     }
 
     /// The provider's bytes of a backup, fetched straight from the simulator.
-    async fn provider_bytes(&self, instance: &str, backup_id: &str) -> Vec<u8> {
+    pub(crate) async fn provider_bytes(&self, instance: &str, backup_id: &str) -> Vec<u8> {
         let (c, _) = support::client(&self.sim);
         let d = c.download_backup(instance, backup_id).await.unwrap();
         reqwest::get(&d.backup_download_url)
@@ -219,7 +225,7 @@ policies:
     }
 
     /// No secret and no download URL query string in anything the binary printed.
-    fn assert_no_leaks(&self) {
+    pub(crate) fn assert_no_leaks(&self) {
         let out = self.output.lock().unwrap();
         for needle in [
             SECRET,

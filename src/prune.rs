@@ -1,0 +1,442 @@
+//! Applies retention to both sides of every instance of a policy: builds the backup sets from
+//! the inventory and the provider's live list, asks [`crate::retention::plan`], and carries out
+//! the deletions (unless it is a dry run or the circuit breaker tripped).
+//!
+//! Destination: a set's objects and manifests are deleted together. Provider: `DeleteBackup`
+//! for each record of a set rdbvault created whose destination copy was verified; failures are
+//! retried by the client, then recorded and reported, never fatal.
+
+use crate::cds::DESC_TOKEN_PREFIX;
+use crate::config::{KeepRules, Policy};
+use crate::destination::Handle;
+use crate::job::Context;
+use crate::retention::{self, Location, Reason, Set};
+use crate::store::inventory::CopyRow;
+use crate::store::{from_ms, ms};
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One row of a prune report: one backup set at one location.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Row {
+    pub policy: String,
+    pub instance_uuid: String,
+    pub instance_name: String,
+    pub location: Location,
+    /// The job id, or the provider backup id of a backup rdbvault does not know.
+    pub set: String,
+    pub time: DateTime<Utc>,
+    pub verified: bool,
+    pub pinned: bool,
+    /// Provider backup ids of the set.
+    pub backup_ids: Vec<String>,
+    /// Destination object keys of the set.
+    pub object_keys: Vec<String>,
+    pub keep: bool,
+    pub reasons: Vec<Reason>,
+    /// What happened when the deletion was carried out (`None`: not attempted).
+    pub deleted: Option<Result<(), String>>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Report {
+    pub rows: Vec<Row>,
+    /// (policy, instance, location, why) for each plan the circuit breaker blocked.
+    pub blocked: Vec<(String, String, Location, String)>,
+    /// Problems that kept a side from being planned (e.g. the provider list failed).
+    pub problems: Vec<String>,
+}
+
+impl Report {
+    pub fn failures(&self) -> usize {
+        self.rows
+            .iter()
+            .filter(|r| matches!(r.deleted, Some(Err(_))))
+            .count()
+    }
+}
+
+/// The job id in a `Desc` that carries rdbvault's token.
+pub fn job_of_desc(desc: &str) -> Option<&str> {
+    desc.strip_prefix(DESC_TOKEN_PREFIX)
+        .filter(|s| !s.is_empty())
+}
+
+struct DestSet {
+    time: DateTime<Utc>,
+    instance_name: String,
+    copies: Vec<CopyRow>,
+}
+
+/// Plans (and unless `dry_run`, applies) retention for one policy.
+///
+/// # Errors
+/// The state DB or the destination cannot be opened; per-side problems are in the report.
+pub async fn prune_policy(ctx: &Context, policy: &Policy, dry_run: bool) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+    let dest_cfg = ctx
+        .config
+        .destinations
+        .get(&policy.destination)
+        .ok_or_else(|| anyhow::anyhow!("destination `{}` is not configured", policy.destination))?;
+    let handle = Handle::new(dest_cfg).await?;
+    let tz = policy.schedule.timezone;
+    let all = ctx.store.copies_with_deleted(&policy.name).await?;
+
+    // Jobs whose destination copies were verified (pruned ones included: they were good).
+    let mut verified_jobs: BTreeSet<String> = BTreeSet::new();
+    let mut failed_jobs: BTreeSet<String> = BTreeSet::new();
+    for c in all.iter().filter(|c| c.location == "destination") {
+        let job = c.job_id.clone().unwrap_or_default();
+        if c.verified == 1 && c.missing == 0 {
+            verified_jobs.insert(job);
+        } else {
+            failed_jobs.insert(job);
+        }
+    }
+    for j in &failed_jobs {
+        verified_jobs.remove(j);
+    }
+
+    // Group live destination copies by instance and job.
+    let mut by_instance: BTreeMap<String, BTreeMap<String, DestSet>> = BTreeMap::new();
+    for c in all
+        .iter()
+        .filter(|c| c.location == "destination" && c.deleted_at.is_none())
+    {
+        let sets = by_instance.entry(c.instance_uuid.clone()).or_default();
+        let job = c.job_id.clone().unwrap_or_else(|| c.backup_id.clone());
+        let s = sets.entry(job).or_insert_with(|| DestSet {
+            time: from_ms(c.requested_at),
+            instance_name: c.instance_name.clone(),
+            copies: Vec::new(),
+        });
+        s.copies.push(c.clone());
+    }
+    // Instances with provider copies only still get their provider side planned.
+    for c in all
+        .iter()
+        .filter(|c| c.location == "provider" && c.deleted_at.is_none())
+    {
+        by_instance.entry(c.instance_uuid.clone()).or_default();
+    }
+    let job_times: BTreeMap<String, (i64, String)> = all
+        .iter()
+        .filter_map(|c| {
+            c.job_id
+                .clone()
+                .map(|j| (j, (c.requested_at, c.instance_name.clone())))
+        })
+        .collect();
+
+    for (instance, sets) in by_instance {
+        // ---- destination side ----
+        let dest_sets: Vec<Set> = sets
+            .iter()
+            .map(|(job, s)| Set {
+                id: job.clone(),
+                time: s.time,
+                verified: s.copies.iter().all(|c| c.verified == 1 && c.missing == 0),
+                pinned: s.copies.iter().any(|c| c.pinned == 1),
+                created_by_rdbvault: true,
+            })
+            .collect();
+        let plan = retention::plan(
+            &dest_sets,
+            &policy.retention.destination,
+            Location::Destination,
+            tz,
+            policy.retention.max_deletions_per_run,
+        );
+        if let Some(why) = &plan.blocked {
+            blocked(
+                ctx,
+                &mut report,
+                policy,
+                &instance,
+                Location::Destination,
+                why,
+            );
+        }
+        for d in &plan.decisions {
+            let s = &sets[&d.id];
+            let mut row = Row {
+                policy: policy.name.clone(),
+                instance_uuid: instance.clone(),
+                instance_name: s.instance_name.clone(),
+                location: Location::Destination,
+                set: d.id.clone(),
+                time: s.time,
+                verified: dest_sets.iter().any(|x| x.id == d.id && x.verified),
+                pinned: s.copies.iter().any(|c| c.pinned == 1),
+                backup_ids: s.copies.iter().map(|c| c.backup_id.clone()).collect(),
+                object_keys: s
+                    .copies
+                    .iter()
+                    .filter_map(|c| c.object_key.clone())
+                    .collect(),
+                keep: d.keep,
+                reasons: d.reasons.clone(),
+                deleted: None,
+            };
+            if !d.keep && !dry_run {
+                row.deleted = Some(delete_destination_set(ctx, &handle, &s.copies).await);
+                if matches!(row.deleted, Some(Ok(()))) {
+                    ctx.metrics
+                        .retention_deleted
+                        .with_label_values(&[policy.name.as_str(), "destination"])
+                        .inc();
+                }
+            }
+            report.rows.push(row);
+        }
+
+        // ---- provider side ----
+        let records = match ctx.cds.describe_backups(&instance).await {
+            Ok(r) => r,
+            Err(e) => {
+                report.problems.push(format!(
+                    "policy {}: instance {instance}: provider side not planned: {e}",
+                    policy.name
+                ));
+                continue;
+            }
+        };
+        let mut groups: BTreeMap<String, Vec<crate::cds::model::Backup>> = BTreeMap::new();
+        for r in records {
+            let key = match job_of_desc(&r.desc) {
+                Some(job) => {
+                    // A job of another policy on the same instance is that policy's business.
+                    let known_here = job_times.contains_key(job);
+                    let other_policy = !known_here
+                        && ctx
+                            .store
+                            .job(job)
+                            .await
+                            .is_ok_and(|j| j.policy != policy.name);
+                    if other_policy {
+                        continue;
+                    }
+                    job.to_string()
+                }
+                None => r.backup_id.clone(),
+            };
+            groups.entry(key).or_default().push(r);
+        }
+        let provider_sets: Vec<Set> = groups
+            .iter()
+            .map(|(key, recs)| {
+                let token = recs.iter().any(|r| job_of_desc(&r.desc).is_some());
+                let time = job_times
+                    .get(key)
+                    .map(|(t, _)| from_ms(*t))
+                    .or_else(|| {
+                        recs.iter()
+                            .filter_map(|r| {
+                                crate::cds::model::parse_provider_time(
+                                    &r.start_time,
+                                    &ctx.config.cds.time_zone,
+                                )
+                            })
+                            .min()
+                    })
+                    .unwrap_or_default();
+                Set {
+                    id: key.clone(),
+                    time,
+                    verified: token && verified_jobs.contains(key),
+                    pinned: all
+                        .iter()
+                        .any(|c| c.job_id.as_deref() == Some(key.as_str()) && c.pinned == 1),
+                    created_by_rdbvault: token,
+                }
+            })
+            .collect();
+        let no_rules = KeepRules::default();
+        let rules = policy.retention.provider.as_ref();
+        let plan = match rules {
+            Some(r) => retention::plan(
+                &provider_sets,
+                r,
+                Location::Provider,
+                tz,
+                policy.retention.max_deletions_per_run,
+            ),
+            // Without provider rules nothing is deleted there: keep everything, say why.
+            None => retention::Plan {
+                decisions: retention::plan(
+                    &provider_sets,
+                    &KeepRules {
+                        keep_last: Some(u32::MAX),
+                        ..no_rules
+                    },
+                    Location::Provider,
+                    tz,
+                    u32::MAX,
+                )
+                .decisions,
+                blocked: None,
+            },
+        };
+        if let Some(why) = &plan.blocked {
+            blocked(ctx, &mut report, policy, &instance, Location::Provider, why);
+        }
+        for d in &plan.decisions {
+            let recs = &groups[&d.id];
+            let s = provider_sets
+                .iter()
+                .find(|s| s.id == d.id)
+                .expect("a set per decision");
+            let mut row = Row {
+                policy: policy.name.clone(),
+                instance_uuid: instance.clone(),
+                instance_name: job_times
+                    .get(&d.id)
+                    .map(|(_, n)| n.clone())
+                    .or_else(|| sets.values().next().map(|s| s.instance_name.clone()))
+                    .unwrap_or_default(),
+                location: Location::Provider,
+                set: d.id.clone(),
+                time: s.time,
+                verified: s.verified,
+                pinned: s.pinned,
+                backup_ids: recs.iter().map(|r| r.backup_id.clone()).collect(),
+                object_keys: Vec::new(),
+                keep: d.keep,
+                reasons: d.reasons.clone(),
+                deleted: None,
+            };
+            // Belt and braces: never delete what the plan must not have chosen.
+            let deletable = s.created_by_rdbvault && s.verified && !s.pinned;
+            if !d.keep && !dry_run && deletable {
+                let mut result = Ok(());
+                for r in recs {
+                    match ctx.cds.delete_backup(&instance, &r.backup_id).await {
+                        Ok(_) => {
+                            let _ = ctx
+                                .store
+                                .mark_provider_deleted(&r.backup_id, ms(ctx.clock.now()))
+                                .await;
+                        }
+                        Err(e) if e.code() == Some("ResourceNotFound") => {
+                            let _ = ctx
+                                .store
+                                .mark_provider_deleted(&r.backup_id, ms(ctx.clock.now()))
+                                .await;
+                        }
+                        Err(e) => {
+                            tracing::error!(policy = %policy.name, instance = %instance, backup_id = %r.backup_id, error = %e,
+                                "DeleteBackup failed; it will be tried again at the next prune");
+                            result = Err(e.to_string());
+                        }
+                    }
+                }
+                if result.is_ok() {
+                    ctx.metrics
+                        .retention_deleted
+                        .with_label_values(&[policy.name.as_str(), "provider"])
+                        .inc();
+                }
+                row.deleted = Some(result);
+            }
+            report.rows.push(row);
+        }
+    }
+    Ok(report)
+}
+
+fn blocked(
+    ctx: &Context,
+    report: &mut Report,
+    policy: &Policy,
+    instance: &str,
+    location: Location,
+    why: &str,
+) {
+    tracing::warn!(policy = %policy.name, instance, ?location, "retention blocked: {why}");
+    ctx.metrics
+        .retention_blocked
+        .with_label_values(&[policy.name.as_str(), "max_deletions"])
+        .inc();
+    report.blocked.push((
+        policy.name.clone(),
+        instance.to_string(),
+        location,
+        why.to_string(),
+    ));
+}
+
+async fn delete_destination_set(
+    ctx: &Context,
+    handle: &Handle,
+    copies: &[CopyRow],
+) -> Result<(), String> {
+    for c in copies {
+        if let Some(key) = &c.object_key {
+            // The manifest first: without it the object no longer looks like a complete copy.
+            handle
+                .delete(&crate::transfer::manifest_key(key))
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            handle.delete(key).await.map_err(|e| format!("{e:#}"))?;
+        }
+        ctx.store
+            .mark_copy_deleted(c.id, ms(ctx.clock.now()))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Prints a report as a table.
+pub fn print(report: &Report, dry_run: bool, with_verified: bool) {
+    println!(
+        "{:<11} {:<12} {:<18} {:<19} {:<36} {:<6} DECISION: REASONS",
+        "LOCATION",
+        "POLICY",
+        "INSTANCE",
+        "TIME (UTC)",
+        "SET (job or backup id)",
+        if with_verified { "VERIF" } else { "" },
+    );
+    for r in &report.rows {
+        let name = if r.instance_name.is_empty() {
+            &r.instance_uuid
+        } else {
+            &r.instance_name
+        };
+        let decision = if r.keep {
+            "keep"
+        } else if dry_run {
+            "would delete"
+        } else {
+            "delete"
+        };
+        let outcome = match &r.deleted {
+            Some(Ok(())) => " (deleted)".to_string(),
+            Some(Err(e)) => format!(" (FAILED: {e})"),
+            None => String::new(),
+        };
+        let reasons: Vec<String> = r.reasons.iter().map(ToString::to_string).collect();
+        println!(
+            "{:<11} {:<12} {:<18} {:<19} {:<36} {:<6} {decision}: {}{outcome}",
+            format!("{:?}", r.location).to_lowercase(),
+            r.policy,
+            name,
+            r.time.format("%Y-%m-%d %H:%M:%S"),
+            r.set,
+            if with_verified {
+                if r.verified { "yes" } else { "NO" }
+            } else {
+                ""
+            },
+            reasons.join(", ")
+        );
+    }
+    for (policy, instance, location, why) in &report.blocked {
+        println!("BLOCKED {policy} {instance} {location:?}: {why}");
+    }
+    for p in &report.problems {
+        println!("PROBLEM {p}");
+    }
+}

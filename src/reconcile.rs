@@ -1,0 +1,170 @@
+//! Reconcile: compares what the state DB believes with what the destinations and the provider
+//! hold. At start and once a day in the daemon.
+//!
+//! - Objects under a policy's prefix that no DB row knows are reported, never deleted.
+//! - DB rows whose object vanished are marked missing (they show in `backups`, in
+//!   `rdbvault_verified_backups`, and would fire an alert).
+//! - Provider backups carrying rdbvault's token for a job the DB does not know are reported.
+//! - S3 multipart uploads under the prefix older than 24 h that belong to no open job are aborted.
+
+use crate::config::DestinationKind;
+use crate::destination::Handle;
+use crate::job::Context;
+use crate::store::ms;
+use std::collections::BTreeSet;
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Findings {
+    pub unknown_objects: Vec<String>,
+    pub missing_copies: Vec<String>,
+    pub unknown_provider_backups: Vec<String>,
+    pub aborted_uploads: Vec<String>,
+}
+
+/// Runs one reconcile pass over every policy.
+///
+/// # Errors
+/// The state DB failed; destination and provider problems are logged and skipped.
+pub async fn reconcile(ctx: &Context) -> anyhow::Result<Findings> {
+    let mut f = Findings::default();
+    let copies = ctx.store.destination_copies(&[]).await?;
+    let known: BTreeSet<String> = copies.iter().filter_map(|c| c.object_key.clone()).collect();
+    let open_jobs: Vec<_> = ctx
+        .store
+        .list_jobs(None, None, 100_000)
+        .await?
+        .into_iter()
+        .filter(|j| !crate::job::State::from_str_lossy(&j.state).is_terminal())
+        .collect();
+    let mut open_uploads = BTreeSet::new();
+    for j in &open_jobs {
+        for s in ctx.store.shards(&j.id).await.unwrap_or_default() {
+            if let Some(u) = s.upload_id {
+                open_uploads.insert(u);
+            }
+        }
+    }
+    for policy in &ctx.config.policies {
+        let Some(dest) = ctx.config.destinations.get(&policy.destination) else {
+            continue;
+        };
+        let handle = match Handle::new(dest).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(policy = %policy.name, error = %format!("{e:#}"), "reconcile: destination unavailable");
+                continue;
+            }
+        };
+        match handle.list(&format!("{}/", policy.name)).await {
+            Ok(keys) => {
+                let keys: BTreeSet<String> = keys.into_iter().collect();
+                for k in &keys {
+                    let base = k.strip_suffix(".manifest.json").unwrap_or(k);
+                    if !known.contains(base) && !k.ends_with(".partial") {
+                        tracing::warn!(policy = %policy.name, object = %handle.locate(k), "reconcile: object unknown to the state DB (left alone)");
+                        f.unknown_objects.push(handle.locate(k));
+                    }
+                }
+                for c in copies
+                    .iter()
+                    .filter(|c| c.policy == policy.name && c.destination == policy.destination)
+                {
+                    let Some(key) = &c.object_key else { continue };
+                    // Keys listed for S3 include the destination prefix, which object keys do too.
+                    if !keys.contains(key) && c.missing == 0 {
+                        tracing::error!(policy = %policy.name, instance = %c.instance_uuid, object = %handle.locate(key), "reconcile: a stored copy has vanished; marked missing");
+                        ctx.store
+                            .set_verified(c.id, false, true, ms(ctx.clock.now()))
+                            .await?;
+                        f.missing_copies.push(handle.locate(key));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(policy = %policy.name, error = %format!("{e:#}"), "reconcile: cannot list the destination")
+            }
+        }
+        if let (DestinationKind::S3(cfg), Handle::S3 { client, .. }) = (&dest.kind, &handle) {
+            match client
+                .list_multipart_uploads()
+                .bucket(&cfg.bucket)
+                .prefix(format!("{}{}/", cfg.prefix, policy.name))
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    let day_ago = ctx.clock.now() - chrono::Duration::hours(24);
+                    for u in out.uploads() {
+                        let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
+                            continue;
+                        };
+                        let started = u.initiated().map(|t| t.secs()).unwrap_or(i64::MAX);
+                        if open_uploads.contains(id) || started > day_ago.timestamp() {
+                            continue;
+                        }
+                        match crate::transfer::s3::abort_upload(client, &cfg.bucket, key, id).await
+                        {
+                            Ok(()) => {
+                                tracing::warn!(policy = %policy.name, key, "reconcile: aborted a stale multipart upload");
+                                f.aborted_uploads.push(format!("s3://{}/{key}", cfg.bucket));
+                            }
+                            Err(e) => {
+                                tracing::error!(key, error = %e, "reconcile: cannot abort a stale multipart upload")
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(policy = %policy.name, error = %aws_sdk_s3::error::DisplayErrorContext(e), "reconcile: cannot list multipart uploads")
+                }
+            }
+        }
+        // Provider side: backups with our token that the DB does not know.
+        let instances: BTreeSet<String> = copies
+            .iter()
+            .filter(|c| c.policy == policy.name)
+            .map(|c| c.instance_uuid.clone())
+            .collect();
+        for instance in instances {
+            let Ok(records) = ctx.cds.describe_backups(&instance).await else {
+                continue;
+            };
+            for r in records {
+                if let Some(job) = crate::prune::job_of_desc(&r.desc)
+                    && ctx.store.job(job).await.is_err()
+                {
+                    tracing::warn!(instance = %instance, backup_id = %r.backup_id, desc = %r.desc,
+                        "reconcile: provider backup with rdbvault's token for a job this DB does not know (left alone)");
+                    f.unknown_provider_backups.push(r.backup_id.clone());
+                }
+            }
+        }
+    }
+    refresh_verified_gauge(ctx).await?;
+    Ok(f)
+}
+
+/// `rdbvault_verified_backups{policy,instance,location}` from the inventory.
+pub async fn refresh_verified_gauge(ctx: &Context) -> anyhow::Result<()> {
+    let copies = ctx.store.copies(None, None).await?;
+    let mut counts: std::collections::BTreeMap<(String, String, String), BTreeSet<String>> =
+        Default::default();
+    for c in copies.iter().filter(|c| c.verified == 1 && c.missing == 0) {
+        counts
+            .entry((
+                c.policy.clone(),
+                c.instance_uuid.clone(),
+                c.location.clone(),
+            ))
+            .or_default()
+            .insert(c.job_id.clone().unwrap_or_else(|| c.backup_id.clone()));
+    }
+    ctx.metrics.verified_backups.reset();
+    for ((p, i, l), sets) in counts {
+        ctx.metrics
+            .verified_backups
+            .with_label_values(&[p.as_str(), i.as_str(), l.as_str()])
+            .set(sets.len() as i64);
+    }
+    Ok(())
+}

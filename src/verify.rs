@@ -1,0 +1,109 @@
+//! Re-reading stored copies: `verify` (all or some, and sampled in the daemon) and `fetch`
+//! (restore to a local file). Both stream the object in bounded memory through the same checker
+//! the transfer uses: size and SHA-256 against the DB and the manifest, RDB header and CRC64.
+
+use crate::destination::Handle;
+use crate::store::inventory::CopyRow;
+use crate::transfer::{Checker, Manifest, Stored};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+const READ_CHUNK: usize = 1 << 20;
+
+/// Why a copy is bad.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bad {
+    /// The object (or its key) is gone.
+    Missing(String),
+    /// The bytes are not what was stored.
+    Corrupt(String),
+    /// It could not be read this time (network, permissions): says nothing about the copy.
+    Unreadable(String),
+}
+
+impl std::fmt::Display for Bad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bad::Missing(m) => write!(f, "missing: {m}"),
+            Bad::Corrupt(m) => write!(f, "corrupt: {m}"),
+            Bad::Unreadable(m) => write!(f, "could not be read (not marked bad; try again): {m}"),
+        }
+    }
+}
+
+/// Streams one copy through the checker (and into `out`, if given) and compares it with the DB
+/// row and the manifest. `progress` gets the bytes read so far.
+///
+/// # Errors
+/// [`Bad`] naming what differs.
+pub async fn check_copy(
+    handle: &Handle,
+    copy: &CopyRow,
+    mut out: Option<&mut tokio::fs::File>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Stored, Bad> {
+    let key = copy
+        .object_key
+        .clone()
+        .ok_or_else(|| Bad::Missing("no object key recorded".into()))?;
+    let place = handle.locate(&key);
+    match handle.size(&key).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(Bad::Missing(format!("{place} does not exist"))),
+        Err(e) => return Err(Bad::Unreadable(format!("{e:#}"))),
+    }
+    let manifest: Option<Manifest> = match handle
+        .read_small(&crate::transfer::manifest_key(&key))
+        .await
+    {
+        Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
+            Bad::Corrupt(format!("the manifest of {place} is not valid JSON: {e}"))
+        })?),
+        Err(_) => None,
+    };
+    let mut reader = handle
+        .open(&key)
+        .await
+        .map_err(|e| Bad::Unreadable(format!("{e:#}")))?;
+    let mut checker = Checker::new();
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .await
+            .map_err(|e| Bad::Unreadable(format!("cannot read {place}: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        checker.update(&buf[..n]);
+        if let Some(f) = out.as_deref_mut() {
+            f.write_all(&buf[..n])
+                .await
+                .map_err(|e| Bad::Unreadable(format!("cannot write the local file: {e}")))?;
+        }
+        progress(checker.bytes());
+    }
+    let stored = checker
+        .finish(copy.size.map(|s| s as u64))
+        .map_err(|e| Bad::Corrupt(e.to_string()))?;
+    if let Some(sha) = &copy.sha256
+        && *sha != stored.sha256
+    {
+        return Err(Bad::Corrupt(format!(
+            "{place}: SHA-256 {} differs from the recorded {sha}",
+            stored.sha256
+        )));
+    }
+    match manifest {
+        None => {
+            return Err(Bad::Corrupt(format!("{place}: its manifest is missing")));
+        }
+        Some(m) if m.sha256 != stored.sha256 || m.size != stored.size => {
+            return Err(Bad::Corrupt(format!(
+                "{place}: the manifest says {} bytes, sha256 {}; the object is {} bytes, {}",
+                m.size, m.sha256, stored.size, stored.sha256
+            )));
+        }
+        Some(_) => {}
+    }
+    Ok(stored)
+}

@@ -1,0 +1,245 @@
+//! Retention, inventory, verify and fetch end to end, against the simulator and SeaweedFS, with
+//! failed backups in the history.
+
+use super::pipeline::{Env, SMALL};
+use rdbvault::sim::state::Fault;
+
+/// Backups of SMALL at the provider, by kind: (rdbvault's, foreign).
+async fn provider_counts(env: &Env) -> (usize, usize) {
+    let (c, _) = crate::support::client(&env.sim);
+    let records = c.describe_backups(SMALL).await.unwrap();
+    let ours = records
+        .iter()
+        .filter(|b| b.desc.starts_with("rdbvault:"))
+        .count();
+    (ours, records.len() - ours)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_keeps_what_the_policy_says_and_never_less_than_the_floor() {
+    let Some(env) = Env::new("prune", "s3", &format!("uuid: {SMALL}"), "@yearly").await else {
+        return;
+    };
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace(
+            "retention: { destination: { keep_last: 3 } }",
+            "retention: { destination: { keep_last: 1, min_verified: 2 }, provider: { keep_last: 1 }, max_deletions_per_run: 10 }",
+        );
+    std::fs::write(&env.config, text).unwrap();
+
+    // Three good runs, then two that fail verification: the newest runs are all failures.
+    for _ in 0..3 {
+        assert_eq!(env.run(&["backup-now", "--policy", "p"]).await.code, 0);
+    }
+    env.sim.add_fault(Fault::DownloadCorrupt {
+        count: None,
+        offset: None,
+    });
+    for _ in 0..2 {
+        assert_eq!(env.run(&["backup-now", "--policy", "p"]).await.code, 3);
+    }
+    env.sim.shared.world.lock().unwrap().faults.clear();
+    assert_eq!(
+        env.objects().await.len(),
+        6,
+        "three verified copies and their manifests"
+    );
+    assert_eq!(
+        provider_counts(&env).await,
+        (5, 1),
+        "five of ours, one automatic"
+    );
+
+    // --dry-run changes nothing.
+    let r = env.run(&["prune", "--dry-run"]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("would delete"), "{}", r.stdout);
+    assert!(r.stdout.contains("nothing was changed"), "{}", r.stdout);
+    assert_eq!(env.objects().await.len(), 6);
+    assert_eq!(provider_counts(&env).await, (5, 1));
+
+    let r = env.run(&["prune"]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    // Destination: keep_last 1 alone would keep one; the floor keeps two verified copies.
+    assert_eq!(env.objects().await.len(), 4, "{}", r.stdout);
+    assert!(r.stdout.contains("min_verified floor (2)"), "{}", r.stdout);
+    // Provider: keep_last 1 of the verified ones; the two whose destination copy never verified
+    // stay, and so does the automatic backup.
+    assert_eq!(provider_counts(&env).await, (3, 1), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("its destination copy is not verified"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("not created by rdbvault"), "{}", r.stdout);
+
+    // Running it again deletes nothing more.
+    let r = env.run(&["prune"]).await;
+    assert!(r.stdout.contains("deleted 0 set(s)"), "{}", r.stdout);
+    assert_eq!(env.objects().await.len(), 4);
+
+    // The inventory says where each copy is, whether it is verified, and why it is kept.
+    let r = env.run(&["backups", "--json"]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let inv: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let rows = inv["rows"].as_array().unwrap();
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r["location"] == "destination")
+            .count(),
+        2
+    );
+    assert!(rows.iter().all(|r| r["keep"] == true));
+    env.sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_catches_one_changed_byte_and_fetch_returns_the_exact_bytes() {
+    let Some(env) = Env::new("verify", "s3", &format!("uuid: {SMALL}"), "@yearly").await else {
+        return;
+    };
+    assert_eq!(env.run(&["backup-now", "--policy", "p"]).await.code, 0);
+    assert_eq!(env.run(&["backup-now", "--policy", "p"]).await.code, 0);
+    let r = env.run(&["verify", "--all"]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("2 copies checked, 0 bad"), "{}", r.stdout);
+
+    let store = env.store().await;
+    let jobs = store.list_jobs(None, None, 10).await.unwrap();
+    let (good, bad) = (&jobs[0], &jobs[1]);
+    let good_shard = store.shards(&good.id).await.unwrap().remove(0);
+    let bad_key = store
+        .shards(&bad.id)
+        .await
+        .unwrap()
+        .remove(0)
+        .object_key
+        .unwrap();
+
+    // fetch returns exactly the stored bytes, which are the provider's.
+    let out = env.dir.path().join("restore.rdb");
+    let r = env
+        .run(&["fetch", &good.id, "-o", out.to_str().unwrap()])
+        .await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let fetched = std::fs::read(&out).unwrap();
+    assert!(fetched == env.get(good_shard.object_key.as_ref().unwrap()).await);
+    assert!(fetched == env.provider_bytes(SMALL, &good_shard.backup_id).await);
+    // It refuses to overwrite without --force, and by provider backup id it works too.
+    let r = env
+        .run(&["fetch", &good_shard.backup_id, "-o", out.to_str().unwrap()])
+        .await;
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("--force"));
+    let r = env
+        .run(&[
+            "fetch",
+            &good_shard.backup_id,
+            "-o",
+            out.to_str().unwrap(),
+            "--force",
+        ])
+        .await;
+    assert_eq!(r.code, 0, "{}", r.all());
+
+    // Change one byte of a stored object.
+    let mut bytes = env.get(&bad_key).await;
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    let (client, cfg) = env.s3_client().await;
+    client
+        .put_object()
+        .bucket(&cfg.bucket)
+        .key(&bad_key)
+        .body(aws_sdk_s3::primitives::ByteStream::from(bytes))
+        .send()
+        .await
+        .unwrap();
+    let r = env.run(&["verify", "--all"]).await;
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("BAD") && l.contains(&bad_key)),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("2 copies checked, 1 bad"), "{}", r.stdout);
+
+    // fetch of the damaged copy fails and leaves no file behind.
+    let out2 = env.dir.path().join("damaged.rdb");
+    let r = env
+        .run(&["fetch", &bad.id, "-o", out2.to_str().unwrap()])
+        .await;
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(!out2.exists());
+    let leftovers = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("rdbvault-fetch")
+        })
+        .count();
+    assert_eq!(leftovers, 0, "no temporary file left behind");
+
+    // The damaged copy is now unverified: retention keeps it for inspection and counts it
+    // toward nothing, and its provider backup is no longer deletable.
+    let r = env.run(&["backups"]).await;
+    assert!(
+        r.stdout.contains("failed verification or missing"),
+        "{}",
+        r.stdout
+    );
+    env.assert_no_leaks();
+    env.sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_backups_survive_prune() {
+    let Some(env) = Env::new("pin", "dir", &format!("uuid: {SMALL}"), "@yearly").await else {
+        return;
+    };
+    let text = std::fs::read_to_string(&env.config).unwrap().replace(
+        "retention: { destination: { keep_last: 3 } }",
+        "retention: { destination: { keep_last: 1 } }",
+    );
+    std::fs::write(&env.config, text).unwrap();
+    for _ in 0..3 {
+        assert_eq!(env.run(&["backup-now", "--policy", "p"]).await.code, 0);
+    }
+    let store = env.store().await;
+    let oldest = store
+        .list_jobs(None, None, 10)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    let r = env.run(&["backups", "pin", &oldest.id]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let r = env.run(&["prune"]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.contains(&oldest.id) && l.contains("pinned")),
+        "{}",
+        r.stdout
+    );
+    let left = store.copies(Some("p"), None).await.unwrap();
+    let dest: Vec<_> = left
+        .iter()
+        .filter(|c| c.location == "destination")
+        .collect();
+    assert_eq!(dest.len(), 2, "the newest and the pinned one");
+    assert!(
+        dest.iter()
+            .any(|c| c.job_id.as_deref() == Some(oldest.id.as_str()))
+    );
+    let r = env.run(&["backups", "unpin", "no-such-id"]).await;
+    assert_eq!(r.code, 2);
+    env.sim.stop().await;
+}
