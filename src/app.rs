@@ -131,8 +131,18 @@ async fn run_daemon(cfg: Config) -> Result<(), Failure> {
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("cannot listen on {} (http.listen)", cfg.http.listen))?;
-    tracing::info!(listen = %cfg.http.listen, policies = cfg.policies.len(), state = %cfg.state.path.display(), "rdbvault daemon started");
-    crate::daemon::run(ctx, listener, crate::daemon::shutdown_signal()).await?;
+    let bound = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(listen = %bound, policies = cfg.policies.len(), state = %cfg.state.path.display(), "rdbvault daemon started");
+    crate::daemon::run_with_reload(
+        ctx,
+        listener,
+        crate::daemon::shutdown_signal(),
+        Some(cfg.source.clone()),
+    )
+    .await?;
     tracing::info!("rdbvault daemon stopped");
     Ok(())
 }

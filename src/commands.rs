@@ -245,12 +245,76 @@ pub async fn backup_now(
 }
 
 #[derive(serde::Serialize)]
-struct JobDetail {
+pub struct JobDetail {
     #[serde(flatten)]
     job: JobRow,
     shards: Vec<crate::store::ShardRow>,
     #[serde(skip_serializing_if = "Option::is_none")]
     events: Option<Vec<crate::store::jobs::EventRow>>,
+}
+
+/// The JSON of `jobs --json` and `GET /v1/jobs`.
+pub async fn jobs_json(
+    store: &Store,
+    policy: Option<&str>,
+    state: Option<State>,
+    limit: u32,
+) -> Result<Vec<JobDetail>, crate::store::Error> {
+    let mut out = Vec::new();
+    for job in store.list_jobs(policy, state, limit).await? {
+        let shards = store.shards(&job.id).await?;
+        out.push(JobDetail {
+            job,
+            shards,
+            events: None,
+        });
+    }
+    Ok(out)
+}
+
+/// The JSON of `backups --json` and `GET /v1/backups`: a dry-run plan of every policy.
+pub async fn inventory(
+    ctx: &job::Context,
+    policy: Option<&str>,
+    instance: Option<&str>,
+) -> anyhow::Result<crate::prune::Report> {
+    let mut all = crate::prune::Report::default();
+    for p in ctx
+        .config
+        .policies
+        .iter()
+        .filter(|p| policy.is_none_or(|n| p.name == n))
+    {
+        let r = crate::prune::prune_policy(ctx, p, true).await?;
+        all.rows.extend(r.rows);
+        all.blocked.extend(r.blocked);
+        all.problems.extend(r.problems);
+    }
+    if let Some(i) = instance {
+        all.rows.retain(|r| r.instance_uuid.eq_ignore_ascii_case(i));
+    }
+    Ok(all)
+}
+
+/// The JSON of `GET /v1/policies`: each policy with its next runs.
+pub fn policies_json(cfg: &Config, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+    serde_json::Value::Array(
+        cfg.policies
+            .iter()
+            .map(|p| {
+                let s = &p.schedule;
+                serde_json::json!({
+                    "name": p.name,
+                    "cron": s.cron.as_str(),
+                    "timezone": s.timezone.name(),
+                    "next_runs": s.cron.upcoming(now, s.timezone, 3).iter().map(|t| t.to_rfc3339()).collect::<Vec<_>>(),
+                    "expected_interval_seconds": crate::scheduler::expected_interval(p, now, 64).map(|d| d.as_secs()),
+                    "destination": p.destination,
+                    "instances": p.instances.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    )
 }
 
 /// `jobs` and `jobs show ID`.
@@ -332,15 +396,14 @@ pub async fn jobs(cfg: &Config, args: JobsArgs) -> Result<(), Failure> {
         .await
         .map_err(rt)?;
     if args.json {
-        let mut out = Vec::new();
-        for job in rows {
-            let shards = store.shards(&job.id).await.map_err(rt)?;
-            out.push(JobDetail {
-                job,
-                shards,
-                events: None,
-            });
-        }
+        let out = jobs_json(
+            &store,
+            args.policy.as_deref(),
+            state,
+            args.limit.unwrap_or(50),
+        )
+        .await
+        .map_err(rt)?;
         println!(
             "{}",
             serde_json::to_string_pretty(&out).expect("serialisable")
@@ -631,25 +694,13 @@ pub async fn backups(cfg: Config, args: crate::cli::BackupsArgs) -> Result<(), F
         return Ok(());
     }
     let cfg = Arc::new(cfg);
-    let policies: Vec<config::Policy> = policies_named(&cfg, args.policy.as_deref())?
-        .into_iter()
-        .cloned()
-        .collect();
+    policies_named(&cfg, args.policy.as_deref())?;
     let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())
         .map_err(|e| Failure::Runtime(e.into()))?;
     let ctx =
         crate::daemon::build_context(cfg.clone(), crate::daemon::owner_id("backups"), metrics)
             .await?;
-    let mut all = crate::prune::Report::default();
-    for p in &policies {
-        let r = crate::prune::prune_policy(&ctx, p, true).await?;
-        all.rows.extend(r.rows);
-        all.blocked.extend(r.blocked);
-        all.problems.extend(r.problems);
-    }
-    if let Some(i) = &args.instance {
-        all.rows.retain(|r| r.instance_uuid.eq_ignore_ascii_case(i));
-    }
+    let all = inventory(&ctx, args.policy.as_deref(), args.instance.as_deref()).await?;
     if args.json {
         println!(
             "{}",

@@ -100,8 +100,24 @@ pub async fn build_context(
     })
 }
 
-/// Rebuilds gauges from the state DB, so a restart never resets them to a default.
+/// Rebuilds gauges from the state DB, so a restart never resets them to a default, and
+/// creates every policy's counters at zero so each contract metric is exposed from the start.
 pub async fn rebuild_gauges(ctx: &Context) -> anyhow::Result<()> {
+    for p in &ctx.config.policies {
+        let name = p.name.as_str();
+        for location in ["destination", "provider"] {
+            ctx.metrics
+                .retention_deleted
+                .with_label_values(&[name, location]);
+        }
+        ctx.metrics
+            .retention_blocked
+            .with_label_values(&[name, "max_deletions"]);
+        ctx.metrics
+            .schedule_skipped
+            .with_label_values(&[name, "overlap"]);
+    }
+    crate::reconcile::refresh_verified_gauge(ctx).await?;
     for job in ctx.store.last_finished().await? {
         let labels = [job.policy.as_str(), job.instance_uuid.as_str()];
         let at = job.finished_at.unwrap_or(job.created_at) as f64 / 1000.0;
@@ -137,13 +153,18 @@ async fn refresh_job_gauge(ctx: &Context) -> anyhow::Result<()> {
 }
 
 /// Claims due jobs and runs them, at most `max_concurrent_jobs` at once, until `cancel`.
+///
+/// `cancel` stops the dispatch loop (at shutdown or a config reload); running jobs are
+/// children of `jobs_cancel`, so a reload lets them finish. `running` is shared across reloads
+/// so a new dispatcher never starts a job the old one is still running.
 pub async fn dispatch(
     ctx: Context,
     wake: Arc<Notify>,
     cancel: CancellationToken,
+    jobs_cancel: CancellationToken,
     tracker: TaskTracker,
+    running: Arc<Mutex<std::collections::HashSet<String>>>,
 ) {
-    let running: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
     let limit = ctx.config.limits.max_concurrent_jobs;
     loop {
         // Register for a wake-up before looking, so a job created meanwhile is not missed.
@@ -185,7 +206,7 @@ pub async fn dispatch(
                         ctx.clone(),
                         running.clone(),
                         wake.clone(),
-                        cancel.child_token(),
+                        jobs_cancel.child_token(),
                     );
                     tracker.spawn(async move {
                         let outcome = job::run_job(&ctx2, &job.id, &cancel2).await;
@@ -322,15 +343,120 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    run_with_reload(ctx, listener, shutdown, None).await
+}
+
+/// A rebuilt context for a reloaded config: the same state DB, metrics and owner (so running
+/// jobs stay ours), new clients and limits.
+///
+/// # Errors
+/// Credentials or an S3 destination of the new config cannot be set up.
+pub async fn rebuild_context(old: &Context, config: Arc<Config>) -> anyhow::Result<Context> {
+    let cds = crate::app::cds_client(&config.cds, old.metrics.api.clone())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let downloader = crate::transfer::source::Downloader::new(cds.clone())?;
+    let mut s3 = HashMap::new();
+    for d in config.destinations.values() {
+        if let DestinationKind::S3(cfg) = &d.kind {
+            s3.insert(d.name.clone(), crate::destination::s3_client(cfg).await?);
+        }
+    }
+    Ok(Context {
+        transfers: Arc::new(Semaphore::new(config.limits.max_concurrent_transfers)),
+        poll: job::PollSettings {
+            initial: config.cds.poll_interval,
+            max: config.cds.poll_max_interval,
+            ..job::PollSettings::default()
+        },
+        config,
+        store: old.store.clone(),
+        cds,
+        downloader,
+        s3,
+        metrics: old.metrics.clone(),
+        owner: old.owner.clone(),
+        clock: old.clock.clone(),
+        progress: old.progress.clone(),
+        prune_lock: old.prune_lock.clone(),
+    })
+}
+
+/// The tasks that follow the config: replaced as a whole on reload.
+fn spawn_generation(
+    ctx: &Context,
+    tracker: &TaskTracker,
+    jobs: &TaskTracker,
+    wake: &Arc<Notify>,
+    generation: &CancellationToken,
+    jobs_cancel: &CancellationToken,
+    running: &Arc<Mutex<std::collections::HashSet<String>>>,
+) {
+    tracker.spawn(prune_daily(ctx.clone(), generation.child_token()));
+    tracker.spawn(reverify(ctx.clone(), generation.child_token()));
+    tracker.spawn(crate::scheduler::run(
+        ctx.clone(),
+        ctx.config.clone(),
+        wake.clone(),
+        generation.child_token(),
+    ));
+    tracker.spawn(dispatch(
+        ctx.clone(),
+        wake.clone(),
+        generation.child_token(),
+        jobs_cancel.clone(),
+        jobs.clone(),
+        running.clone(),
+    ));
+}
+
+/// Tells systemd the daemon is alive every half `WatchdogSec`, but only while the scheduler
+/// loop is: a hung scheduler gets the service restarted.
+async fn watchdog(ctx: Context, cancel: CancellationToken) {
+    let Some(period) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(period / 2) => {}
+        }
+        let beat = ctx.metrics.scheduler_heartbeat.get();
+        let age = chrono::Utc::now().timestamp_millis() as f64 / 1000.0 - beat;
+        if beat > 0.0 && age < crate::http::HEARTBEAT_STALE_SECS {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        } else {
+            tracing::error!(
+                age_secs = age,
+                "scheduler heartbeat is stale; not feeding the systemd watchdog"
+            );
+        }
+    }
+}
+
+/// Runs the daemon until `shutdown` resolves, then drains. With `reload_from`, SIGHUP reloads
+/// the config from that file: it is validated first; if invalid, the old config stays and the
+/// log says why. Schedule state lives in the DB, so it survives a reload.
+///
+/// # Errors
+/// Set-up failures (state DB, credentials, listener).
+pub async fn run_with_reload(
+    ctx: Context,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+    reload_from: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
     rebuild_gauges(&ctx).await?;
     let root = CancellationToken::new();
     let wake = Arc::new(Notify::new());
     let tracker = TaskTracker::new();
     let jobs = TaskTracker::new();
+    let running: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+    let jobs_cancel = root.child_token();
 
     let app = crate::http::router(crate::http::HttpState {
         metrics: ctx.metrics.clone(),
         store: ctx.store.clone(),
+        ctx: ctx.clone(),
     });
     let http_cancel = root.clone();
     tracker.spawn(async move {
@@ -342,22 +468,58 @@ pub async fn run(
         }
     });
     tracker.spawn(heartbeat(ctx.clone(), root.child_token()));
-    tracker.spawn(prune_daily(ctx.clone(), root.child_token()));
-    tracker.spawn(reverify(ctx.clone(), root.child_token()));
-    tracker.spawn(crate::scheduler::run(
-        ctx.clone(),
-        ctx.config.clone(),
-        wake.clone(),
-        root.child_token(),
-    ));
-    tracker.spawn(dispatch(
-        ctx.clone(),
-        wake.clone(),
-        root.child_token(),
-        jobs.clone(),
-    ));
+    tracker.spawn(watchdog(ctx.clone(), root.child_token()));
+    let mut generation = root.child_token();
+    spawn_generation(
+        &ctx,
+        &tracker,
+        &jobs,
+        &wake,
+        &generation,
+        &jobs_cancel,
+        &running,
+    );
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
-    shutdown.await;
+    let mut current = ctx.clone();
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::pin!(shutdown);
+    loop {
+        #[cfg(unix)]
+        let reload = hup.recv();
+        #[cfg(not(unix))]
+        let reload = std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = reload => {
+                let Some(path) = &reload_from else {
+                    tracing::warn!("SIGHUP ignored: no config file to reload from");
+                    continue;
+                };
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                match crate::config::load(path) {
+                    Err(errors) => tracing::error!(
+                        config = %path.display(),
+                        errors = %errors,
+                        "config reload failed; keeping the old config"
+                    ),
+                    Ok(cfg) => match rebuild_context(&current, Arc::new(cfg)).await {
+                        Err(e) => tracing::error!(error = %format!("{e:#}"), "config reload failed; keeping the old config"),
+                        Ok(new_ctx) => {
+                            generation.cancel();
+                            generation = root.child_token();
+                            spawn_generation(&new_ctx, &tracker, &jobs, &wake, &generation, &jobs_cancel, &running);
+                            tracing::info!(config = %path.display(), policies = new_ctx.config.policies.len(), "config reloaded");
+                            current = new_ctx;
+                        }
+                    },
+                }
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            }
+        }
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("shutting down: no new jobs; running steps finish at a safe point");
     root.cancel();
     jobs.close();

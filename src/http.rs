@@ -16,6 +16,8 @@ pub const HEARTBEAT_STALE_SECS: f64 = 30.0;
 pub struct HttpState {
     pub metrics: Metrics,
     pub store: Store,
+    /// For `/v1/backups` and `/v1/policies`.
+    pub ctx: crate::job::Context,
 }
 
 pub fn router(state: HttpState) -> axum::Router {
@@ -23,6 +25,9 @@ pub fn router(state: HttpState) -> axum::Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/v1/jobs", get(v1_jobs))
+        .route("/v1/backups", get(v1_backups))
+        .route("/v1/policies", get(v1_policies))
         .with_state(Arc::new(state))
 }
 
@@ -46,12 +51,80 @@ async fn readyz(State(s): State<Arc<HttpState>>) -> impl IntoResponse {
     if heartbeat == 0.0 || age > HEARTBEAT_STALE_SECS {
         problems.push(format!("scheduler heartbeat is stale ({age:.0}s old)"));
     }
+    let last_api = s
+        .metrics
+        .api
+        .last_success_ms
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let last_api = if last_api == 0 {
+        "never".to_string()
+    } else {
+        crate::store::from_ms(last_api).to_rfc3339()
+    };
     if problems.is_empty() {
-        (StatusCode::OK, "ready\n".to_string())
+        (
+            StatusCode::OK,
+            format!("ready\nlast CDS API success: {last_api}\n"),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {}\n", problems.join("; ")),
+            format!(
+                "not ready: {}\nlast CDS API success: {last_api}\n",
+                problems.join("; ")
+            ),
         )
     }
+}
+
+#[derive(serde::Deserialize)]
+struct JobsQuery {
+    policy: Option<String>,
+    state: Option<String>,
+    limit: Option<u32>,
+}
+
+fn json_error(status: StatusCode, message: String) -> axum::response::Response {
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+async fn v1_jobs(
+    State(s): State<Arc<HttpState>>,
+    axum::extract::Query(q): axum::extract::Query<JobsQuery>,
+) -> axum::response::Response {
+    let state = match q.state.as_deref().map(str::parse::<crate::job::State>) {
+        Some(Err(e)) => return json_error(StatusCode::BAD_REQUEST, e),
+        Some(Ok(st)) => Some(st),
+        None => None,
+    };
+    match crate::commands::jobs_json(&s.store, q.policy.as_deref(), state, q.limit.unwrap_or(50))
+        .await
+    {
+        Ok(jobs) => axum::Json(jobs).into_response(),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct BackupsQuery {
+    policy: Option<String>,
+    instance: Option<String>,
+}
+
+async fn v1_backups(
+    State(s): State<Arc<HttpState>>,
+    axum::extract::Query(q): axum::extract::Query<BackupsQuery>,
+) -> axum::response::Response {
+    match crate::commands::inventory(&s.ctx, q.policy.as_deref(), q.instance.as_deref()).await {
+        Ok(r) => axum::Json(r).into_response(),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    }
+}
+
+async fn v1_policies(State(s): State<Arc<HttpState>>) -> axum::response::Response {
+    axum::Json(crate::commands::policies_json(
+        &s.ctx.config,
+        chrono::Utc::now(),
+    ))
+    .into_response()
 }

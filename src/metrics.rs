@@ -24,6 +24,8 @@ const PHASE_BUCKETS: &[f64] = &[
 pub struct ApiMetrics {
     pub requests: IntCounterVec,
     pub duration: HistogramVec,
+    /// Unix ms of the last successful API call (0: none yet), for `/readyz`.
+    pub last_success_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl ApiMetrics {
@@ -46,10 +48,20 @@ impl ApiMetrics {
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
-        Ok(ApiMetrics { requests, duration })
+        Ok(ApiMetrics {
+            requests,
+            duration,
+            last_success_ms: Default::default(),
+        })
     }
 
     pub fn observe(&self, action: &str, code: &str, seconds: f64) {
+        if code == "Success" {
+            self.last_success_ms.store(
+                chrono::Utc::now().timestamp_millis(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         self.requests.with_label_values(&[action, code]).inc();
         self.duration.with_label_values(&[action]).observe(seconds);
     }

@@ -15,6 +15,7 @@ mod integration {
     mod cds_client;
     mod config_cli;
     mod online;
+    mod operations;
     mod pipeline;
     mod rdb_fixtures;
     mod retention;

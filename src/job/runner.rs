@@ -132,8 +132,19 @@ impl Context {
     }
 }
 
-/// Runs a job until it is stored, failed or missed, or until shutdown.
+/// Runs a job until it is stored, failed or missed, or until shutdown. Every log line it
+/// writes carries `policy`, `instance` and `job_id` (a tracing span).
 pub async fn run_job(ctx: &Context, job_id: &str, cancel: &CancellationToken) -> Outcome {
+    use tracing::Instrument as _;
+    let (policy, instance) = match ctx.store.job(job_id).await {
+        Ok(j) => (j.policy, j.instance_uuid),
+        Err(_) => (String::new(), String::new()),
+    };
+    let span = tracing::info_span!("job", policy = %policy, instance = %instance, job_id = %job_id);
+    run_job_steps(ctx, job_id, cancel).instrument(span).await
+}
+
+async fn run_job_steps(ctx: &Context, job_id: &str, cancel: &CancellationToken) -> Outcome {
     let mut poll = ctx.poll.initial;
     let mut last_seen: Option<Vec<String>> = None;
     loop {
@@ -199,14 +210,15 @@ pub async fn run_job(ctx: &Context, job_id: &str, cancel: &CancellationToken) ->
                     tracing::error!(job_id = %job.id, error = %e, "cannot record a missed job");
                 }
                 ctx.event(&job, "missed", &reason).await;
-                finished_metrics(ctx, &job, "missed", 0);
+                finished_metrics(ctx, &job, "missed", 0, now);
                 return Outcome::Missed(reason);
             }
             Err(Stop::Fail(err)) => {
                 let chain = format!("{err:#}");
                 let current = ctx.store.job(&job.id).await.unwrap_or(job.clone());
                 cleanup_partial(ctx, &current).await;
-                if let Err(e) = ctx.store.fail_job(&job.id, ms(ctx.now()), &chain).await {
+                let now = ms(ctx.now());
+                if let Err(e) = ctx.store.fail_job(&job.id, now, &chain).await {
                     tracing::error!(job_id = %job.id, error = %e, "cannot record a failed job");
                 }
                 tracing::error!(policy = %job.policy, instance = %job.instance_uuid, job_id = %job.id, error = %chain, "backup job failed");
@@ -214,7 +226,7 @@ pub async fn run_job(ctx: &Context, job_id: &str, cancel: &CancellationToken) ->
                     .store
                     .add_event(&job.id, ms(ctx.now()), "failed", &chain)
                     .await;
-                finished_metrics(ctx, &job, "failure", 0);
+                finished_metrics(ctx, &job, "failure", 0, now);
                 return Outcome::Failed(chain);
             }
         }
@@ -272,20 +284,18 @@ async fn cleanup_partial(ctx: &Context, job: &JobRow) {
     }
 }
 
-fn finished_metrics(ctx: &Context, job: &JobRow, result: &str, size: i64) {
+/// Updates the per-instance metrics when a job ends; `at_ms` is the `finished_at` written to the
+/// journal, so the gauges read the same after a restart rebuilds them from it.
+fn finished_metrics(ctx: &Context, job: &JobRow, result: &str, size: i64, at_ms: i64) {
     let m = &ctx.metrics;
     let labels = [job.policy.as_str(), job.instance_uuid.as_str()];
     m.backup_runs
         .with_label_values(&[job.policy.as_str(), job.instance_uuid.as_str(), result])
         .inc();
-    let now = ctx.now();
-    m.backup_last_attempt
-        .with_label_values(&labels)
-        .set(now.timestamp_millis() as f64 / 1000.0);
+    let at = at_ms as f64 / 1000.0;
+    m.backup_last_attempt.with_label_values(&labels).set(at);
     if result == "success" {
-        m.backup_last_success
-            .with_label_values(&labels)
-            .set(now.timestamp_millis() as f64 / 1000.0);
+        m.backup_last_success.with_label_values(&labels).set(at);
         m.backup_last_size
             .with_label_values(&labels)
             .set(size as f64);
@@ -892,7 +902,7 @@ async fn verify(ctx: &Context, job: &JobRow) -> Step {
     m.phase_duration
         .with_label_values(&[job.policy.as_str(), "total"])
         .observe((ms(ctx.now()) - job.due_at.min(job.created_at)).max(0) as f64 / 1000.0);
-    finished_metrics(ctx, job, "success", bytes);
+    finished_metrics(ctx, job, "success", bytes, ms(now));
     ctx.event(
         job,
         "verified",

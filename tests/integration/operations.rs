@@ -1,0 +1,187 @@
+//! The daemon as an operator meets it: every contract metric after a backup, gauges that
+//! survive a restart, the expected interval of a seconds cron, health endpoints, `/v1/*`, and
+//! SIGHUP reloads that refuse an invalid config.
+
+use super::pipeline::{Env, SMALL};
+use std::time::Duration;
+
+const CONTRACT: [&str; 16] = [
+    "rdbvault_backup_runs_total",
+    "rdbvault_backup_last_success_timestamp_seconds",
+    "rdbvault_backup_last_attempt_timestamp_seconds",
+    "rdbvault_backup_last_size_bytes",
+    "rdbvault_backup_phase_duration_seconds",
+    "rdbvault_transfer_bytes_total",
+    "rdbvault_schedule_next_run_timestamp_seconds",
+    "rdbvault_schedule_expected_interval_seconds",
+    "rdbvault_jobs",
+    "rdbvault_verified_backups",
+    "rdbvault_retention_deleted_total",
+    "rdbvault_retention_blocked_total",
+    "rdbvault_api_requests_total",
+    "rdbvault_api_request_duration_seconds",
+    "rdbvault_scheduler_heartbeat_timestamp_seconds",
+    "rdbvault_build_info",
+];
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn get(url: &str) -> (u16, String) {
+    for _ in 0..100 {
+        if let Ok(r) = reqwest::get(url).await {
+            return (r.status().as_u16(), r.text().await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} never answered");
+}
+
+/// The value of a metric line that starts with `prefix`.
+fn metric(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn sighup(child: &tokio::process::Child) {
+    let pid = child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_v1_and_reload_as_an_operator_sees_them() {
+    let Some(env) = Env::new("ops", "dir", &format!("uuid: {SMALL}"), "*/4 * * * * *").await else {
+        return;
+    };
+    let port = free_port();
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
+    std::fs::write(&env.config, &text).unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+
+    let mut daemon = env.cmd(&["run"]).spawn().unwrap();
+    let store = env.store().await;
+    for _ in 0..300 {
+        if !store
+            .list_jobs(None, Some(rdbvault::job::State::Stored), 1)
+            .await
+            .unwrap()
+            .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = get(&format!("{base}/metrics")).await;
+    assert_eq!(status, 200);
+    for name in CONTRACT {
+        assert!(
+            body.lines().any(|l| l.starts_with(name)),
+            "{name} missing after a backup:\n{body}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &body,
+            r#"rdbvault_schedule_expected_interval_seconds{policy="p"}"#
+        ),
+        Some(4.0),
+        "{body}"
+    );
+    let success_label = format!(
+        r#"rdbvault_backup_last_success_timestamp_seconds{{instance="{SMALL}",policy="p"}}"#
+    );
+    let before = metric(&body, &success_label).expect("last success");
+
+    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
+    let (status, ready) = get(&format!("{base}/readyz")).await;
+    assert_eq!(status, 200, "{ready}");
+    assert!(ready.contains("last CDS API success: 20"), "{ready}");
+    let (status, jobs) = get(&format!("{base}/v1/jobs")).await;
+    assert_eq!(status, 200);
+    let jobs: serde_json::Value = serde_json::from_str(&jobs).unwrap();
+    assert!(
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["state"] == "stored")
+    );
+    let (_, policies) = get(&format!("{base}/v1/policies")).await;
+    let policies: serde_json::Value = serde_json::from_str(&policies).unwrap();
+    assert_eq!(policies[0]["expected_interval_seconds"], 4);
+    assert_eq!(policies[0]["next_runs"].as_array().unwrap().len(), 3);
+    let (status, backups) = get(&format!("{base}/v1/backups")).await;
+    assert_eq!(status, 200, "{backups}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&backups).unwrap()["rows"]
+            .as_array()
+            .is_some()
+    );
+
+    // An invalid config on SIGHUP is refused; the daemon keeps running on the old one.
+    std::fs::write(
+        &env.config,
+        text.replace("cron: \"*/4 * * * * *\"", "cron: \"*/4 * *\""),
+    )
+    .unwrap();
+    sighup(&daemon);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
+    // A valid one is taken: @yearly stops the every-4-seconds runs.
+    std::fs::write(
+        &env.config,
+        text.replace("cron: \"*/4 * * * * *\"", "cron: \"@yearly\""),
+    )
+    .unwrap();
+    sighup(&daemon);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let count = store.list_jobs(None, None, 1000).await.unwrap().len();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        store.list_jobs(None, None, 1000).await.unwrap().len(),
+        count,
+        "no runs after reloading @yearly"
+    );
+
+    sigterm(&daemon);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(30), daemon.wait())
+            .await
+            .unwrap()
+            .unwrap()
+            .success()
+    );
+    let out = daemon.wait_with_output().await.unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(log.contains("keeping the old config"), "{log}");
+    assert!(log.contains("config reloaded"), "{log}");
+    assert!(log.contains("job_id="), "job lines carry the job id: {log}");
+
+    // After a restart the gauges come back from the journal, not from a default.
+    let daemon = env.cmd(&["run"]).spawn().unwrap();
+    let (_, body) = get(&format!("{base}/metrics")).await;
+    let after = metric(&body, &success_label).expect("last success after restart");
+    assert_eq!(after, before, "last-success gauge changed across a restart");
+    sigterm(&daemon);
+    let _ = tokio::time::timeout(Duration::from_secs(30), daemon.wait_with_output()).await;
+    env.sim.stop().await;
+}
