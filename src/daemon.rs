@@ -453,10 +453,11 @@ pub async fn run_with_reload(
     let running: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
     let jobs_cancel = root.child_token();
 
+    let http_ctx = Arc::new(std::sync::RwLock::new(ctx.clone()));
     let app = crate::http::router(crate::http::HttpState {
         metrics: ctx.metrics.clone(),
         store: ctx.store.clone(),
-        ctx: ctx.clone(),
+        ctx: http_ctx.clone(),
     });
     let http_cancel = root.clone();
     tracker.spawn(async move {
@@ -510,6 +511,7 @@ pub async fn run_with_reload(
                             generation.cancel();
                             generation = root.child_token();
                             spawn_generation(&new_ctx, &tracker, &jobs, &wake, &generation, &jobs_cancel, &running);
+                            *http_ctx.write().expect("context lock") = new_ctx.clone();
                             tracing::info!(config = %path.display(), policies = new_ctx.config.policies.len(), "config reloaded");
                             current = new_ctx;
                         }

@@ -16,8 +16,8 @@ pub const HEARTBEAT_STALE_SECS: f64 = 30.0;
 pub struct HttpState {
     pub metrics: Metrics,
     pub store: Store,
-    /// For `/v1/backups` and `/v1/policies`.
-    pub ctx: crate::job::Context,
+    /// For `/v1/backups` and `/v1/policies`; replaced when the config is reloaded.
+    pub ctx: Arc<std::sync::RwLock<crate::job::Context>>,
 }
 
 pub fn router(state: HttpState) -> axum::Router {
@@ -115,7 +115,8 @@ async fn v1_backups(
     State(s): State<Arc<HttpState>>,
     axum::extract::Query(q): axum::extract::Query<BackupsQuery>,
 ) -> axum::response::Response {
-    match crate::commands::inventory(&s.ctx, q.policy.as_deref(), q.instance.as_deref()).await {
+    let ctx = s.ctx.read().expect("context lock").clone();
+    match crate::commands::inventory(&ctx, q.policy.as_deref(), q.instance.as_deref()).await {
         Ok(r) => axum::Json(r).into_response(),
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
     }

@@ -154,6 +154,11 @@ async fn metrics_health_v1_and_reload_as_an_operator_sees_them() {
     .unwrap();
     sighup(&daemon);
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, policies) = get(&format!("{base}/v1/policies")).await;
+    assert!(
+        policies.contains("@yearly"),
+        "/v1/policies follows the reload: {policies}"
+    );
     let count = store.list_jobs(None, None, 1000).await.unwrap().len();
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(
