@@ -123,9 +123,6 @@ async fn v1_backups(
 }
 
 async fn v1_policies(State(s): State<Arc<HttpState>>) -> axum::response::Response {
-    axum::Json(crate::commands::policies_json(
-        &s.ctx.config,
-        chrono::Utc::now(),
-    ))
-    .into_response()
+    let config = s.ctx.read().expect("context lock").config.clone();
+    axum::Json(crate::commands::policies_json(&config, chrono::Utc::now())).into_response()
 }
