@@ -14,6 +14,7 @@ mod support;
 mod integration {
     mod cds_client;
     mod config_cli;
+    mod crash;
     mod deploy;
     mod online;
     mod operations;

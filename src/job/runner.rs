@@ -421,10 +421,14 @@ async fn wait_snapshot(
             .create_sent_at
             .or(job.requested_at)
             .unwrap_or(job.created_at);
-        if ms(now) - since > ctx.poll.not_found_grace.as_millis() as i64 {
+        // How long to look for a backup whose CreateBackup outcome is unknown: the shorter of
+        // the grace and the policy's start window (the user's own tolerance for "not started").
+        let grace_ms = (ctx.poll.not_found_grace.as_millis() as i64)
+            .min((job.start_by - job.due_at).max(60_000));
+        if ms(now) - since > grace_ms {
             return Err(Stop::Fail(anyhow!(
-                "no backup with Desc {token} appeared at the provider within {}s of CreateBackup; it probably never arrived",
-                ctx.poll.not_found_grace.as_secs()
+                "no backup with Desc {token} appeared at the provider within {}s of CreateBackup; it probably never arrived (a new job will be made at the next run)",
+                grace_ms / 1000
             )));
         }
         return Ok(());

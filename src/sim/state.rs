@@ -281,6 +281,9 @@ pub struct World {
     pub calls: BTreeMap<String, u64>,
     pub downloads: u64,
     pub download_bytes: u64,
+    /// Backups created per `Desc` (accepted `CreateBackup` calls): a harness checks no job
+    /// ever made two.
+    pub creates_by_desc: BTreeMap<String, u32>,
     next_ip: u32,
 }
 
@@ -355,6 +358,7 @@ impl World {
             calls: BTreeMap::new(),
             downloads: 0,
             download_bytes: 0,
+            creates_by_desc: BTreeMap::new(),
             next_ip: 100,
         }
     }
@@ -614,6 +618,7 @@ impl World {
                 let fails = self
                     .take_fault(|f| matches!(f, Fault::BackupFails { .. }))
                     .is_some();
+                *self.creates_by_desc.entry(desc.clone()).or_default() += 1;
                 self.start_backup(&inst, desc, "manual", now, fails, make_payload);
                 Ok(Answer {
                     data: serde_json::json!({}),

@@ -153,7 +153,7 @@ policies:
         r
     }
 
-    fn record(&self, text: &str) {
+    pub(crate) fn record(&self, text: &str) {
         self.output.lock().unwrap().push_str(text);
     }
 
