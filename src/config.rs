@@ -381,8 +381,12 @@ fn deserialize(text: &str, source: &Path) -> Result<RawConfig, Errors> {
             .unwrap_or((None, None));
         let path = if path == "." { String::new() } else { path };
         let mut message = strip_location(&inner.to_string());
-        if let Some(stripped) = message.strip_prefix(&format!("{path}: ")) {
-            message = stripped.to_string();
+        // serde_yaml_ng prefixes its own (partial) path; we print the full one in front.
+        if let Some((head, rest)) = message.split_once(": ")
+            && !head.contains(' ')
+            && path.starts_with(head)
+        {
+            message = rest.to_string();
         }
         Errors {
             file: source.to_path_buf(),

@@ -12,6 +12,7 @@
 mod support;
 
 mod integration {
+    mod bad_input;
     mod cds_client;
     mod config_cli;
     mod crash;

@@ -62,6 +62,9 @@ pub fn params<const N: usize>(pairs: [(&str, ParamValue); N]) -> Params {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
+/// The largest API answer read; DescribeDBInstances of thousands of instances is far below.
+pub const MAX_ANSWER_BYTES: usize = 32 << 20;
+
 /// A successful answer, before `Data` is given a type.
 #[derive(Debug, Clone)]
 pub struct ApiResponse {
@@ -293,10 +296,23 @@ impl Client {
             .await
             .map_err(|e| Error::from_reqwest(action, e))?;
         let status = resp.status().as_u16();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| Error::from_reqwest(action, e))?;
+        // A misbehaving server (or proxy) must not make us buffer without bound.
+        let mut bytes = Vec::new();
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = futures::StreamExt::next(&mut body).await {
+            let chunk = chunk.map_err(|e| Error::from_reqwest(action, e))?;
+            if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(Error {
+                    status: Some(status),
+                    message: Some(format!(
+                        "the answer is larger than {} MiB; not an API answer",
+                        MAX_ANSWER_BYTES >> 20
+                    )),
+                    ..Error::new(action, ErrorKind::Decode)
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         let raw: serde_json::Value = match serde_json::from_slice(&bytes) {
             Ok(v) => v,
             Err(e) => {
@@ -312,6 +328,14 @@ impl Client {
                 });
             }
         };
+        if !raw.is_object() {
+            // serde would read an array positionally as Code, Message, Data: refuse it.
+            return Err(Error {
+                status: Some(status),
+                message: Some("the answer is JSON but not an object".into()),
+                ..Error::new(action, ErrorKind::Decode)
+            });
+        }
         let envelope: Envelope = match serde_json::from_value(raw.clone()) {
             Ok(e) => e,
             Err(e) => {

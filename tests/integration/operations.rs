@@ -137,6 +137,45 @@ async fn metrics_health_v1_and_reload_as_an_operator_sees_them() {
             .is_some()
     );
 
+    // No secret or download-URL query string in /metrics, /v1/*, the state DB or the manifests.
+    let (_, metrics_now) = get(&format!("{base}/metrics")).await;
+    let (_, jobs_now) = get(&format!("{base}/v1/jobs")).await;
+    let (_, backups_now) = get(&format!("{base}/v1/backups")).await;
+    let mut haystack = format!("{metrics_now}{jobs_now}{backups_now}");
+    for entry in std::fs::read_dir(env.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("state.db")
+        {
+            haystack.push_str(&String::from_utf8_lossy(&std::fs::read(&path).unwrap()));
+        }
+    }
+    let mut stack = vec![env.dir.path().join("archive")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().ends_with(".manifest.json") {
+                haystack.push_str(&std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    for needle in [
+        crate::support::SECRET,
+        "Signature=",
+        "Expires=",
+        "OSSAccessKeyId",
+    ] {
+        assert!(
+            !haystack.contains(needle),
+            "{needle:?} found in metrics, /v1, the DB or a manifest"
+        );
+    }
+
     // An invalid config on SIGHUP is refused; the daemon keeps running on the old one.
     std::fs::write(
         &env.config,
