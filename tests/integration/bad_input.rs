@@ -42,7 +42,8 @@ fn client(endpoint: &str) -> cds::Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_answers_are_typed_errors() {
     let html = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1><hr>nginx</body></html>".to_vec();
-    let cases: Vec<(&str, u16, &'static str, Vec<u8>, ErrorKind, bool)> = vec![
+    type Case = (&'static str, u16, &'static str, Vec<u8>, ErrorKind, bool);
+    let cases: Vec<Case> = vec![
         (
             "not JSON",
             200,
