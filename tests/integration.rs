@@ -23,4 +23,5 @@ mod integration {
     mod rdb_fixtures;
     mod retention;
     mod sim_protocol;
+    mod stress;
 }

@@ -44,6 +44,27 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
         .with_state(shared)
 }
 
+/// Counts an API call in flight for as long as it lives (also when the client goes away and
+/// the handler is dropped).
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn enter(s: &Arc<Shared>) -> InFlight {
+        let mut w = s.world.lock().expect("sim state lock");
+        w.api_in_flight += 1;
+        w.api_in_flight_max = w.api_in_flight_max.max(w.api_in_flight);
+        InFlight(s.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.0.world.lock() {
+            w.api_in_flight = w.api_in_flight.saturating_sub(1);
+        }
+    }
+}
+
 /// The message text each action's sample uses; clients must not depend on it.
 fn success_message(action: &str) -> &'static str {
     match action {
@@ -85,6 +106,7 @@ async fn api(
     } else {
         Method::Get
     };
+    let _in_flight = InFlight::enter(&s);
     let (status, code, response) = answer(&s, sign_method, &action, &query, &body).await;
     tracing::info!(
         action,
@@ -399,6 +421,11 @@ async fn download(
                 && (offset..offset + n as u64).contains(&at)
             {
                 buf[(at - offset) as usize] ^= 0x5A;
+                shared
+                    .world
+                    .lock()
+                    .expect("sim state lock")
+                    .corruptions_served += 1;
             }
             if let Some(bps) = bytes_per_second {
                 tokio::time::sleep(Duration::from_secs_f64(n as f64 / bps as f64)).await;

@@ -284,6 +284,11 @@ pub struct World {
     /// Backups created per `Desc` (accepted `CreateBackup` calls): a harness checks no job
     /// ever made two.
     pub creates_by_desc: BTreeMap<String, u32>,
+    /// Downloads actually served with a flipped byte (a `download_corrupt` fault that hit).
+    pub corruptions_served: u64,
+    /// API calls being answered right now, and the most at once.
+    pub api_in_flight: u64,
+    pub api_in_flight_max: u64,
     next_ip: u32,
 }
 
@@ -359,6 +364,9 @@ impl World {
             downloads: 0,
             download_bytes: 0,
             creates_by_desc: BTreeMap::new(),
+            corruptions_served: 0,
+            api_in_flight: 0,
+            api_in_flight_max: 0,
             next_ip: 100,
         }
     }
