@@ -3,7 +3,9 @@
 #![no_main]
 use rdbvault::cds::model::*;
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else { return };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
     if let Ok(env) = serde_json::from_value::<Envelope>(value.clone()) {
         let _ = env.is_success();
         let d = env.data;

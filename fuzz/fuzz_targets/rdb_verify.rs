@@ -3,7 +3,10 @@
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let whole = rdbvault::rdb::verify_bytes(data);
-    let split = data.first().map(|b| *b as usize % (data.len().max(1))).unwrap_or(0);
+    let split = data
+        .first()
+        .map(|b| *b as usize % (data.len().max(1)))
+        .unwrap_or(0);
     let mut v = rdbvault::rdb::Verifier::new();
     v.update(&data[..split]);
     v.update(&data[split..]);

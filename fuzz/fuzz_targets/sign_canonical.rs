@@ -3,7 +3,9 @@
 #![no_main]
 use std::collections::BTreeMap;
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let mut params = BTreeMap::new();
     for (i, part) in text.split('\u{1}').enumerate().take(8) {
         let (k, v) = part.split_once('=').unwrap_or((part, ""));
@@ -13,7 +15,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         params.insert(format!("{k}{i}"), v.to_string());
     }
     let canonical = rdbvault::cds::sign::canonical_query(&params);
-    assert!(canonical.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~%=&".contains(&b)));
+    assert!(
+        canonical
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~%=&".contains(&b))
+    );
     let now = chrono::Utc::now();
     let query = rdbvault::cds::sign::signed_query(
         &rdbvault::cds::sign::SigningInput {
@@ -27,6 +33,13 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         &params,
     );
     let mut nonces = rdbvault::sim::auth::NonceCache::default();
-    let verified = rdbvault::sim::auth::verify(rdbvault::cds::sign::Method::Get, &query, "ak", "secret", now, &mut nonces);
+    let verified = rdbvault::sim::auth::verify(
+        rdbvault::cds::sign::Method::Get,
+        &query,
+        "ak",
+        "secret",
+        now,
+        &mut nonces,
+    );
     assert!(verified.is_ok(), "{verified:?} for {query}");
 });
