@@ -90,6 +90,9 @@ pub enum Outcome {
 enum Stop {
     Cancelled,
     Fail(anyhow::Error),
+    /// A transfer failed for a reason that may pass (download host, destination): the shard
+    /// is transferred again while the deadline allows. Outside `transfer_all` it is a failure.
+    Transient(anyhow::Error),
     Miss(String),
 }
 
@@ -213,7 +216,7 @@ async fn run_job_steps(ctx: &Context, job_id: &str, cancel: &CancellationToken) 
                 finished_metrics(ctx, &job, "missed", 0, now);
                 return Outcome::Missed(reason);
             }
-            Err(Stop::Fail(err)) => {
+            Err(Stop::Fail(err)) | Err(Stop::Transient(err)) => {
                 let chain = format!("{err:#}");
                 let current = ctx.store.job(&job.id).await.unwrap_or(job.clone());
                 cleanup_partial(ctx, &current).await;
@@ -520,11 +523,47 @@ async fn transfer_all(ctx: &Context, job: &JobRow, cancel: &CancellationToken) -
     let shards = ctx.store.shards(&job.id).await?;
     let started = ctx.now();
     for shard in shards.iter().filter(|s| s.state != "stored") {
-        let _permit = tokio::select! {
-            _ = cancel.cancelled() => return Err(Stop::Cancelled),
-            p = ctx.transfers.clone().acquire_owned() => p.expect("the transfer semaphore is never closed"),
-        };
-        transfer_one(ctx, job, shard, cancel).await?;
+        let mut attempt = 1u32;
+        loop {
+            let _permit = tokio::select! {
+                _ = cancel.cancelled() => return Err(Stop::Cancelled),
+                p = ctx.transfers.clone().acquire_owned() => p.expect("the transfer semaphore is never closed"),
+            };
+            // The row as it is now (a failed attempt changed it).
+            let current = ctx
+                .store
+                .shards(&job.id)
+                .await?
+                .into_iter()
+                .find(|s| s.backup_id == shard.backup_id)
+                .unwrap_or_else(|| shard.clone());
+            match transfer_one(ctx, job, &current, cancel).await {
+                Ok(()) => break,
+                Err(Stop::Transient(e)) => {
+                    let wait = Duration::from_secs(5 * u64::from(attempt * attempt));
+                    let deadline = from_ms(job.deadline_at);
+                    if attempt >= 4
+                        || ctx.now() + chrono::Duration::from_std(wait).unwrap_or_default()
+                            > deadline
+                    {
+                        return Err(Stop::Fail(e));
+                    }
+                    ctx.event(
+                        job,
+                        "retry",
+                        &format!(
+                            "transfer attempt {attempt} failed: {e:#}; transferring again in {}s",
+                            wait.as_secs()
+                        ),
+                    )
+                    .await;
+                    drop(_permit);
+                    ctx.sleep(wait, cancel).await?;
+                    attempt += 1;
+                }
+                Err(other) => return Err(other),
+            }
+        }
     }
     let shards = ctx.store.shards(&job.id).await?;
     let bytes: i64 = shards.iter().map(|s| s.bytes_done).sum();
@@ -772,11 +811,19 @@ async fn transfer_one(
         Err(transfer::Error::Cancelled) => Err(Stop::Cancelled),
         Err(e) => {
             ctx.store.shard_failed(&job.id, &shard.backup_id).await?;
-            Err(Stop::Fail(anyhow!(
+            let err = anyhow!(
                 "backup {} of instance {}: {e}",
                 shard.backup_id,
                 job.instance_uuid
-            )))
+            );
+            if matches!(
+                e,
+                transfer::Error::Download(_) | transfer::Error::Destination(_)
+            ) {
+                Err(Stop::Transient(err))
+            } else {
+                Err(Stop::Fail(err))
+            }
         }
     }
 }

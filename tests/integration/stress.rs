@@ -276,3 +276,122 @@ async fn a_thousand_instances_complete_within_limits() {
     );
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_outage_mid_upload_is_retried_or_fails_with_its_reason() {
+    let Some(s3) = support::PrivateSeaweedFs::start() else {
+        return;
+    };
+    let mut cfg = support::sim_config();
+    cfg.settings.backup_delay = Duration::from_millis(200);
+    cfg.instances = Some(vec![InstanceSpec {
+        name: "outage".into(),
+        backup_size: Some(12 << 20),
+        ..Default::default()
+    }]);
+    let sim = start_sim(cfg).await;
+    sim.add_fault(Fault::DownloadThrottle {
+        count: None,
+        bytes_per_second: 2 << 20,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_private(&d.join("cds_id"), AK);
+    write_private(&d.join("cds_secret"), SECRET);
+    write_private(&d.join("s3_id"), &s3.access_key);
+    write_private(&d.join("s3_secret"), &s3.secret_key);
+    let text = format!(
+        "cds:\n  endpoint: {e}\n  access_key_id_file: {d}/cds_id\n  access_key_secret_file: {d}/cds_secret\n  poll_interval: 200ms\nstate:\n  path: {d}/state.db\ndestinations:\n  s3:\n    type: s3\n    bucket: outage\n    endpoint: {s3e}\n    path_style: true\n    part_size: 5MiB\n    access_key_id_file: {d}/s3_id\n    secret_access_key_file: {d}/s3_secret\npolicies:\n  - name: p\n    schedule: {{ cron: \"@yearly\", completion_window: 5m }}\n    instances: [ {{ name: outage }} ]\n    destination: s3\n    retention: {{ destination: {{ keep_last: 5 }} }}\n",
+        e = sim.base_url,
+        d = d.display(),
+        s3e = s3.endpoint
+    );
+    let config = d.join("rdbvault.yaml");
+    std::fs::write(&config, text).unwrap();
+    let mut c = support::rdbvault();
+    c.arg("-c")
+        .arg(&config)
+        .args(["backup-now", "--policy", "p"]);
+    let child = tokio::process::Command::from(c)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The upload is under way; the S3 server dies for a few seconds.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    s3.stop();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    s3.restart();
+    sim.shared.world.lock().unwrap().faults.clear();
+    let out = tokio::time::timeout(Duration::from_secs(240), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = rdbvault::store::Store::open(&d.join("state.db"))
+        .await
+        .unwrap();
+    let job = store.list_jobs(None, None, 1).await.unwrap().remove(0);
+    let events: Vec<_> = store
+        .events(&job.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| format!("{} {}", e.kind, e.message))
+        .collect();
+    match job.state.as_str() {
+        "stored" => {
+            assert_eq!(out.status.code(), Some(0), "{all}");
+            assert!(
+                events.iter().any(|e| e.starts_with("retry")),
+                "the transfer was retried: {events:#?}"
+            );
+        }
+        "failed" => assert!(
+            job.error.as_deref().is_some_and(|e| !e.is_empty()),
+            "{job:?}"
+        ),
+        other => panic!("job ended {other}: {all}"),
+    }
+    // Whatever happened, nothing half-done is visible or left behind.
+    let cfg = rdbvault::config::load(&config).unwrap();
+    let rdbvault::config::DestinationKind::S3(s3cfg) = &cfg.destinations["s3"].kind else {
+        unreachable!()
+    };
+    let client = rdbvault::destination::s3_client(s3cfg).await.unwrap();
+    let uploads = rdbvault::transfer::s3::list_uploads(&client, "outage", "")
+        .await
+        .unwrap();
+    assert!(
+        uploads.is_empty(),
+        "multipart uploads left: {uploads:?}\n{events:#?}"
+    );
+    let listed = client
+        .list_objects_v2()
+        .bucket("outage")
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<_> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    let stored: Vec<String> = store
+        .shards(&job.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.state == "stored")
+        .filter_map(|s| s.object_key)
+        .collect();
+    for k in &keys {
+        let base = k.trim_end_matches(".manifest.json");
+        assert!(
+            stored.iter().any(|s| s == base),
+            "visible object {k} is not a stored copy"
+        );
+    }
+    println!("\ns3 outage: job {}, events: {events:#?}", job.state);
+    sim.stop().await;
+}

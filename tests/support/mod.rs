@@ -251,3 +251,105 @@ fn start_seaweedfs() -> SeaweedFs {
     }
     panic!("no free ports for SeaweedFS");
 }
+
+/// A SeaweedFS of one test's own, which the test may stop and start again (an S3 outage).
+pub struct PrivateSeaweedFs {
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+    dir: tempfile::TempDir,
+    base: u16,
+}
+
+impl PrivateSeaweedFs {
+    pub fn start() -> Option<PrivateSeaweedFs> {
+        if !have_tool("weed") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for attempt in 0..20u16 {
+            let base = 41000 + (std::process::id() as u16 % 500) * 10 + attempt * 13;
+            if !(0..5).all(|i| port_free(base + i) && port_free(base + i + 10000)) {
+                continue;
+            }
+            let s = PrivateSeaweedFs {
+                endpoint: format!("http://127.0.0.1:{}", base + 3),
+                access_key: "rdbvault-outage-key".into(),
+                secret_key: "rdbvault-outage-secret-value".into(),
+                dir,
+                base,
+            };
+            s.spawn();
+            return Some(s);
+        }
+        panic!("no free ports for a private SeaweedFS");
+    }
+
+    fn spawn(&self) {
+        let b = self.base;
+        let script = format!(
+            "weed mini -dir={dir} -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port={b} -volume.port={v} \
+             -filer.port={f} -s3.port={s3} -admin.ui=false -admin.port={a} -webdav=false \
+             -s3.port.iceberg=0 -s3.port.lance=0 -bucket=outage >>{dir}/weed.log 2>&1 & w=$!; \
+             while kill -0 {parent} 2>/dev/null && kill -0 $w 2>/dev/null; do sleep 0.5; done; kill $w 2>/dev/null; wait",
+            dir = self.dir.path().display(),
+            v = b + 1,
+            f = b + 2,
+            s3 = b + 3,
+            a = b + 4,
+            parent = std::process::id(),
+        );
+        #[allow(clippy::zombie_processes)]
+        Command::new("bash")
+            .args(["-c", &script])
+            .env("AWS_ACCESS_KEY_ID", &self.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret_key)
+            .spawn()
+            .expect("bash runs");
+        for _ in 0..150 {
+            std::thread::sleep(Duration::from_millis(200));
+            if let Ok(out) = Command::new("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    &format!("{}/outage", self.endpoint),
+                ])
+                .output()
+            {
+                let code = String::from_utf8_lossy(&out.stdout).to_string();
+                if code == "200" || code == "403" {
+                    return;
+                }
+            }
+        }
+        panic!("private SeaweedFS did not start");
+    }
+
+    /// Kills the server (an outage).
+    pub fn stop(&self) {
+        let pattern = format!("weed mini -dir={}", self.dir.path().display());
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &pattern])
+            .status();
+        for _ in 0..50 {
+            if port_free(self.base + 3) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts it again on the same data and ports.
+    pub fn restart(&self) {
+        self.spawn();
+    }
+}
+
+impl Drop for PrivateSeaweedFs {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
