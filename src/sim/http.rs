@@ -330,7 +330,13 @@ async fn download(
         };
         let payload = b.payload.clone();
         let truncate = w.take_fault(|f| matches!(f, Fault::DownloadTruncate { .. }));
-        let corrupt = w.take_fault(|f| matches!(f, Fault::DownloadCorrupt { .. }));
+        // One download fault per response: a dropped connection can make the client lose bytes
+        // already sent, so a corrupted byte in a truncated response might never be seen.
+        let corrupt = if truncate.is_none() {
+            w.take_fault(|f| matches!(f, Fault::DownloadCorrupt { .. }))
+        } else {
+            None
+        };
         let throttle = w.take_fault(|f| matches!(f, Fault::DownloadThrottle { .. }));
         (payload, t.backup_id, (truncate, corrupt, throttle))
     };
