@@ -4,7 +4,7 @@ use crate::app::Failure;
 use crate::cli::{JobsArgs, JobsCommand};
 use crate::config::{self, Config};
 use crate::job::{self, Outcome, State};
-use crate::store::jobs::{Inserted, NewJob};
+use crate::store::jobs::Inserted;
 use crate::store::{JobRow, Store, from_ms, ms};
 use anyhow::Context as _;
 use std::io::IsTerminal as _;
@@ -114,22 +114,7 @@ pub async fn backup_now(
     let mut job_ids = Vec::new();
     let mut refused = Vec::new();
     for inst in &selected {
-        let s = &policy.schedule;
-        let job = NewJob {
-            id: uuid::Uuid::now_v7().to_string(),
-            policy: policy.name.clone(),
-            instance_uuid: inst.instance_uuid.clone(),
-            instance_name: inst.instance_name.clone(),
-            region_id: inst.region_id.clone(),
-            destination: policy.destination.clone(),
-            trigger: "manual",
-            due_at: ms(now),
-            start_by: ms(now + chrono::Duration::from_std(s.start_window).unwrap_or_default()),
-            deadline_at: ms(
-                now + chrono::Duration::from_std(s.completion_window).unwrap_or_default()
-            ),
-            created_at: ms(now),
-        };
+        let job = crate::scheduler::new_job(&policy, inst, now, "manual", now);
         match ctx
             .store
             .insert_job(&job)

@@ -71,33 +71,7 @@ pub async fn build_context(
             .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
     }
     let store = Store::open(&config.state.path).await?;
-    let cds = crate::app::cds_client(&config.cds, metrics.api.clone())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let downloader = crate::transfer::source::Downloader::new(cds.clone())?;
-    let mut s3 = HashMap::new();
-    for d in config.destinations.values() {
-        if let DestinationKind::S3(cfg) = &d.kind {
-            s3.insert(d.name.clone(), crate::destination::s3_client(cfg).await?);
-        }
-    }
-    Ok(Context {
-        transfers: Arc::new(Semaphore::new(config.limits.max_concurrent_transfers)),
-        poll: job::PollSettings {
-            initial: config.cds.poll_interval,
-            max: config.cds.poll_max_interval,
-            ..job::PollSettings::default()
-        },
-        config,
-        store,
-        cds,
-        downloader,
-        s3,
-        metrics,
-        owner,
-        clock: crate::clock::system(),
-        progress: None,
-        prune_lock: Arc::default(),
-    })
+    context_with(config, store, metrics, owner, Arc::default()).await
 }
 
 /// Rebuilds gauges from the state DB, so a restart never resets them to a default, and
@@ -352,7 +326,28 @@ pub async fn run(
 /// # Errors
 /// Credentials or an S3 destination of the new config cannot be set up.
 pub async fn rebuild_context(old: &Context, config: Arc<Config>) -> anyhow::Result<Context> {
-    let cds = crate::app::cds_client(&config.cds, old.metrics.api.clone())
+    let mut ctx = context_with(
+        config,
+        old.store.clone(),
+        old.metrics.clone(),
+        old.owner.clone(),
+        old.prune_lock.clone(),
+    )
+    .await?;
+    ctx.clock = old.clock.clone();
+    ctx.progress = old.progress.clone();
+    Ok(ctx)
+}
+
+/// The clients, limits and poll settings a config asks for, around a state DB and metrics.
+async fn context_with(
+    config: Arc<Config>,
+    store: Store,
+    metrics: Metrics,
+    owner: String,
+    prune_lock: Arc<tokio::sync::Mutex<()>>,
+) -> anyhow::Result<Context> {
+    let cds = crate::app::cds_client(&config.cds, metrics.api.clone())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let downloader = crate::transfer::source::Downloader::new(cds.clone())?;
     let mut s3 = HashMap::new();
@@ -369,15 +364,15 @@ pub async fn rebuild_context(old: &Context, config: Arc<Config>) -> anyhow::Resu
             ..job::PollSettings::default()
         },
         config,
-        store: old.store.clone(),
+        store,
         cds,
         downloader,
         s3,
-        metrics: old.metrics.clone(),
-        owner: old.owner.clone(),
-        clock: old.clock.clone(),
-        progress: old.progress.clone(),
-        prune_lock: old.prune_lock.clone(),
+        metrics,
+        owner,
+        clock: crate::clock::system(),
+        progress: None,
+        prune_lock,
     })
 }
 

@@ -64,6 +64,32 @@ pub fn select<'a>(
     out
 }
 
+/// A pending job of `policy` for one instance, due at `due`, with its start window and
+/// deadline from the policy's schedule.
+pub fn new_job(
+    policy: &Policy,
+    inst: &cds::model::Instance,
+    due: DateTime<Utc>,
+    trigger: &'static str,
+    now: DateTime<Utc>,
+) -> NewJob {
+    let s = &policy.schedule;
+    let after = |d: Duration| due + chrono::Duration::from_std(d).unwrap_or_default();
+    NewJob {
+        id: uuid::Uuid::now_v7().to_string(),
+        policy: policy.name.clone(),
+        instance_uuid: inst.instance_uuid.clone(),
+        instance_name: inst.instance_name.clone(),
+        region_id: inst.region_id.clone(),
+        destination: policy.destination.clone(),
+        trigger,
+        due_at: ms(due),
+        start_by: ms(after(s.start_window)),
+        deadline_at: ms(after(s.completion_window)),
+        created_at: ms(now),
+    }
+}
+
 /// Creates the jobs of one run of a policy, due at `cron_time`.
 ///
 /// # Errors
@@ -89,22 +115,7 @@ pub async fn fire(
         } else {
             cron_time + chrono::Duration::from_std(jitter).unwrap_or_default()
         };
-        let s = &policy.schedule;
-        let job = NewJob {
-            id: uuid::Uuid::now_v7().to_string(),
-            policy: policy.name.clone(),
-            instance_uuid: inst.instance_uuid.clone(),
-            instance_name: inst.instance_name.clone(),
-            region_id: inst.region_id.clone(),
-            destination: policy.destination.clone(),
-            trigger,
-            due_at: ms(due),
-            start_by: ms(due + chrono::Duration::from_std(s.start_window).unwrap_or_default()),
-            deadline_at: ms(
-                due + chrono::Duration::from_std(s.completion_window).unwrap_or_default()
-            ),
-            created_at: ms(now),
-        };
+        let job = new_job(policy, inst, due, trigger, now);
         match ctx.store.insert_job(&job).await? {
             Inserted::Created => {
                 ctx.store

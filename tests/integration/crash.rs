@@ -3,7 +3,7 @@
 //! at most one `CreateBackup`, no multipart upload is left, every stored object verifies and
 //! nothing is visible that is not stored.
 //!
-//! `RDBVAULT_CRASH_KILLS` sets the number of kills (default 12, the CI "short mode"; the figures
+//! Each kill lands 0.5–6 s after a start. `RDBVAULT_CRASH_KILLS` sets the number of kills (default 12, the CI "short mode"; the figures
 //! in RELIABILITY.md come from 60). The table of kill phase against outcome is printed.
 
 use super::pipeline::Env;
@@ -42,7 +42,7 @@ async fn sigkill_at_random_points_loses_nothing_and_duplicates_nothing() {
 
     for _ in 0..kills() {
         let mut daemon = env.cmd(&["run"]).spawn().unwrap();
-        tokio::time::sleep(Duration::from_millis(rng.u64(300..4000))).await;
+        tokio::time::sleep(Duration::from_millis(rng.u64(500..6000))).await;
         // What each open job was doing when the axe fell.
         for j in store.list_jobs(None, None, 1000).await.unwrap() {
             if !rdbvault::job::State::from_str_lossy(&j.state).is_terminal() {
@@ -133,8 +133,10 @@ async fn sigkill_at_random_points_loses_nothing_and_duplicates_nothing() {
         stray.is_empty(),
         "visible objects that are not stored copies: {stray:?}"
     );
-    let r = env.run(&["verify", "--all"]).await;
-    assert_eq!(r.code, 0, "every stored object verifies:\n{}", r.all());
+    if !stored_keys.is_empty() {
+        let r = env.run(&["verify", "--all"]).await;
+        assert_eq!(r.code, 0, "every stored object verifies:\n{}", r.all());
+    }
     env.assert_no_leaks();
 
     let kill_points: usize = table.values().sum();
