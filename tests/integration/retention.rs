@@ -3,6 +3,7 @@
 
 use super::pipeline::{Env, SMALL};
 use rdbvault::sim::state::Fault;
+use std::time::Duration;
 
 /// Backups of SMALL at the provider, by kind: (rdbvault's, foreign).
 async fn provider_counts(env: &Env) -> (usize, usize) {
@@ -241,5 +242,68 @@ async fn pinned_backups_survive_prune() {
     );
     let r = env.run(&["backups", "unpin", "no-such-id"]).await;
     assert_eq!(r.code, 2);
+    env.sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_reports_unknown_objects_and_marks_vanished_copies_missing() {
+    let Some(env) = Env::new("reconcile", "dir", &format!("uuid: {SMALL}"), "@yearly").await else {
+        return;
+    };
+    assert_eq!(env.run(&["backup-now", "--policy", "p"]).await.code, 0);
+    assert_eq!(env.run(&["backup-now", "--policy", "p"]).await.code, 0);
+    let store = env.store().await;
+    let jobs = store.list_jobs(None, None, 10).await.unwrap();
+    let gone_key = store
+        .shards(&jobs[0].id)
+        .await
+        .unwrap()
+        .remove(0)
+        .object_key
+        .unwrap();
+    let archive = env.dir.path().join("archive");
+    std::fs::remove_file(archive.join(&gone_key)).unwrap();
+    let stranger = archive.join("p").join("left-by-someone.rdb");
+    std::fs::write(&stranger, b"not ours").unwrap();
+
+    // Reconcile runs shortly after the daemon starts.
+    let mut daemon = env.cmd(&["run"]).spawn().unwrap();
+    let mut marked = false;
+    for _ in 0..200 {
+        let copies = store.copies(Some("p"), None).await.unwrap();
+        if copies
+            .iter()
+            .any(|c| c.object_key.as_deref() == Some(gone_key.as_str()) && c.missing == 1)
+        {
+            marked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = daemon.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(30), daemon.wait()).await;
+    let out = daemon.wait_with_output().await.unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(marked, "the vanished copy was not marked missing:\n{log}");
+    assert!(log.contains("has vanished"), "{log}");
+    assert!(
+        log.contains("unknown to the state DB") && log.contains("left-by-someone.rdb"),
+        "{log}"
+    );
+    assert!(
+        stranger.exists(),
+        "an unknown object is reported, never deleted"
+    );
+    // The missing copy is kept and counted by no rule; `backups` says so.
+    let r = env.run(&["backups"]).await;
+    assert!(
+        r.stdout.contains("failed verification or missing"),
+        "{}",
+        r.stdout
+    );
     env.sim.stop().await;
 }
