@@ -257,11 +257,13 @@ pub async fn jobs_json(
     Ok(out)
 }
 
-/// The JSON of `backups --json` and `GET /v1/backups`: a dry-run plan of every policy.
-pub async fn inventory(
+/// Retention for every policy (or one), merged into one report; with `dry_run` nothing is
+/// changed: that is the JSON of `backups --json` and `GET /v1/backups`.
+pub async fn plan_policies(
     ctx: &job::Context,
     policy: Option<&str>,
     instance: Option<&str>,
+    dry_run: bool,
 ) -> anyhow::Result<crate::prune::Report> {
     let mut all = crate::prune::Report::default();
     for p in ctx
@@ -270,7 +272,7 @@ pub async fn inventory(
         .iter()
         .filter(|p| policy.is_none_or(|n| p.name == n))
     {
-        let r = crate::prune::prune_policy(ctx, p, true).await?;
+        let r = crate::prune::prune_policy(ctx, p, dry_run).await?;
         all.rows.extend(r.rows);
         all.blocked.extend(r.blocked);
         all.problems.extend(r.problems);
@@ -279,6 +281,15 @@ pub async fn inventory(
         all.rows.retain(|r| r.instance_uuid.eq_ignore_ascii_case(i));
     }
     Ok(all)
+}
+
+/// The JSON of `backups --json` and `GET /v1/backups`: a dry-run plan of every policy.
+pub async fn inventory(
+    ctx: &job::Context,
+    policy: Option<&str>,
+    instance: Option<&str>,
+) -> anyhow::Result<crate::prune::Report> {
+    plan_policies(ctx, policy, instance, true).await
 }
 
 /// The JSON of `GET /v1/policies`: each policy with its next runs.
@@ -616,19 +627,12 @@ fn policies_named<'a>(
 /// `prune [--policy P] [--dry-run]`.
 pub async fn prune(cfg: Config, policy: Option<&str>, dry_run: bool) -> Result<(), Failure> {
     let cfg = Arc::new(cfg);
-    let policies: Vec<config::Policy> =
-        policies_named(&cfg, policy)?.into_iter().cloned().collect();
+    policies_named(&cfg, policy)?;
     let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())
         .map_err(|e| Failure::Runtime(e.into()))?;
     let ctx = crate::daemon::build_context(cfg.clone(), crate::daemon::owner_id("prune"), metrics)
         .await?;
-    let mut all = crate::prune::Report::default();
-    for p in &policies {
-        let r = crate::prune::prune_policy(&ctx, p, dry_run).await?;
-        all.rows.extend(r.rows);
-        all.blocked.extend(r.blocked);
-        all.problems.extend(r.problems);
-    }
+    let all = plan_policies(&ctx, policy, None, dry_run).await?;
     crate::prune::print(&all, dry_run, false);
     let deleted = all
         .rows

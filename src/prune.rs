@@ -7,7 +7,7 @@
 //! retried by the client, then recorded and reported, never fatal.
 
 use crate::cds::DESC_TOKEN_PREFIX;
-use crate::config::{KeepRules, Policy};
+use crate::config::Policy;
 use crate::destination::Handle;
 use crate::job::Context;
 use crate::retention::{self, Location, Reason, Set};
@@ -252,29 +252,28 @@ pub async fn prune_policy(ctx: &Context, policy: &Policy, dry_run: bool) -> anyh
                 }
             })
             .collect();
-        let no_rules = KeepRules::default();
-        let rules = policy.retention.provider.as_ref();
-        let plan = match rules {
-            Some(r) => retention::plan(
+        let plan = match &policy.retention.provider {
+            Some(rules) => retention::plan(
                 &provider_sets,
-                r,
+                rules,
                 Location::Provider,
                 tz,
                 policy.retention.max_deletions_per_run,
             ),
             // Without provider rules nothing is deleted there: keep everything, say why.
             None => retention::Plan {
-                decisions: retention::plan(
-                    &provider_sets,
-                    &KeepRules {
-                        keep_last: Some(u32::MAX),
-                        ..no_rules
-                    },
-                    Location::Provider,
-                    tz,
-                    u32::MAX,
-                )
-                .decisions,
+                decisions: provider_sets
+                    .iter()
+                    .map(|s| retention::Decision {
+                        id: s.id.clone(),
+                        keep: true,
+                        reasons: vec![if s.created_by_rdbvault {
+                            Reason::NoProviderRules
+                        } else {
+                            Reason::NotCreatedByRdbvault
+                        }],
+                    })
+                    .collect(),
                 blocked: None,
             },
         };

@@ -69,6 +69,8 @@ pub enum Reason {
     Within(String),
     MinVerified(u32),
     CircuitBreaker,
+    /// Kept: the policy has no provider rules, so rdbvault deletes nothing at the provider.
+    NoProviderRules,
     /// Deleted: no rule keeps it.
     NoRuleKeeps,
     /// Kept: it failed verification or vanished; not counted by any rule, never auto-deleted.
@@ -90,6 +92,10 @@ impl fmt::Display for Reason {
             Reason::Within(d) => write!(f, "keep_within {d}"),
             Reason::MinVerified(n) => write!(f, "min_verified floor ({n})"),
             Reason::CircuitBreaker => write!(f, "max_deletions_per_run exceeded: nothing deleted"),
+            Reason::NoProviderRules => write!(
+                f,
+                "no provider rules: rdbvault deletes nothing at the provider"
+            ),
             Reason::NoRuleKeeps => write!(f, "no rule keeps it"),
             Reason::Unverified => write!(
                 f,

@@ -164,49 +164,33 @@ pub async fn run(ctx: Context, config: Arc<Config>, wake: Arc<Notify>, cancel: C
             let window_end =
                 due + chrono::Duration::from_std(policy.schedule.start_window).unwrap_or_default();
             match fire(&ctx, policy, due, "schedule", false).await {
-                Ok(_) => {
-                    wake.notify_one();
-                    let following = policy
-                        .schedule
-                        .cron
-                        .next_after(due.max(now), policy.schedule.timezone);
-                    let _ = ctx
-                        .store
-                        .schedule_set(
-                            &policy.name,
-                            POLICY_ROW,
-                            Some(ms(due)),
-                            following.map(ms),
-                            None,
-                        )
-                        .await;
-                    next[i] = following;
-                    publish_schedule(&ctx, policy, following);
-                }
+                Ok(_) => wake.notify_one(),
                 Err(e) if now < window_end => {
                     tracing::warn!(policy = %policy.name, error = %format!("{e:#}"), "cannot create this run's jobs yet; retrying");
+                    continue;
                 }
                 Err(e) => {
                     tracing::error!(policy = %policy.name, error = %format!("{e:#}"),
                         due = %due, "gave up creating this run's jobs: its start window closed");
-                    let following = policy
-                        .schedule
-                        .cron
-                        .next_after(now, policy.schedule.timezone);
-                    let _ = ctx
-                        .store
-                        .schedule_set(
-                            &policy.name,
-                            POLICY_ROW,
-                            Some(ms(due)),
-                            following.map(ms),
-                            None,
-                        )
-                        .await;
-                    next[i] = following;
-                    publish_schedule(&ctx, policy, following);
                 }
             }
+            // The run is handled (or given up): on to the next cron time after now.
+            let following = policy
+                .schedule
+                .cron
+                .next_after(now, policy.schedule.timezone);
+            let _ = ctx
+                .store
+                .schedule_set(
+                    &policy.name,
+                    POLICY_ROW,
+                    Some(ms(due)),
+                    following.map(ms),
+                    None,
+                )
+                .await;
+            next[i] = following;
+            publish_schedule(&ctx, policy, following);
         }
         // Sleep until the next due time, but at most 1 s, so the heartbeat stays fresh and a
         // seconds-field cron fires on time.

@@ -176,25 +176,19 @@ async fn run_job_steps(ctx: &Context, job_id: &str, cancel: &CancellationToken) 
             match state {
                 State::Pending => request(ctx, &job, cancel).await,
                 State::Requested | State::Snapshotting => {
-                    let r = wait_snapshot(ctx, &job, &mut last_seen, cancel).await;
-                    let moved = ctx
-                        .store
-                        .job(job_id)
-                        .await
-                        .map(|j| j.state() != state)
-                        .unwrap_or(true);
-                    if matches!(r, Ok(())) && !moved {
-                        if last_seen.is_some() {
-                            // All finished once: confirm soon that the set is stable.
+                    match wait_snapshot(ctx, &job, &mut last_seen).await {
+                        Ok(true) => Ok(()),
+                        // All finished once: confirm soon that the set is stable.
+                        Ok(false) if last_seen.is_some() => {
                             ctx.sleep(ctx.poll.initial, cancel).await
-                        } else {
-                            // Not finished yet: back off (one DescribeBackups per poll).
+                        }
+                        // Not finished yet: back off (one DescribeBackups per poll).
+                        Ok(false) => {
                             let s = ctx.sleep(poll, cancel).await;
                             poll = (poll * 2).min(ctx.poll.max);
                             s
                         }
-                    } else {
-                        r
+                        Err(e) => Err(e),
                     }
                 }
                 State::Transferring => transfer_all(ctx, &job, cancel).await,
@@ -256,25 +250,18 @@ async fn cleanup_partial(ctx: &Context, job: &JobRow) {
         return;
     };
     for s in shards {
-        if let (Some(upload), Some(key)) = (&s.upload_id, &s.object_key)
-            && let (Some(client), Some(dest)) = (
-                ctx.s3.get(&job.destination),
-                ctx.config.destinations.get(&job.destination),
-            )
-            && let DestinationKind::S3(cfg) = &dest.kind
-        {
-            match transfer::s3::abort_upload(client, &cfg.bucket, key, upload).await {
-                Ok(()) => {
-                    ctx.event(
-                        job,
-                        "upload-aborted",
-                        &format!("aborted multipart upload of {key}"),
-                    )
-                    .await
-                }
-                Err(e) => {
-                    tracing::error!(job_id = %job.id, error = %e, "cannot abort a multipart upload")
-                }
+        match abort_left_upload(ctx, job, &s).await {
+            Ok(Some(key)) => {
+                ctx.event(
+                    job,
+                    "upload-aborted",
+                    &format!("aborted multipart upload of {key}"),
+                )
+                .await
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(job_id = %job.id, error = %e, "cannot abort a multipart upload")
             }
         }
         if let Some(temp) = &s.temp_path {
@@ -285,6 +272,34 @@ async fn cleanup_partial(ctx: &Context, job: &JobRow) {
             .shard_pending_data(&job.id, &s.backup_id, None, None)
             .await;
     }
+}
+
+/// Aborts the S3 multipart upload a shard's row still names (left by a failed attempt or a
+/// process that died) and forgets it. Returns its key if there was one.
+async fn abort_left_upload(
+    ctx: &Context,
+    job: &JobRow,
+    shard: &ShardRow,
+) -> anyhow::Result<Option<String>> {
+    let (Some(upload), Some(key)) = (&shard.upload_id, &shard.object_key) else {
+        return Ok(None);
+    };
+    let (Some(client), Some(dest)) = (
+        ctx.s3.get(&job.destination),
+        ctx.config.destinations.get(&job.destination),
+    ) else {
+        return Ok(None);
+    };
+    let DestinationKind::S3(cfg) = &dest.kind else {
+        return Ok(None);
+    };
+    transfer::s3::abort_upload(client, &cfg.bucket, key, upload)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    ctx.store
+        .shard_pending_data(&job.id, &shard.backup_id, None, None)
+        .await?;
+    Ok(Some(key.clone()))
 }
 
 /// Updates the per-instance metrics when a job ends; `at_ms` is the `finished_at` written to the
@@ -358,13 +373,12 @@ async fn request(ctx: &Context, job: &JobRow, cancel: &CancellationToken) -> Ste
         Err(e) if e.certainly_not_applied() && e.is_retryable() => {
             let wait = Duration::from_secs(15 + fastrand::u64(0..15));
             let next = ctx.now() + chrono::Duration::from_std(wait).unwrap_or_default();
+            ctx.store.clear_create_sent(&job.id, ms(next)).await?;
             if ms(next) > job.start_by {
-                ctx.store.clear_create_sent(&job.id, ms(next)).await?;
                 return Err(Stop::Miss(format!(
                     "the provider refused CreateBackup until start_window closed: {e}"
                 )));
             }
-            ctx.store.clear_create_sent(&job.id, ms(next)).await?;
             ctx.event(
                 job,
                 "retry",
@@ -400,20 +414,19 @@ async fn request(ctx: &Context, job: &JobRow, cancel: &CancellationToken) -> Ste
     }
 }
 
-/// One `DescribeBackups`. Ok(()) means "not yet" (the caller sleeps); a finished, stable set of
-/// records moves the job to `transferring`.
+/// One `DescribeBackups`. `Ok(false)` means "not yet" (the caller sleeps); `Ok(true)`: a
+/// finished, stable set of records moved the job to `transferring`.
 async fn wait_snapshot(
     ctx: &Context,
     job: &JobRow,
     last_seen: &mut Option<Vec<String>>,
-    _cancel: &CancellationToken,
-) -> Step {
+) -> Result<bool, Stop> {
     let token = job.token();
     let records = match ctx.cds.describe_backups(&job.instance_uuid).await {
         Ok(r) => r,
         Err(e) if e.is_retryable() => {
             tracing::warn!(job_id = %job.id, error = %e, "DescribeBackups failed; polling again");
-            return Ok(());
+            return Ok(false);
         }
         Err(e) => return Err(Stop::Fail(anyhow::Error::new(e).context("DescribeBackups"))),
     };
@@ -434,7 +447,7 @@ async fn wait_snapshot(
                 grace_ms / 1000
             )));
         }
-        return Ok(());
+        return Ok(false);
     }
     if let Some(bad) = mine.iter().find(|b| {
         matches!(
@@ -464,13 +477,13 @@ async fn wait_snapshot(
             .await;
         }
         *last_seen = None;
-        return Ok(());
+        return Ok(false);
     }
     // All finished. Insist on the same set twice in a row, so a cluster's last shard record
     // appearing late is not missed.
     if last_seen.as_ref() != Some(&ids) {
         *last_seen = Some(ids);
-        return Ok(());
+        return Ok(false);
     }
     let rows: Vec<ShardRow> = mine
         .iter()
@@ -516,7 +529,7 @@ async fn wait_snapshot(
         ),
     )
     .await;
-    Ok(())
+    Ok(true)
 }
 
 async fn transfer_all(ctx: &Context, job: &JobRow, cancel: &CancellationToken) -> Step {
@@ -619,16 +632,7 @@ async fn transfer_one(
     let expected_size = shard.size.map(|s| s as u64).or(info.backup.backup_size);
 
     // A multipart upload left by an earlier process is aborted; the transfer starts over.
-    if let (Some(upload), Some(key)) = (&shard.upload_id, &shard.object_key)
-        && let DestinationKind::S3(cfg) = &dest.kind
-        && let Some(client) = ctx.s3.get(&job.destination)
-    {
-        transfer::s3::abort_upload(client, &cfg.bucket, key, upload)
-            .await
-            .map_err(|e| anyhow!("{e}"))?;
-        ctx.store
-            .shard_pending_data(&job.id, &shard.backup_id, None, None)
-            .await?;
+    if let Some(key) = abort_left_upload(ctx, job, shard).await? {
         ctx.event(
             job,
             "upload-aborted",
