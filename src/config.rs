@@ -379,7 +379,12 @@ fn deserialize(text: &str, source: &Path) -> Result<RawConfig, Errors> {
             .location()
             .map(|l| (Some(l.line()), Some(l.column())))
             .unwrap_or((None, None));
-        let path = if path == "." { String::new() } else { path };
+        // "." is the document root; "?" means serde never got a path (a YAML syntax error).
+        let path = if path == "." || path == "?" {
+            String::new()
+        } else {
+            path
+        };
         let mut message = strip_location(&inner.to_string());
         // serde_yaml_ng prefixes its own (partial) path; we print the full one in front.
         if let Some((head, rest)) = message.split_once(": ")
