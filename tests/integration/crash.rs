@@ -3,7 +3,8 @@
 //! at most one `CreateBackup`, no multipart upload is left, every stored object verifies and
 //! nothing is visible that is not stored.
 //!
-//! Each kill lands 0.5–6 s after a start. `RDBVAULT_CRASH_KILLS` sets the number of kills (default 12, the CI "short mode"; the figures
+//! Kills land at random 0.5–6 s after a start, or (every third) shortly after a job reaches
+//! snapshotting or transferring. `RDBVAULT_CRASH_KILLS` sets the number of kills (default 12, the CI "short mode"; the figures
 //! in RELIABILITY.md come from 60). The table of kill phase against outcome is printed.
 
 use super::pipeline::Env;
@@ -40,9 +41,28 @@ async fn sigkill_at_random_points_loses_nothing_and_duplicates_nothing() {
     let mut rng = fastrand::Rng::with_seed(0x5eed_u64 ^ kills() as u64);
     let mut phase_at_kill: BTreeMap<String, Vec<String>> = BTreeMap::new();
 
-    for _ in 0..kills() {
+    for k in 0..kills() {
         let mut daemon = env.cmd(&["run"]).spawn().unwrap();
-        tokio::time::sleep(Duration::from_millis(rng.u64(500..6000))).await;
+        // Every third kill waits for a job in a given phase (snapshotting, then transferring),
+        // so each phase is hit however slow the machine is; the others land at random.
+        let target = match k % 3 {
+            1 => Some("snapshotting"),
+            2 => Some("transferring"),
+            _ => None,
+        };
+        match target {
+            Some(phase) => {
+                for _ in 0..300 {
+                    let jobs = store.list_jobs(None, None, 1000).await.unwrap();
+                    if jobs.iter().any(|j| j.state == phase) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(rng.u64(0..800))).await;
+            }
+            None => tokio::time::sleep(Duration::from_millis(rng.u64(500..6000))).await,
+        }
         // What each open job was doing when the axe fell.
         for j in store.list_jobs(None, None, 1000).await.unwrap() {
             if !rdbvault::job::State::from_str_lossy(&j.state).is_terminal() {
