@@ -70,15 +70,31 @@ impl Store {
             .foreign_keys(true)
             // A daemon and a backup-now share the file; wait for each other's writes.
             .busy_timeout(Duration::from_secs(15));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
-            .await
-            .map_err(|source| Error::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        // Switching a fresh file to WAL takes an exclusive lock for which SQLite may answer
+        // SQLITE_BUSY at once, without calling the busy handler; two processes opening a new DB
+        // together (a daemon and a backup-now) can hit that, so the connect is retried briefly.
+        let mut attempt = 0;
+        let pool = loop {
+            match SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options.clone())
+                .await
+            {
+                Ok(pool) => break pool,
+                Err(source) if attempt < 10 && is_locked(&source) => {
+                    attempt += 1;
+                    tracing::debug!(error = %source, attempt, "state DB busy while opening; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(source) => {
+                    return Err(Error::Open {
+                        path: path.to_path_buf(),
+                        source,
+                    });
+                }
+            }
+        };
         // Two processes opening a fresh DB at once (a daemon and a backup-now) race to apply
         // the same migration; each migration is one transaction, so the loser fails cleanly and
         // finds it applied when it tries again.
@@ -134,18 +150,31 @@ impl Store {
     }
 }
 
+/// SQLite's "database is locked" / "database is busy" (codes 5 and 6, with extended codes).
+fn is_locked(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_processes_opening_a_fresh_db_at_once_both_succeed() {
-        for _ in 0..5 {
+        // CI once lost this race at connect ("database is locked" while switching to WAL), so
+        // it is run often enough to make that likely again, with three openers.
+        for _ in 0..40 {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("state.db");
-            let (a, b) = tokio::join!(Store::open(&path), Store::open(&path));
+            let (a, b, c) =
+                tokio::join!(Store::open(&path), Store::open(&path), Store::open(&path));
             a.unwrap();
             b.unwrap();
+            c.unwrap();
         }
     }
 
