@@ -168,6 +168,7 @@ pub fn cds_client(cds_cfg: &config::CdsConfig, metrics: ApiMetrics) -> Result<Cl
         metrics,
         crate::clock::system(),
     )
+    .map(|client| client.with_describe_spacing(cds_cfg.poll_interval))
     .map_err(Failure::Runtime)
 }
 

@@ -272,7 +272,7 @@ pub async fn plan_policies(
         .iter()
         .filter(|p| policy.is_none_or(|n| p.name == n))
     {
-        let r = crate::prune::prune_policy(ctx, p, dry_run).await?;
+        let r = crate::prune::prune_policy(ctx, p, None, dry_run).await?;
         all.rows.extend(r.rows);
         all.blocked.extend(r.blocked);
         all.problems.extend(r.problems);

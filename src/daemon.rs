@@ -91,7 +91,7 @@ pub async fn rebuild_gauges(ctx: &Context) -> anyhow::Result<()> {
             .schedule_skipped
             .with_label_values(&[name, "overlap"]);
     }
-    crate::reconcile::refresh_verified_gauge(ctx).await?;
+    crate::reconcile::refresh_verified_gauge(ctx, None).await?;
     for job in ctx.store.last_finished().await? {
         let labels = [job.policy.as_str(), job.instance_uuid.as_str()];
         let at = job.finished_at.unwrap_or(job.created_at) as f64 / 1000.0;
@@ -186,8 +186,15 @@ pub async fn dispatch(
                         let outcome = job::run_job(&ctx2, &job.id, &cancel2).await;
                         if outcome == Outcome::Stored {
                             tracing::info!(job_id = %job.id, policy = %job.policy, instance = %job.instance_uuid, "job stored");
-                            // A new verified copy may let retention drop an old one.
-                            prune_policy_logged(&ctx2, &job.policy).await;
+                            // The new copy counts at once; retention (which may wait for the
+                            // instance's DescribeBackups pacing) then recounts.
+                            let scope = Some((job.policy.as_str(), job.instance_uuid.as_str()));
+                            if let Err(e) = crate::reconcile::refresh_verified_gauge(&ctx2, scope).await {
+                                tracing::error!(error = %format!("{e:#}"), "cannot refresh rdbvault_verified_backups");
+                            }
+                            // A new verified copy may let retention drop an old one of this
+                            // instance; the others have not changed.
+                            prune_policy_logged(&ctx2, &job.policy, Some(&job.instance_uuid)).await;
                         }
                         let _ = refresh_job_gauge(&ctx2).await;
                         running2.lock().expect("running set").remove(&job.id);
@@ -205,13 +212,21 @@ pub async fn dispatch(
     }
 }
 
-/// Prunes one policy, logging instead of failing: retention problems never stop the daemon.
-pub async fn prune_policy_logged(ctx: &Context, policy_name: &str) {
+/// Prunes one policy (or one instance of it), logging instead of failing: retention problems
+/// never stop the daemon.
+pub async fn prune_policy_logged(ctx: &Context, policy_name: &str, instance: Option<&str>) {
     let Some(policy) = ctx.config.policies.iter().find(|p| p.name == policy_name) else {
         return;
     };
-    let _guard = ctx.prune_lock.lock().await;
-    match crate::prune::prune_policy(ctx, policy, false).await {
+    // Runs for different instances touch different copies and may overlap; a whole-policy run
+    // waits for them and keeps them out.
+    let (_shared, _exclusive);
+    if instance.is_some() {
+        _shared = Some(ctx.prune_lock.read().await);
+    } else {
+        _exclusive = Some(ctx.prune_lock.write().await);
+    }
+    match crate::prune::prune_policy(ctx, policy, instance, false).await {
         Ok(report) => {
             let deleted = report
                 .rows
@@ -229,7 +244,8 @@ pub async fn prune_policy_logged(ctx: &Context, policy_name: &str) {
             tracing::error!(policy = %policy.name, error = %format!("{e:#}"), "retention failed")
         }
     }
-    if let Err(e) = crate::reconcile::refresh_verified_gauge(ctx).await {
+    let scope = instance.map(|i| (policy_name, i));
+    if let Err(e) = crate::reconcile::refresh_verified_gauge(ctx, scope).await {
         tracing::error!(error = %format!("{e:#}"), "cannot refresh rdbvault_verified_backups");
     }
 }
@@ -253,9 +269,9 @@ pub async fn prune_daily(ctx: Context, cancel: CancellationToken) {
             Err(e) => tracing::error!(error = %format!("{e:#}"), "reconcile failed"),
         }
         for p in &ctx.config.policies {
-            prune_policy_logged(&ctx, &p.name).await;
+            prune_policy_logged(&ctx, &p.name, None).await;
         }
-        let _ = crate::reconcile::refresh_verified_gauge(&ctx).await;
+        let _ = crate::reconcile::refresh_verified_gauge(&ctx, None).await;
         wait = Duration::from_secs(24 * 3600);
     }
 }
@@ -345,7 +361,7 @@ async fn context_with(
     store: Store,
     metrics: Metrics,
     owner: String,
-    prune_lock: Arc<tokio::sync::Mutex<()>>,
+    prune_lock: Arc<tokio::sync::RwLock<()>>,
 ) -> anyhow::Result<Context> {
     let cds = crate::app::cds_client(&config.cds, metrics.api.clone())
         .map_err(|e| anyhow::anyhow!("{e}"))?;

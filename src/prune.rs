@@ -68,11 +68,18 @@ struct DestSet {
     copies: Vec<CopyRow>,
 }
 
-/// Plans (and unless `dry_run`, applies) retention for one policy.
+/// Plans (and unless `dry_run`, applies) retention for one policy: every instance, or only
+/// `instance` (the daemon after a job: retention is per instance, so the others have not
+/// changed, and listing each of them after every job would cost O(instances²) API calls).
 ///
 /// # Errors
 /// The state DB or the destination cannot be opened; per-side problems are in the report.
-pub async fn prune_policy(ctx: &Context, policy: &Policy, dry_run: bool) -> anyhow::Result<Report> {
+pub async fn prune_policy(
+    ctx: &Context,
+    policy: &Policy,
+    instance: Option<&str>,
+    dry_run: bool,
+) -> anyhow::Result<Report> {
     let mut report = Report::default();
     let dest_cfg = ctx
         .config
@@ -81,7 +88,11 @@ pub async fn prune_policy(ctx: &Context, policy: &Policy, dry_run: bool) -> anyh
         .ok_or_else(|| anyhow::anyhow!("destination `{}` is not configured", policy.destination))?;
     let handle = Handle::new(dest_cfg).await?;
     let tz = policy.schedule.timezone;
-    let all = ctx.store.copies_with_deleted(&policy.name).await?;
+    let only_instance = instance;
+    let all = ctx
+        .store
+        .copies_with_deleted(&policy.name, instance)
+        .await?;
 
     // Jobs whose destination copies were verified (pruned ones included: they were good).
     let mut verified_jobs: BTreeSet<String> = BTreeSet::new();
@@ -130,6 +141,9 @@ pub async fn prune_policy(ctx: &Context, policy: &Policy, dry_run: bool) -> anyh
         .collect();
 
     for (instance, sets) in by_instance {
+        if only_instance.is_some_and(|only| only != instance) {
+            continue;
+        }
         // ---- destination side ----
         let dest_sets: Vec<Set> = sets
             .iter()

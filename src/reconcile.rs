@@ -140,13 +140,20 @@ pub async fn reconcile(ctx: &Context) -> anyhow::Result<Findings> {
             }
         }
     }
-    refresh_verified_gauge(ctx).await?;
+    refresh_verified_gauge(ctx, None).await?;
     Ok(f)
 }
 
-/// `rdbvault_verified_backups{policy,instance,location}` from the inventory.
-pub async fn refresh_verified_gauge(ctx: &Context) -> anyhow::Result<()> {
-    let copies = ctx.store.copies(None, None).await?;
+/// `rdbvault_verified_backups{policy,instance,location}` from the inventory: every series, or
+/// only those of one (policy, instance) after a job of it.
+pub async fn refresh_verified_gauge(
+    ctx: &Context,
+    scope: Option<(&str, &str)>,
+) -> anyhow::Result<()> {
+    let copies = ctx
+        .store
+        .copies(scope.map(|s| s.0), scope.map(|s| s.1))
+        .await?;
     let mut counts: std::collections::BTreeMap<(String, String, String), BTreeSet<String>> =
         Default::default();
     for c in copies.iter().filter(|c| c.verified == 1 && c.missing == 0) {
@@ -159,7 +166,17 @@ pub async fn refresh_verified_gauge(ctx: &Context) -> anyhow::Result<()> {
             .or_default()
             .insert(c.job_id.clone().unwrap_or_else(|| c.backup_id.clone()));
     }
-    ctx.metrics.verified_backups.reset();
+    match scope {
+        None => ctx.metrics.verified_backups.reset(),
+        Some((p, i)) => {
+            for location in ["provider", "destination"] {
+                let _ = ctx
+                    .metrics
+                    .verified_backups
+                    .remove_label_values(&[p, i, location]);
+            }
+        }
+    }
     for ((p, i, l), sets) in counts {
         ctx.metrics
             .verified_backups

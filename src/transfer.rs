@@ -191,6 +191,9 @@ pub struct ShardSource {
     pub backup_id: String,
     pub expected_size: Option<u64>,
     pub route: DownloadRoute,
+    /// A `DownloadBackup` answer obtained just before the transfer (the runner needs the shard
+    /// id first): the first connection uses its URLs instead of asking again.
+    pub fresh_urls: Option<crate::cds::model::BackupDownload>,
 }
 
 /// Progress callback: bytes received so far for this shard.

@@ -10,7 +10,7 @@ use crate::clock::SharedClock;
 use crate::metrics::ApiMetrics;
 use crate::secret::Secret;
 use serde::de::DeserializeOwned;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use url::Url;
@@ -96,6 +96,20 @@ pub struct Client {
     metrics: ApiMetrics,
     clock: SharedClock,
     rng: std::sync::Arc<Mutex<fastrand::Rng>>,
+    describe_pacing: DescribePacing,
+}
+
+/// When an instance's last listing finished; locked across a listing.
+type InstanceGate = std::sync::Arc<tokio::sync::Mutex<Option<tokio::time::Instant>>>;
+
+/// Keeps `DescribeBackups` for one instance at most once per `spacing`, whoever asks: a job
+/// polling, the retention run after it, reconcile. With many instances this is what keeps the
+/// provider's load at one listing per instance per poll interval.
+#[derive(Debug, Clone, Default)]
+struct DescribePacing {
+    spacing: Duration,
+    /// Per instance: when its last listing finished.
+    last: std::sync::Arc<Mutex<HashMap<String, InstanceGate>>>,
 }
 
 /// Appends the Redis product path to an endpoint unless it already ends with it.
@@ -132,7 +146,16 @@ impl Client {
             metrics,
             clock,
             rng: std::sync::Arc::new(Mutex::new(fastrand::Rng::new())),
+            describe_pacing: DescribePacing::default(),
         })
+    }
+
+    /// At most one `DescribeBackups` per instance per `spacing` (the daemon passes
+    /// `cds.poll_interval`); calls that come sooner wait.
+    #[must_use]
+    pub fn with_describe_spacing(mut self, spacing: Duration) -> Self {
+        self.describe_pacing.spacing = spacing;
+        self
     }
 
     /// The endpoint with the product path, for messages (it holds no secret).
@@ -419,7 +442,26 @@ impl Client {
 
     pub async fn describe_backups(&self, instance_uuid: &str) -> Result<Vec<Backup>, Error> {
         let p = params([("InstanceUuid", instance_uuid.into())]);
-        Ok(self.call_typed(Action::DescribeBackups, &p).await?.0)
+        let pacing = &self.describe_pacing;
+        if pacing.spacing.is_zero() {
+            return Ok(self.call_typed(Action::DescribeBackups, &p).await?.0);
+        }
+        let gate = pacing
+            .last
+            .lock()
+            .expect("pacing lock")
+            .entry(instance_uuid.to_string())
+            .or_default()
+            .clone();
+        // Held across the call: a second caller for the same instance waits for this answer
+        // and then for the spacing, counted from when the answer arrived.
+        let mut last_done = gate.lock().await;
+        if let Some(done) = *last_done {
+            tokio::time::sleep_until(done + pacing.spacing).await;
+        }
+        let result = self.call_typed(Action::DescribeBackups, &p).await;
+        *last_done = Some(tokio::time::Instant::now());
+        Ok(result?.0)
     }
 
     /// Asks for fresh download URLs. Call it right before each download: URLs expire.

@@ -73,7 +73,7 @@ pub struct Context {
     pub poll: PollSettings,
     pub progress: Option<ProgressFn>,
     /// One prune at a time per process.
-    pub prune_lock: Arc<tokio::sync::Mutex<()>>,
+    pub prune_lock: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// How a run of [`run_job`] ended.
@@ -678,6 +678,7 @@ async fn transfer_one(
         backup_id: shard.backup_id.clone(),
         expected_size,
         route,
+        fresh_urls: Some(info),
     };
     let region = job.region_id.clone();
     let manifest = |stored: &transfer::Stored| Manifest {
@@ -715,9 +716,28 @@ async fn transfer_one(
                 .get(&job.destination)
                 .ok_or_else(|| anyhow!("no S3 client for destination {}", job.destination))?
                 .clone();
+            let mut s3_cfg = (**cfg).clone();
+            if let Some(size) = expected_size {
+                let part_size = transfer::s3::part_size_for(size, s3_cfg.part_size);
+                if part_size != s3_cfg.part_size {
+                    ctx.event(
+                        job,
+                        "part-size",
+                        &format!(
+                            "{} bytes in parts of {} would exceed S3's {} parts; using parts of {}",
+                            size,
+                            crate::config::units::format_size(s3_cfg.part_size),
+                            transfer::s3::MAX_PARTS,
+                            crate::config::units::format_size(part_size)
+                        ),
+                    )
+                    .await;
+                    s3_cfg.part_size = part_size;
+                }
+            }
             let mut sink = S3Sink::new(
                 client,
-                Arc::new((**cfg).clone()),
+                Arc::new(s3_cfg),
                 key.clone(),
                 manifest_key.clone(),
                 shard.backup_id.clone(),

@@ -486,6 +486,8 @@ async fn stats(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
         "download_bytes": w.download_bytes,
         "instances": w.instances.len(),
         "backups": w.backups.len(),
+        "api_in_flight_max": w.api_in_flight_max,
+        "describe_backups_min_gap_ms": w.describe_backups_min_gap.map(|g| g.num_milliseconds()),
     }))
 }
 

@@ -289,6 +289,10 @@ pub struct World {
     /// API calls being answered right now, and the most at once.
     pub api_in_flight: u64,
     pub api_in_flight_max: u64,
+    /// When each instance's backups were last listed, and the shortest gap seen between two
+    /// listings of the same instance: the benchmark checks polling stays at one per interval.
+    pub describe_backups_last: BTreeMap<String, DateTime<Utc>>,
+    pub describe_backups_min_gap: Option<chrono::Duration>,
     next_ip: u32,
 }
 
@@ -367,6 +371,8 @@ impl World {
             corruptions_served: 0,
             api_in_flight: 0,
             api_in_flight_max: 0,
+            describe_backups_last: BTreeMap::new(),
+            describe_backups_min_gap: None,
             next_ip: 100,
         }
     }
@@ -592,6 +598,12 @@ impl World {
             "DescribeBackups" => {
                 let uuid = required(params, "InstanceUuid")?.to_ascii_lowercase();
                 self.instance(&uuid)?;
+                if let Some(last) = self.describe_backups_last.insert(uuid.clone(), now) {
+                    let gap = now - last;
+                    if self.describe_backups_min_gap.is_none_or(|min| gap < min) {
+                        self.describe_backups_min_gap = Some(gap);
+                    }
+                }
                 let list: Vec<Backup> = self
                     .backups
                     .iter()

@@ -97,13 +97,19 @@ impl Store {
 
 impl Store {
     /// Every copy of a policy, deleted ones included (`deleted_at` set).
-    pub async fn copies_with_deleted(&self, policy: &str) -> Result<Vec<CopyRow>> {
+    pub async fn copies_with_deleted(
+        &self,
+        policy: &str,
+        instance: Option<&str>,
+    ) -> Result<Vec<CopyRow>> {
         Ok(sqlx::query_as::<_, CopyRow>(
             "SELECT id, location, policy, instance_uuid, instance_name, job_id, backup_id, shard_id, destination,
                     object_key, size, sha256, rdb_version, requested_at, verified, verified_at, pinned, missing, deleted_at
-             FROM backups WHERE policy = ? ORDER BY requested_at DESC, id DESC",
+             FROM backups WHERE policy = ?1 AND (?2 IS NULL OR instance_uuid = ?2)
+             ORDER BY requested_at DESC, id DESC",
         )
         .bind(policy.to_string())
+        .bind(instance.map(str::to_string))
         .fetch_all(self.pool())
         .await?)
     }

@@ -76,6 +76,7 @@ impl Downloader {
         let mut failures = 0u32;
         let mut last_problem = String::new();
         let mut use_public = src.route == DownloadRoute::Public;
+        let mut fresh_urls = src.fresh_urls.clone();
         loop {
             if cancel.is_cancelled() {
                 return Err(Error::Cancelled);
@@ -97,11 +98,15 @@ impl Downloader {
                 return Ok(());
             }
             // A fresh URL for every connection: they expire.
-            let info = match self
-                .cds
-                .download_backup(&src.instance_uuid, &src.backup_id)
-                .await
-            {
+            let fetched = match fresh_urls.take() {
+                Some(info) => Ok(info),
+                None => {
+                    self.cds
+                        .download_backup(&src.instance_uuid, &src.backup_id)
+                        .await
+                }
+            };
+            let info = match fetched {
                 Ok(info) => info,
                 Err(e) if e.is_retryable() => {
                     failures += 1;

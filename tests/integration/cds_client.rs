@@ -339,3 +339,50 @@ async fn transport_errors_and_timeouts_are_classified() {
     assert!(err.is_retryable());
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_backups_is_paced_per_instance() {
+    let sim = start_sim(support::sim_config()).await;
+    let spacing = Duration::from_millis(400);
+    let (c, _registry) = client(&sim);
+    let c = c.with_describe_spacing(spacing);
+
+    // Three callers at once for one instance (a job polling, retention, reconcile) and one
+    // for another instance.
+    let started = std::time::Instant::now();
+    let (a, b, d, other) = tokio::join!(
+        c.describe_backups(REPLICA),
+        c.describe_backups(REPLICA),
+        c.describe_backups(REPLICA),
+        async {
+            let r = c.describe_backups(CLUSTER).await;
+            (r, started.elapsed())
+        }
+    );
+    let took = started.elapsed();
+    a.unwrap();
+    b.unwrap();
+    d.unwrap();
+    other.0.unwrap();
+    assert!(
+        took >= spacing * 2,
+        "three listings of one instance took {took:?}, spacing {spacing:?}"
+    );
+    assert!(
+        other.1 < spacing,
+        "another instance waited {:?} for this one's pacing",
+        other.1
+    );
+    let gap = sim
+        .shared
+        .world
+        .lock()
+        .unwrap()
+        .describe_backups_min_gap
+        .unwrap();
+    assert!(
+        gap.to_std().unwrap() >= spacing,
+        "the simulator saw two listings of one instance {gap} apart"
+    );
+    assert_eq!(sim.calls("DescribeBackups"), 4);
+}

@@ -91,7 +91,20 @@ async fn metrics_health_v1_and_reload_as_an_operator_sees_them() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (status, body) = get(&format!("{base}/metrics")).await;
+    // The gauges follow the job's stored state within moments (the daemon recounts right
+    // after the job's task ends), so give them a few seconds.
+    let mut scrape = get(&format!("{base}/metrics")).await;
+    for _ in 0..50 {
+        if CONTRACT
+            .iter()
+            .all(|name| scrape.1.lines().any(|l| l.starts_with(name)))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        scrape = get(&format!("{base}/metrics")).await;
+    }
+    let (status, body) = scrape;
     assert_eq!(status, 200);
     for name in CONTRACT {
         assert!(

@@ -412,3 +412,72 @@ async fn an_s3_outage_mid_upload_is_retried_or_fails_with_its_reason() {
     println!("\ns3 outage: job {}, events: {events:#?}", job.state);
     sim.stop().await;
 }
+
+/// The daemon with many instances due at once: retention after each job lists only that job's
+/// instance (it once listed every instance of the policy after every job: O(instances²) calls),
+/// and no instance is listed twice within `cds.poll_interval`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_lists_each_instance_at_most_once_per_poll_interval() {
+    let n = 40;
+    let mut cfg = support::sim_config();
+    cfg.settings.backup_delay = Duration::from_millis(300);
+    cfg.instances = Some(
+        (0..n)
+            .map(|i| InstanceSpec {
+                name: format!("many-{i:03}"),
+                backup_size: Some(8192),
+                ..Default::default()
+            })
+            .collect(),
+    );
+    let sim = start_sim(cfg).await;
+    let setup = setup(&sim, "dir", "", (n, 8));
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "cron: \"@yearly\"",
+        "cron: \"*/5 * * * * *\", catch_up: none",
+    );
+    std::fs::write(&setup.config, text).unwrap();
+    let mut c = support::rdbvault();
+    c.arg("-c").arg(&setup.config).arg("run");
+    let mut daemon = tokio::process::Command::from(c)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let store = rdbvault::store::Store::open(&setup.dir.path().join("state.db"))
+        .await
+        .unwrap();
+    let mut stored = 0;
+    for _ in 0..300 {
+        stored = store
+            .list_jobs(None, Some(rdbvault::job::State::Stored), 10_000)
+            .await
+            .unwrap()
+            .len();
+        if stored >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let the retention runs after the last jobs finish too.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = daemon.start_kill();
+    let _ = daemon.wait().await;
+    assert!(stored >= n, "only {stored} of {n} jobs stored");
+    let (describe, gap) = {
+        let w = sim.shared.world.lock().unwrap();
+        (
+            w.calls.get("DescribeBackups").copied().unwrap_or(0),
+            w.describe_backups_min_gap,
+        )
+    };
+    // Per instance: one listing at start (reconcile), a few polls per job, one for retention.
+    assert!(
+        describe as usize <= stored * 6 + n,
+        "{describe} DescribeBackups for {stored} jobs of {n} instances"
+    );
+    let gap = gap.expect("instances were listed more than once");
+    assert!(
+        gap >= chrono::Duration::milliseconds(200),
+        "an instance was listed twice {gap} apart (cds.poll_interval is 200ms)"
+    );
+}
