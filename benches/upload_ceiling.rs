@@ -1,7 +1,9 @@
 //! The upload ceiling for `scripts/bench.sh`: a plain aws-sdk-s3 multipart upload of a file's
-//! bytes, already in memory, with the same part size and parallelism rdbvault is given. Nothing
-//! is downloaded, hashed or verified, so this is as fast as the S3 server and the SDK go on this
-//! machine; rdbvault's end-to-end time is compared against it.
+//! bytes, already in memory, with the same part size, parallelism and request options rdbvault
+//! uses (no SigV4 payload hash, the SDK's CRC32 part checksums). Nothing is downloaded, hashed
+//! or verified, so this is as fast as the S3 server and the SDK go on this machine; rdbvault's
+//! end-to-end time is compared against it. `--signed-payload` measures the SDK's default
+//! instead (a SHA-256 of every part for SigV4).
 //!
 //! ```text
 //! cargo bench --bench upload_ceiling -- --endpoint http://127.0.0.1:8333 --bucket B \
@@ -27,6 +29,7 @@ struct Args {
     file: Option<std::path::PathBuf>,
     part_size: usize,
     concurrency: usize,
+    signed_payload: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -37,6 +40,7 @@ fn parse_args() -> Result<Args, String> {
         file: None,
         part_size: 16 << 20,
         concurrency: 4,
+        signed_payload: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -49,10 +53,9 @@ fn parse_args() -> Result<Args, String> {
             "--bucket" => args.bucket = value()?,
             "--key" => args.key = value()?,
             "--file" => args.file = Some(value()?.into()),
+            "--signed-payload" => args.signed_payload = true,
             "--part-size" => {
-                args.part_size = value()?
-                    .parse()
-                    .map_err(|e| format!("--part-size: {e}"))?
+                args.part_size = value()?.parse().map_err(|e| format!("--part-size: {e}"))?
             }
             "--concurrency" => {
                 args.concurrency = value()?
@@ -108,8 +111,9 @@ async fn upload(
             upload_id.clone(),
         );
         let number = index as i32 + 1;
+        let signed = args.signed_payload;
         tasks.spawn(async move {
-            let out = client
+            let request = client
                 .upload_part()
                 .bucket(bucket)
                 .key(key)
@@ -117,8 +121,12 @@ async fn upload(
                 .part_number(number)
                 .content_length(part.len() as i64)
                 .body(ByteStream::from(part))
-                .send()
-                .await;
+                .customize();
+            let out = if signed {
+                request.send().await
+            } else {
+                request.disable_payload_signing().send().await
+            };
             drop(permit);
             out.map(|o| {
                 CompletedPart::builder()

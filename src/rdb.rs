@@ -386,12 +386,14 @@ impl Generator {
         let key = self.seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         // Whole words straight into the buffer (the simulator serves gigabytes this way); the
         // byte-wise loop below handles a start or end that is not word-aligned.
-        if i < out.len() && (pos - ENTRY_OVERHEAD) % 8 == 0 {
+        if i < out.len() && (pos - ENTRY_OVERHEAD).is_multiple_of(8) {
             let first_word = (pos - ENTRY_OVERHEAD) / 8;
             let words = out[i..].chunks_exact_mut(8);
             let aligned = words.len() * 8;
             for (w, dst) in words.enumerate() {
-                dst.copy_from_slice(&splitmix64(key.wrapping_add(first_word + w as u64)).to_le_bytes());
+                dst.copy_from_slice(
+                    &splitmix64(key.wrapping_add(first_word + w as u64)).to_le_bytes(),
+                );
             }
             i += aligned;
             pos += aligned as u64;

@@ -16,6 +16,16 @@ use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use tokio::task::JoinSet;
 
+/// S3's limit on the parts of one multipart upload.
+pub const MAX_PARTS: u64 = 10_000;
+
+/// The part size for an object of `total` bytes: the configured one, or the smallest whole
+/// number of MiB that keeps the upload within [`MAX_PARTS`] (a 200 GiB RDB file needs 21 MiB).
+pub fn part_size_for(total: u64, configured: u64) -> u64 {
+    let needed = total.div_ceil(MAX_PARTS).div_ceil(1 << 20) << 20;
+    configured.max(needed)
+}
+
 /// S3's limit for a single CopyObject; larger objects are copied part by part.
 pub const COPY_OBJECT_LIMIT: u64 = 5 << 30;
 /// Part size for a multipart self-copy.
@@ -194,6 +204,14 @@ impl S3Sink {
     }
 
     async fn upload_part(&mut self, data: Bytes) -> Result<(), Error> {
+        if self.next_part as u64 > MAX_PARTS {
+            return Err(Error::Destination(format!(
+                "s3://{}/{} would need more than {MAX_PARTS} parts of {}; raise part_size",
+                self.cfg.bucket,
+                self.key,
+                crate::config::units::format_size(self.cfg.part_size)
+            )));
+        }
         let upload_id = self.ensure_upload().await?;
         while self.inflight.len() >= self.cfg.upload_concurrency {
             self.join_one().await?;
@@ -565,4 +583,21 @@ pub async fn list_uploads(
             )
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_size_grows_only_when_the_part_limit_needs_it() {
+        let mib = 1u64 << 20;
+        assert_eq!(part_size_for(1 << 30, 16 * mib), 16 * mib);
+        assert_eq!(part_size_for(16 * mib * MAX_PARTS, 16 * mib), 16 * mib);
+        assert_eq!(part_size_for(16 * mib * MAX_PARTS + 1, 16 * mib), 17 * mib);
+        let big = 200u64 << 30;
+        let part = part_size_for(big, 16 * mib);
+        assert_eq!(part, 21 * mib);
+        assert!(big.div_ceil(part) <= MAX_PARTS);
+    }
 }
