@@ -382,34 +382,22 @@ impl Generator {
             i = n;
             pos += n as u64;
         }
-        // The value: 8 pseudo-random bytes per word, addressed by (seed, entry, word).
+        // The value: a window of the shared pseudo-random pool, starting at an offset drawn
+        // from (seed, entry). Copying from the pool is memcpy-fast, which matters because the
+        // simulator serves gigabytes this way and hashes the whole file once for its CRC.
+        let pool = value_pool();
         let key = self.seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        // Whole words straight into the buffer (the simulator serves gigabytes this way); the
-        // byte-wise loop below handles a start or end that is not word-aligned.
-        if i < out.len() && (pos - ENTRY_OVERHEAD).is_multiple_of(8) {
-            let first_word = (pos - ENTRY_OVERHEAD) / 8;
-            let words = out[i..].chunks_exact_mut(8);
-            let aligned = words.len() * 8;
-            for (w, dst) in words.enumerate() {
-                dst.copy_from_slice(
-                    &splitmix64(key.wrapping_add(first_word + w as u64)).to_le_bytes(),
-                );
-            }
-            i += aligned;
-            pos += aligned as u64;
-        }
+        let origin = (splitmix64(key) % VALUE_POOL_LEN as u64) as usize;
         while i < out.len() {
-            let v = pos - ENTRY_OVERHEAD;
-            let word = splitmix64(key.wrapping_add(v / 8)).to_le_bytes();
-            let start = (v % 8) as usize;
-            let n = (8 - start).min(out.len() - i);
-            out[i..i + n].copy_from_slice(&word[start..start + n]);
+            let at = (origin + (pos - ENTRY_OVERHEAD) as usize) % VALUE_POOL_LEN;
+            let n = (VALUE_POOL_LEN - at).min(out.len() - i);
+            out[i..i + n].copy_from_slice(&pool[at..at + n]);
             i += n;
             pos += n as u64;
         }
     }
 
-    /// The CRC64 of everything before the trailer. Reads the whole content once (about a second
+    /// The CRC64 of everything before the trailer. Reads the whole content once (a fraction of a second
     /// per GiB), in 1 MiB pieces.
     pub fn compute_crc(&self) -> u64 {
         let mut digest = crc64();
@@ -439,6 +427,19 @@ impl Generator {
             *b = trailer[pos as usize];
         }
     }
+}
+
+/// Size of the pool generated values are copied from.
+const VALUE_POOL_LEN: usize = 1 << 20;
+
+/// 1 MiB of SplitMix64 output, made once per process.
+fn value_pool() -> &'static [u8] {
+    static POOL: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        (0..VALUE_POOL_LEN as u64 / 8)
+            .flat_map(|i| splitmix64(0x5EED_0F_DA7A ^ i).to_le_bytes())
+            .collect()
+    })
 }
 
 /// SplitMix64: a fast, well-mixed hash of a counter.
