@@ -64,8 +64,14 @@ need weed && need aws || { echo "bench.sh: weed or aws is not on PATH after inst
 # --- build --------------------------------------------------------------------------------
 echo "bench.sh: building (release)" >&2
 cargo build --release --bin rdbvault >&2
-CEILING=$(cargo bench --bench upload_ceiling --no-run 2>&1 | tee /dev/stderr |
-  sed -n 's/.*Executable .*(\(.*upload_ceiling-[0-9a-f]*\)).*/\1/p' | tail -1)
+# `cargo build --release` (not `cargo bench`) so the ceiling shares the release artifacts
+# instead of building the whole dependency tree again under the bench profile.
+CEILING=$(cargo build --release --bench upload_ceiling --message-format=json 2>/dev/null |
+  python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "upload_ceiling" and m.get("executable"):
+        print(m["executable"])' | tail -1)
 [ -x "$CEILING" ] || { echo "bench.sh: cannot find the upload_ceiling bench binary" >&2; exit 1; }
 RDBVAULT=$ROOT/target/release/rdbvault
 
@@ -424,7 +430,7 @@ cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
 mem_gib = int(open("/proc/meminfo").readline().split()[1]) / (1 << 20)
 curl_version = " ".join(sh("curl --version").split()[:2])
 aws_version = sh("aws --version 2>&1").split(" Python")[0]
-print(f"rdbvault benchmarks, {sh('date -u +%Y-%m-%dT%H:%MZ')}, commit {sh('git rev-parse --short HEAD')}")
+print(f"rdbvault benchmarks, {sh('date -u +%Y-%m-%dT%H:%MZ')}, commit {sh('git describe --always --dirty')}")
 print(f"machine: {sh('nproc')} cores ({cpu}), {mem_gib:.0f} GiB, Linux {platform.release()}")
 print(f"tools: SeaweedFS {sh('weed version 2>&1 | head -1')} (data in {weed_dir.rsplit('/', 1)[0]}, GOGC=400); {aws_version}; {curl_version}")
 print(f"S3 settings for (a) and (c): part_size {part_label}, upload_concurrency {conc}; medians of {repeat} runs\n")
