@@ -184,7 +184,7 @@ EOF
 
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
-record() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"; } # mode size method seconds rss_kib extra
+record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"; } # mode size method seconds rss_kib extra cpu
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 PIN_CLIENT=()
 MODE=shared
@@ -214,16 +214,20 @@ reset_s3() {
 run_rdbvault() { # SIZE
   local size=$1 uuid out
   uuid=$(uuid_for "$size")
-  out=$("${PIN_CLIENT[@]}" /usr/bin/time -f '%e %M' -o "$WORK/time.txt" "$RDBVAULT" -c "$WORK/bench.yaml" \
+  local s0 s1
+  s0=$(cpu_ticks "$SIM_PID")
+  out=$("${PIN_CLIENT[@]}" /usr/bin/time -f '%e %M %U %S' -o "$WORK/time.txt" "$RDBVAULT" -c "$WORK/bench.yaml" \
     backup-now --policy bench --instance "$uuid" 2>&1) || { echo "$out" >&2; echo "bench.sh: backup-now failed" >&2; exit 1; }
-  read -r wall rss <"$WORK/time.txt"
+  s1=$(cpu_ticks "$SIM_PID")
+  read -r wall rss user sys <"$WORK/time.txt"
   local snapshot
   snapshot=$("$RDBVAULT" -c "$WORK/bench.yaml" jobs --json | python3 -c '
 import json, sys
 j = json.load(sys.stdin)[0]
 assert j["state"] == "stored", j["state"]
 print((j["snapshot_done_at"] - j["requested_at"]) / 1000)')
-  record "$MODE" "$size" a "$wall" "$rss" "$snapshot"
+  record "$MODE" "$size" a "$wall" "$rss" "$snapshot" "$(python3 -c "print($user + $sys)")"
+  record "$MODE" "$size" sim_cpu_a "$(( s1 - s0 ))" "" "" ""
   reset_s3
 }
 latest_url() { # SIZE -> a fresh download URL of the newest backup of that instance
@@ -242,24 +246,25 @@ run_script() { # SIZE: curl | aws s3 cp -
   "${PIN_CLIENT[@]}" /usr/bin/time -f '%e %M' -o "$WORK/time.txt" bash -c \
     "set -o pipefail; curl -sf '$url' | aws --endpoint-url '$S3' s3 cp - 's3://bench/b/$1.rdb'"
   read -r wall rss <"$WORK/time.txt"
-  record "$MODE" "$1" b "$wall" "$rss" ""
+  record "$MODE" "$1" b "$wall" "$rss" "" ""
   reset_s3
 }
 run_ceiling() { # SIZE
   local line url
   line=$("${PIN_CLIENT[@]}" "$CEILING" --endpoint "$S3" --bucket bench --key "c/$1.rdb" --file "$WORK/payload-$1" \
     --part-size "$(size_bytes "$PART_SIZE")" --concurrency "$UPLOAD_CONCURRENCY")
-  record "$MODE" "$1" c_upload "$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$line")" "" ""
+  record "$MODE" "$1" c_upload "$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$line")" "" "" ""
   reset_s3
   url=$(latest_url "$1")
-  record "$MODE" "$1" c_download "$("${PIN_CLIENT[@]}" curl -sf -o /dev/null -w '%{time_total}' "$url")" "" ""
+  record "$MODE" "$1" c_download "$("${PIN_CLIENT[@]}" curl -sf -o /dev/null -w '%{time_total}' "$url")" "" "" ""
 }
 
 # --- 1. throughput ------------------------------------------------------------------------
 for size in $SIZES; do
   echo "bench.sh: throughput, $size" >&2
   set_mode shared
-  run_rdbvault "$size" # warm-up: also makes the backup whose bytes (b) and (c) use
+  MODE=warmup          # not counted: makes the backup whose bytes (b) and (c) use
+  run_rdbvault "$size"
   curl -sf -o "$WORK/payload-$size" "$(latest_url "$size")"
   for rep in $(seq 1 "$REPEAT"); do
     for mode in $MODES; do
@@ -267,12 +272,12 @@ for size in $SIZES; do
       w0=$(cpu_ticks "$WEED_PID")
       run_rdbvault "$size"
       w1=$(cpu_ticks "$WEED_PID")
-      record "$mode" "$size" weed_cpu_a "$(( w1 - w0 ))" "" ""
+      record "$mode" "$size" weed_cpu_a "$(( w1 - w0 ))" "" "" ""
       run_script "$size"
       w0=$(cpu_ticks "$WEED_PID")
       run_ceiling "$size"
       w1=$(cpu_ticks "$WEED_PID")
-      record "$mode" "$size" weed_cpu_c "$(( w1 - w0 ))" "" ""
+      record "$mode" "$size" weed_cpu_c "$(( w1 - w0 ))" "" "" ""
     done
   done
   set_mode shared
@@ -353,7 +358,7 @@ for _ in $(seq 1 "$IDLE_SECONDS"); do
   sleep 1
 done
 t1=$(cpu_ticks "$DAEMON_PID")
-record scale all idle "$IDLE_SECONDS" "$max_rss" "$(( t1 - t0 ))"
+record scale all idle "$IDLE_SECONDS" "$max_rss" "$(( t1 - t0 ))" ""
 stop_daemon
 
 # 3b. every instance due at the next minute.
@@ -476,12 +481,14 @@ if sizes:
             a, b, cu = own(mode, s), med(mode, s, "b"), med(mode, s, "c_upload")
             print(f"   {mode} {s}: " + check(b / a >= 1.5, f"b/a >= 1.5 ({b / a:.2f})") + "; "
                   + check(cu / a >= 0.9, f"a/c >= 0.9 ({cu / a:.2f})") + f"; b/c = {b / cu:.2f}")
+    print("   CPU-seconds per GiB (rdbvault, the simulator it reads from, SeaweedFS) during (a);")
+    print("   SeaweedFS during (c):")
     for mode in modes:
         for s in sizes:
             gib = nbytes(s) / (1 << 30)
+            ra, sa = med(mode, s, "a", 6), med(mode, s, "sim_cpu_a")
             wa, wc = med(mode, s, "weed_cpu_a"), med(mode, s, "weed_cpu_c")
-            if wa and wc:
-                print(f"   SeaweedFS CPU per GiB stored, {mode} {s}: {wa / 100 / gib:.1f} s during (a), {wc / 100 / gib:.1f} s during (c)")
+            print(f"   {mode} {s}: rdbvault {ra / gib:.2f}, simulator {sa / 100 / gib:.2f}, SeaweedFS {wa / 100 / gib:.1f}; SeaweedFS during (c) {wc / 100 / gib:.1f}")
     print()
 print("2. peak RSS of backup-now (/usr/bin/time -v)")
 peaks = {}
