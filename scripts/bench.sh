@@ -123,16 +123,32 @@ wait_http() { # URL: wait until it answers at all
 export AWS_ACCESS_KEY_ID=rdbvault-bench-s3-key AWS_SECRET_ACCESS_KEY=rdbvault-bench-s3-secret AWS_REGION=us-east-1
 export CDS_ACCESS_KEY_ID=rdbvault-demo-ak CDS_ACCESS_KEY_SECRET=rdbvault-demo-secret
 export AWS_PAGER="" RUST_LOG=warn
-read -r P_MASTER P_VOLUME P_FILER P_S3 P_ADMIN P_SIM P_SIM2 P_HTTP <<<"$(free_ports 8)"
-S3=http://127.0.0.1:$P_S3
+read -r P_MASTER P_VOLUME P_FILER P_S3 P_ADMIN P_SIM P_SIM2 P_HTTP \
+  PP_MASTER PP_VOLUME PP_FILER PP_S3 PP_ADMIN <<<"$(free_ports 13)"
 SIM=http://127.0.0.1:$P_SIM
-mkdir -p "$WEED_DIR"
-GOGC=400 weed mini -dir="$WEED_DIR" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port="$P_MASTER" \
-  -volume.port="$P_VOLUME" -filer.port="$P_FILER" -s3.port="$P_S3" -admin.ui=false \
-  -admin.port="$P_ADMIN" -webdav=false -s3.port.iceberg=0 -s3.port.lance=0 -bucket=bench \
-  >"$WORK/weed.log" 2>&1 &
-PIDS+=($!)
-WEED_PID=$!
+start_weed() { # NAME MASTER VOLUME FILER S3 ADMIN PREFIX...: starts SeaweedFS, sets WEED_STARTED
+  local name=$1 master=$2 volume=$3 filer=$4 s3=$5 admin=$6
+  shift 6
+  mkdir -p "$WEED_DIR/$name"
+  "$@" weed mini -dir="$WEED_DIR/$name" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port="$master" \
+    -volume.port="$volume" -filer.port="$filer" -s3.port="$s3" -admin.ui=false \
+    -admin.port="$admin" -webdav=false -s3.port.iceberg=0 -s3.port.lance=0 -bucket=bench \
+    >"$WORK/weed-$name.log" 2>&1 &
+  PIDS+=($!)
+  WEED_STARTED=$!
+}
+# "shared": free on both cores. "pinned": its own instance, started on CPU 1 with GOMAXPROCS=1
+# (Go sizes its scheduler from the CPUs it may use at start; pinning a running weed made it spin
+# and spend up to twice the CPU per GiB).
+export GOGC=400
+start_weed shared "$P_MASTER" "$P_VOLUME" "$P_FILER" "$P_S3" "$P_ADMIN" env
+WEED_SHARED_PID=$WEED_STARTED
+MODES="shared"
+if need taskset && [ "$(nproc)" -ge 2 ]; then
+  MODES="shared pinned"
+  start_weed pinned "$PP_MASTER" "$PP_VOLUME" "$PP_FILER" "$PP_S3" "$PP_ADMIN" taskset -c 1 env GOMAXPROCS=1
+  WEED_PINNED_PID=$WEED_STARTED
+fi
 
 size_bytes() { python3 -c "import sys
 s=sys.argv[1]; u={'KiB':1<<10,'MiB':1<<20,'GiB':1<<30}
@@ -152,11 +168,15 @@ uuid_for() { printf '00000000-0000-4000-8000-%012d' "$(( $(size_bytes "$1") >> 2
 PIDS+=($!)
 SIM_PID=$!
 wait_http "$SIM/_sim/stats"
-wait_http "$S3/bench"
-# The bucket answers once weed's S3 gateway, filer and volume server are all up.
-for _ in $(seq 1 100); do aws --endpoint-url "$S3" s3 ls s3://bench >/dev/null 2>&1 && break; sleep 0.3; done
+for port in $P_S3 $([ "$MODES" = shared ] || echo "$PP_S3"); do
+  wait_http "http://127.0.0.1:$port/bench"
+  # The bucket answers once weed's S3 gateway, filer and volume server are all up.
+  for _ in $(seq 1 100); do aws --endpoint-url "http://127.0.0.1:$port" s3 ls s3://bench >/dev/null 2>&1 && break; sleep 0.3; done
+done
 
-cat >"$WORK/bench.yaml" <<EOF
+for mode in $MODES; do
+  if [ "$mode" = pinned ]; then S3=http://127.0.0.1:$PP_S3; else S3=http://127.0.0.1:$P_S3; fi
+  cat >"$WORK/bench-$mode.yaml" <<EOF
 cds:
   endpoint: $SIM
   # The simulator finishes a snapshot at once; poll often so the measurement is the transfer.
@@ -180,32 +200,32 @@ policies:
     destination: s3
     retention: { destination: { keep_last: 1000 }, provider: { keep_last: 1000 } }
 EOF
-"$RDBVAULT" -c "$WORK/bench.yaml" check-config >/dev/null
+  "$RDBVAULT" -c "$WORK/bench-$mode.yaml" check-config >/dev/null
+done
 
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
 record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"; } # mode size method seconds rss_kib extra cpu
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 PIN_CLIENT=()
-MODE=shared
-set_mode() { # shared | pinned
+set_mode() { # shared | pinned: which SeaweedFS, config and CPUs the next measurements use
   MODE=$1
+  CONFIG=$WORK/bench-$MODE.yaml
   if [ "$MODE" = pinned ]; then
-    taskset -a -p -c 1 "$WEED_PID" >/dev/null
+    S3=http://127.0.0.1:$PP_S3 MASTER=$PP_MASTER WEED_PID=$WEED_PINNED_PID
     taskset -a -p -c 0 "$SIM_PID" >/dev/null
     PIN_CLIENT=(taskset -c 0)
   else
-    taskset -a -p -c 0-1 "$WEED_PID" >/dev/null
-    taskset -a -p -c 0-1 "$SIM_PID" >/dev/null
+    S3=http://127.0.0.1:$P_S3 MASTER=$P_MASTER WEED_PID=$WEED_SHARED_PID
+    if [ "$MODES" != shared ]; then taskset -a -p -c 0-1 "$SIM_PID" >/dev/null; fi
     PIN_CLIENT=()
   fi
 }
-MODES="shared"
-if need taskset && [ "$(nproc)" -ge 2 ]; then MODES="shared pinned"; fi
+set_mode shared
 # Deletes every object and has SeaweedFS reclaim the space, so each run starts alike.
 reset_s3() {
   aws --endpoint-url "$S3" s3 rm --recursive --quiet s3://bench/ >/dev/null 2>&1 || true
-  curl -s -o /dev/null "http://127.0.0.1:$P_MASTER/vol/vacuum?garbageThreshold=0.001" || true
+  curl -s -o /dev/null "http://127.0.0.1:$MASTER/vol/vacuum?garbageThreshold=0.001" || true
 }
 
 # (a): wall seconds and peak RSS of backup-now; the job's journal gives the provider's
@@ -216,12 +236,12 @@ run_rdbvault() { # SIZE
   uuid=$(uuid_for "$size")
   local s0 s1
   s0=$(cpu_ticks "$SIM_PID")
-  out=$("${PIN_CLIENT[@]}" /usr/bin/time -f '%e %M %U %S' -o "$WORK/time.txt" "$RDBVAULT" -c "$WORK/bench.yaml" \
+  out=$("${PIN_CLIENT[@]}" /usr/bin/time -f '%e %M %U %S' -o "$WORK/time.txt" "$RDBVAULT" -c "$CONFIG" \
     backup-now --policy bench --instance "$uuid" 2>&1) || { echo "$out" >&2; echo "bench.sh: backup-now failed" >&2; exit 1; }
   s1=$(cpu_ticks "$SIM_PID")
   read -r wall rss user sys <"$WORK/time.txt"
   local snapshot
-  snapshot=$("$RDBVAULT" -c "$WORK/bench.yaml" jobs --json | python3 -c '
+  snapshot=$("$RDBVAULT" -c "$CONFIG" jobs --json | python3 -c '
 import json, sys
 j = json.load(sys.stdin)[0]
 assert j["state"] == "stored", j["state"]
@@ -237,7 +257,7 @@ latest_url() { # SIZE -> a fresh download URL of the newest backup of that insta
 import json, sys
 u = sys.argv[1]
 print([b for b in json.load(sys.stdin) if b["InstanceUuid"] == u][-1]["BackupId"])' "$uuid")
-  "$RDBVAULT" -c "$WORK/bench.yaml" api DownloadBackup "InstanceUuid=$uuid" "BackupId=$bid" |
+  "$RDBVAULT" -c "$CONFIG" api DownloadBackup "InstanceUuid=$uuid" "BackupId=$bid" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["Data"]["BackupIntranetDownloadUrl"])'
 }
 run_script() { # SIZE: curl | aws s3 cp -
