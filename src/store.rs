@@ -70,55 +70,50 @@ impl Store {
             .foreign_keys(true)
             // A daemon and a backup-now share the file; wait for each other's writes.
             .busy_timeout(Duration::from_secs(15));
-        // Switching a fresh file to WAL takes an exclusive lock for which SQLite may answer
-        // SQLITE_BUSY at once, without calling the busy handler; two processes opening a new DB
-        // together (a daemon and a backup-now) can hit that, so the connect is retried briefly.
+        // Two processes opening a new DB together (a daemon and a backup-now) race twice:
+        // switching the fresh file to WAL takes an exclusive lock for which SQLite may answer
+        // SQLITE_BUSY without calling the busy handler, and both try to apply the same
+        // migration (each is one transaction, so the loser fails cleanly and finds it applied).
+        // Either way, opening again shortly after succeeds.
         let mut attempt = 0;
         let pool = loop {
-            match SqlitePoolOptions::new()
-                .max_connections(4)
-                .acquire_timeout(Duration::from_secs(30))
-                .connect_with(options.clone())
-                .await
-            {
+            match Self::connect_and_migrate(path, &options).await {
                 Ok(pool) => break pool,
-                Err(source) if attempt < 10 && is_locked(&source) => {
+                Err(e) if attempt < 10 && e.is_opening_race() => {
                     attempt += 1;
-                    tracing::debug!(error = %source, attempt, "state DB busy while opening; retrying");
+                    tracing::debug!(error = %e, attempt, "state DB opening raced with another process; retrying");
                     tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
                 }
-                Err(source) => {
-                    return Err(Error::Open {
-                        path: path.to_path_buf(),
-                        source,
-                    });
-                }
+                Err(e) => return Err(e),
             }
         };
-        // Two processes opening a fresh DB at once (a daemon and a backup-now) race to apply
-        // the same migration; each migration is one transaction, so the loser fails cleanly and
-        // finds it applied when it tries again.
-        let mut attempt = 0;
-        loop {
-            match sqlx::migrate!("./migrations").run(&pool).await {
-                Ok(()) => break,
-                Err(source) if attempt < 5 => {
-                    attempt += 1;
-                    tracing::debug!(error = %source, attempt, "migration raced with another process; retrying");
-                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-                }
-                Err(source) => {
-                    return Err(Error::Migrate {
-                        path: path.to_path_buf(),
-                        source,
-                    });
-                }
-            }
-        }
         Ok(Store {
             pool,
             path: path.to_path_buf(),
         })
+    }
+
+    async fn connect_and_migrate(
+        path: &Path,
+        options: &SqliteConnectOptions,
+    ) -> Result<sqlx::SqlitePool> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .map_err(|source| Error::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if let Err(source) = sqlx::migrate!("./migrations").run(&pool).await {
+            pool.close().await;
+            return Err(Error::Migrate {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+        Ok(pool)
     }
 
     pub fn path(&self) -> &Path {
@@ -150,13 +145,21 @@ impl Store {
     }
 }
 
-/// SQLite's "database is locked" / "database is busy" (codes 5 and 6, with extended codes).
-fn is_locked(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .and_then(|e| e.code())
-        .and_then(|code| code.parse::<i32>().ok())
-        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+impl Error {
+    /// A failure another process opening the same new DB can cause: SQLite "database is
+    /// locked" / "is busy" (codes 5 and 6, with extended codes) while connecting, or a
+    /// migration that lost the race.
+    fn is_opening_race(&self) -> bool {
+        match self {
+            Error::Open { source, .. } => source
+                .as_database_error()
+                .and_then(|e| e.code())
+                .and_then(|code| code.parse::<i32>().ok())
+                .is_some_and(|code| matches!(code & 0xff, 5 | 6)),
+            Error::Migrate { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]

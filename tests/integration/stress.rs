@@ -57,6 +57,22 @@ fn setup(
     Setup { dir, config }
 }
 
+/// A simulator with `n` instances of 8 KiB backups that take 300 ms.
+fn many_small_instances(n: usize) -> rdbvault::sim::SimConfig {
+    let mut cfg = support::sim_config();
+    cfg.settings.backup_delay = Duration::from_millis(300);
+    cfg.instances = Some(
+        (0..n)
+            .map(|i| InstanceSpec {
+                name: format!("load-{i:04}"),
+                backup_size: Some(8192),
+                ..Default::default()
+            })
+            .collect(),
+    );
+    cfg
+}
+
 async fn run(setup: &Setup, args: &[&str]) -> support::Run {
     let mut c = support::rdbvault();
     c.arg("-c").arg(&setup.config).args(args);
@@ -232,18 +248,7 @@ async fn fault_matrix_detects_every_corruption_and_never_lies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_instances_complete_within_limits() {
     let n = 200 * scale();
-    let mut cfg = support::sim_config();
-    cfg.settings.backup_delay = Duration::from_millis(300);
-    cfg.instances = Some(
-        (0..n)
-            .map(|i| InstanceSpec {
-                name: format!("load-{i:04}"),
-                backup_size: Some(8192),
-                ..Default::default()
-            })
-            .collect(),
-    );
-    let sim = start_sim(cfg).await;
+    let sim = start_sim(many_small_instances(n)).await;
     let (jobs_limit, transfers) = (32, 8);
     let setup = setup(&sim, "dir", "", (jobs_limit, transfers));
     let started = std::time::Instant::now();
@@ -419,18 +424,7 @@ async fn an_s3_outage_mid_upload_is_retried_or_fails_with_its_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_lists_each_instance_at_most_once_per_poll_interval() {
     let n = 40;
-    let mut cfg = support::sim_config();
-    cfg.settings.backup_delay = Duration::from_millis(300);
-    cfg.instances = Some(
-        (0..n)
-            .map(|i| InstanceSpec {
-                name: format!("many-{i:03}"),
-                backup_size: Some(8192),
-                ..Default::default()
-            })
-            .collect(),
-    );
-    let sim = start_sim(cfg).await;
+    let sim = start_sim(many_small_instances(n)).await;
     let setup = setup(&sim, "dir", "", (n, 8));
     let text = std::fs::read_to_string(&setup.config).unwrap().replace(
         "cron: \"@yearly\"",
