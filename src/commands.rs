@@ -114,7 +114,9 @@ pub async fn backup_now(
     let mut job_ids = Vec::new();
     let mut refused = Vec::new();
     for inst in &selected {
-        let job = crate::scheduler::new_job(&policy, inst, now, "manual", now);
+        let mut job = crate::scheduler::new_job(&policy, inst, now, "manual", now);
+        // Owned from birth: no dispatcher can claim it between its insert and its first step.
+        job.owner = Some(ctx.owner.clone());
         match ctx
             .store
             .insert_job(&job)
@@ -122,10 +124,6 @@ pub async fn backup_now(
             .map_err(|e| Failure::Runtime(e.into()))?
         {
             Inserted::Created => {
-                ctx.store
-                    .claim_job(&job.id, &ctx.owner, ms(now), ms(now), None)
-                    .await
-                    .map_err(|e| Failure::Runtime(e.into()))?;
                 eprintln!(
                     "job {} for {} ({}) started",
                     job.id, inst.instance_name, inst.instance_uuid
@@ -199,6 +197,13 @@ pub async fn backup_now(
                 failed += 1;
                 println!(
                     "missed  {} {} ({}): {e}",
+                    job.id, job.instance_name, job.instance_uuid
+                );
+            }
+            Outcome::LostClaim(why) => {
+                failed += 1;
+                println!(
+                    "stopped {} {} ({}): {why}",
                     job.id, job.instance_name, job.instance_uuid
                 );
             }

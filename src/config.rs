@@ -63,7 +63,14 @@ pub struct CdsConfig {
 #[derive(Debug, Clone)]
 pub struct StateConfig {
     pub path: PathBuf,
+    /// How long a job's owner may go without renewing its heartbeat before another process
+    /// takes the job over. The only test of liveness: no process table is consulted, so it
+    /// works across users, containers and hosts sharing the state DB.
+    pub job_lease: Duration,
 }
+
+/// The largest S3 object (5 TiB): no backup larger than this can be stored there.
+pub const S3_MAX_OBJECT_SIZE: u64 = 5 << 40;
 
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -86,6 +93,9 @@ pub struct LogConfig {
 pub struct Limits {
     pub max_concurrent_jobs: usize,
     pub max_concurrent_transfers: usize,
+    /// The largest backup (per shard) rdbvault believes: a larger `BackupSize` is refused as
+    /// implausible, and a download without a size is cut off past it.
+    pub max_backup_size: u64,
 }
 
 /// Scheduled re-verification in the daemon.
@@ -518,12 +528,24 @@ impl Validator<'_> {
 
     fn config(&mut self, raw: RawConfig, source: &Path) -> Config {
         let cds = self.cds(&raw.cds);
+        let job_lease = self.duration(
+            "state.job_lease",
+            raw.state.job_lease.as_ref(),
+            Duration::from_secs(60),
+        );
+        if job_lease < Duration::from_secs(2) {
+            self.problem(
+                "state.job_lease",
+                "must be at least 2s (the owner renews it several times per lease)",
+            );
+        }
         let state = StateConfig {
             path: raw
                 .state
                 .path
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("./rdbvault.db")),
+            job_lease: job_lease.max(Duration::from_secs(2)),
         };
         let listen = match &raw.http.listen {
             None => SocketAddr::from(([127, 0, 0, 1], 9750)),
@@ -566,6 +588,26 @@ impl Validator<'_> {
                 raw.limits.max_concurrent_transfers,
                 2,
             ) as usize,
+            max_backup_size: match &raw.limits.max_backup_size {
+                None => 1 << 40,
+                Some(t) => match units::parse_size(&t.0) {
+                    Ok(n) if (1 << 20..=S3_MAX_OBJECT_SIZE).contains(&n) => n,
+                    Ok(n) => {
+                        self.problem(
+                            "limits.max_backup_size",
+                            format!(
+                                "{} is outside 1MiB to 5TiB (S3's largest object)",
+                                units::format_size(n)
+                            ),
+                        );
+                        1 << 40
+                    }
+                    Err(e) => {
+                        self.problem("limits.max_backup_size", e);
+                        1 << 40
+                    }
+                },
+            },
         };
 
         let verify = VerifyConfig {

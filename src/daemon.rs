@@ -2,8 +2,10 @@
 //! heartbeat, and a drain on shutdown.
 //!
 //! Jobs are claimed through the state DB (owner + heartbeat), so a daemon and a `backup-now`
-//! never run the same job, and a job whose owner died (no heartbeat for [`STALE_AFTER`]) is
-//! resumed by the next process from its recorded phase.
+//! never run the same job, and a job whose owner stopped renewing its heartbeat for
+//! `state.job_lease` is resumed by the next process from its recorded phase. Liveness is the
+//! heartbeat alone: the shipped unit hides other users' processes (`ProtectProc=invisible`),
+//! so "no such pid in /proc" proves nothing.
 
 use crate::config::{Config, DestinationKind};
 use crate::job::{self, Context, Outcome};
@@ -17,30 +19,14 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// A job whose owner has not renewed its heartbeat for this long is taken over.
-pub const STALE_AFTER: Duration = Duration::from_secs(60);
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 /// How long running jobs get to reach a safe point after SIGTERM. Shorter than the systemd
 /// unit's TimeoutStopSec.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(25);
 
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
-}
-
-/// True when `owner` names a process on this host that no longer exists, so its jobs can be
-/// taken over at once instead of after [`STALE_AFTER`]. A reused pid only delays the takeover.
-pub fn owner_is_dead(owner: &str) -> bool {
-    let mut parts = owner.split(':');
-    let (_kind, host, pid) = (parts.next(), parts.next(), parts.next());
-    match (host, pid.and_then(|p| p.parse::<u32>().ok())) {
-        (Some(h), Some(pid)) if h == hostname() && pid != std::process::id() => {
-            !std::path::Path::new(&format!("/proc/{pid}")).exists()
-        }
-        _ => false,
-    }
+/// How often a process renews the heartbeat of the jobs it holds: six times per lease, so a
+/// slow write or two never lets a live owner's lease lapse.
+pub fn heartbeat_every(job_lease: Duration) -> Duration {
+    (job_lease / 6).max(Duration::from_millis(250))
 }
 
 /// `daemon:<host>:<pid>` and the like: who owns a job.
@@ -90,6 +76,11 @@ pub async fn rebuild_gauges(ctx: &Context) -> anyhow::Result<()> {
         ctx.metrics
             .schedule_skipped
             .with_label_values(&[name, "overlap"]);
+        for field in ["instance_uuid", "backup_id", "shard_id", "backup_size"] {
+            ctx.metrics
+                .provider_values_rejected
+                .with_label_values(&[name, field]);
+        }
     }
     crate::reconcile::refresh_verified_gauge(ctx, None).await?;
     for job in ctx.store.last_finished().await? {
@@ -144,12 +135,9 @@ pub async fn dispatch(
         // Register for a wake-up before looking, so a job created meanwhile is not missed.
         let notified = wake.notified();
         let now = ctx.clock.now();
-        let stale = now - chrono::Duration::from_std(STALE_AFTER).unwrap_or_default();
-        match ctx
-            .store
-            .claimable_jobs(ms(now), ms(stale), &owner_is_dead)
-            .await
-        {
+        let stale =
+            now - chrono::Duration::from_std(ctx.config.state.job_lease).unwrap_or_default();
+        match ctx.store.claimable_jobs(ms(now), ms(stale)).await {
             Ok(jobs) => {
                 for job in jobs {
                     if running.lock().expect("running set").len() >= limit {
@@ -158,10 +146,9 @@ pub async fn dispatch(
                     if running.lock().expect("running set").contains(&job.id) {
                         continue;
                     }
-                    let dead_owner = job.owner.as_deref().filter(|o| owner_is_dead(o));
                     match ctx
                         .store
-                        .claim_job(&job.id, &ctx.owner, ms(now), ms(stale), dead_owner)
+                        .claim_job(&job.id, &ctx.owner, ms(now), ms(stale))
                         .await
                     {
                         Ok(true) => {}
@@ -319,7 +306,7 @@ pub async fn heartbeat(ctx: Context, cancel: CancellationToken) {
         let _ = refresh_job_gauge(&ctx).await;
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+            _ = tokio::time::sleep(heartbeat_every(ctx.config.state.job_lease)) => {}
         }
     }
 }

@@ -196,11 +196,13 @@ impl Handle {
                     )),
                 }
             }
-            Handle::File { root } => match tokio::fs::metadata(root.join(key)).await {
-                Ok(m) => Ok(Some(m.len())),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(anyhow::anyhow!("{}: {e}", self.locate(key))),
-            },
+            Handle::File { root } => {
+                match tokio::fs::metadata(crate::transfer::path_in(root, key)?).await {
+                    Ok(m) => Ok(Some(m.len())),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(anyhow::anyhow!("{}: {e}", self.locate(key))),
+                }
+            }
         }
     }
 
@@ -227,7 +229,7 @@ impl Handle {
                 Ok(Box::new(out.body.into_async_read()))
             }
             Handle::File { root } => {
-                let f = tokio::fs::File::open(root.join(key))
+                let f = tokio::fs::File::open(crate::transfer::path_in(root, key)?)
                     .await
                     .with_context(|| format!("cannot open {}", self.locate(key)))?;
                 Ok(Box::new(f))
@@ -271,11 +273,13 @@ impl Handle {
                     })?;
                 Ok(())
             }
-            Handle::File { root } => match tokio::fs::remove_file(root.join(key)).await {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(anyhow::anyhow!("cannot delete {}: {e}", self.locate(key))),
-            },
+            Handle::File { root } => {
+                match tokio::fs::remove_file(crate::transfer::path_in(root, key)?).await {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(anyhow::anyhow!("cannot delete {}: {e}", self.locate(key))),
+                }
+            }
         }
     }
 

@@ -85,6 +85,9 @@ pub struct Metrics {
     pub retention_deleted: IntCounterVec,
     pub retention_blocked: IntCounterVec,
     pub schedule_skipped: IntCounterVec,
+    /// Provider values refused because they could not safely name a copy (path-like ids,
+    /// implausible sizes), by field: `instance_uuid`, `backup_id`, `shard_id`, `backup_size`.
+    pub provider_values_rejected: IntCounterVec,
     pub scheduler_heartbeat: prometheus::Gauge,
     pub build_info: IntGaugeVec,
 }
@@ -224,6 +227,16 @@ impl Metrics {
                         "Due runs not started because the instance still had an open job",
                     ),
                     &["policy", "reason"],
+                )?,
+            )?,
+            provider_values_rejected: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "rdbvault_provider_values_rejected_total",
+                        "Provider values refused (path-like ids, implausible sizes), by field; the job of that instance failed",
+                    ),
+                    &["policy", "field"],
                 )?,
             )?,
             scheduler_heartbeat: reg(

@@ -87,6 +87,7 @@ pub fn new_job(
         start_by: ms(after(s.start_window)),
         deadline_at: ms(after(s.completion_window)),
         created_at: ms(now),
+        owner: None,
     }
 }
 

@@ -35,6 +35,12 @@ pub enum Error {
     NotFound(String),
     #[error("`{0}` matches several jobs; give more of the id")]
     Ambiguous(String),
+    /// The job's row no longer names this process as its owner: another process took it over
+    /// after this one's lease lapsed. The caller must stop touching the job at once.
+    #[error(
+        "job {job} is no longer owned by {owner}: another process took it over after this one's lease lapsed; stopping without touching it"
+    )]
+    LostClaim { job: String, owner: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -181,15 +187,11 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn one_open_job_per_instance() {
-        use crate::store::jobs::{Inserted, NewJob};
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
-        let job = |id: &str| NewJob {
+    fn new_job(id: &str, instance: &str, owner: Option<&str>) -> crate::store::jobs::NewJob {
+        crate::store::jobs::NewJob {
             id: id.into(),
             policy: "p".into(),
-            instance_uuid: "i".into(),
+            instance_uuid: instance.into(),
             instance_name: "n".into(),
             region_id: String::new(),
             destination: "d".into(),
@@ -198,7 +200,16 @@ mod tests {
             start_by: 10,
             deadline_at: 100,
             created_at: 0,
-        };
+            owner: owner.map(str::to_string),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_open_job_per_instance() {
+        use crate::store::jobs::{Claim, Inserted};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        let job = |id: &str| new_job(id, "i", Some("me"));
         assert_eq!(
             store.insert_job(&job("a")).await.unwrap(),
             Inserted::Created
@@ -209,29 +220,133 @@ mod tests {
                 open_job: "a".into()
             }
         );
-        store.fail_job("a", 5, "boom").await.unwrap();
+        store
+            .fail_job(&Claim::new("a", "me"), 5, "boom")
+            .await
+            .unwrap();
         assert_eq!(
             store.insert_job(&job("c")).await.unwrap(),
             Inserted::Created
         );
         // A transition the lifecycle forbids is refused, and so is one from a stale state.
         use crate::job::state::{Event, State};
+        let c = Claim::new("c", "me");
         assert!(
             store
-                .advance("c", State::Pending, Event::Verified, 1)
+                .advance(&c, State::Pending, Event::Verified, 1)
                 .await
                 .is_err()
         );
         store
-            .advance("c", State::Pending, Event::CreateAccepted, 1)
+            .advance(&c, State::Pending, Event::CreateAccepted, 1)
             .await
             .unwrap();
         assert!(
             store
-                .advance("c", State::Pending, Event::CreateAccepted, 2)
+                .advance(&c, State::Pending, Event::CreateAccepted, 2)
                 .await
                 .is_err()
         );
         assert_eq!(store.job("c").await.unwrap().requested_at, Some(1));
+    }
+
+    /// Every write of a running job is fenced by its owner: once another process has taken the
+    /// job over, the old owner's writes change nothing and say why.
+    #[tokio::test]
+    async fn writes_of_a_process_that_lost_its_claim_change_nothing() {
+        use crate::job::state::{Event, State};
+        use crate::store::jobs::{Claim, PartRow, ShardRow};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        store
+            .insert_job(&new_job("j", "i", Some("old")))
+            .await
+            .unwrap();
+        let old = Claim::new("j", "old");
+        store
+            .advance(&old, State::Pending, Event::CreateAccepted, 1)
+            .await
+            .unwrap();
+        let shard = ShardRow {
+            job_id: "j".into(),
+            backup_id: "b".into(),
+            shard_id: String::new(),
+            size: Some(10),
+            provider_start: String::new(),
+            provider_end: String::new(),
+            state: "waiting".into(),
+            object_key: None,
+            manifest_key: None,
+            upload_id: None,
+            temp_path: None,
+            bytes_done: 0,
+            sha256: None,
+            rdb_version: None,
+            checksum: None,
+        };
+        store.insert_shards(&old, &[shard.clone()]).await.unwrap();
+        store
+            .shard_pending_data(&old, "b", Some("upload-1"), None)
+            .await
+            .unwrap();
+        // The old owner's lease lapses (heartbeat 1 < stale_before 100); "new" takes over.
+        assert!(store.claim_job("j", "new", 200, 100).await.unwrap());
+        assert!(!store.holds(&old).await.unwrap());
+        let lost = |r: Result<()>| matches!(r, Err(Error::LostClaim { .. }));
+        assert!(lost(store.shard_pending_data(&old, "b", None, None).await));
+        assert!(lost(
+            store
+                .record_part(
+                    &old,
+                    "b",
+                    &PartRow {
+                        part_number: 1,
+                        etag: "e".into(),
+                        size: 5
+                    }
+                )
+                .await
+        ));
+        assert!(lost(store.shard_started(&old, "b", "", "k", "k.m").await));
+        assert!(lost(
+            store
+                .shard_stored(&old, "b", 10, "sha", 11, "verified")
+                .await
+        ));
+        assert!(lost(store.shard_failed(&old, "b").await));
+        assert!(lost(store.set_job_bytes(&old, 10).await));
+        assert!(lost(store.mark_create_sent(&old, 3).await));
+        assert!(lost(store.fail_job(&old, 3, "late").await));
+        assert!(lost(store.insert_shards(&old, &[shard]).await));
+        assert!(matches!(
+            store
+                .advance(&old, State::Requested, Event::SnapshotRunning, 3)
+                .await,
+            Err(Error::LostClaim { .. })
+        ));
+        // Nothing the old owner tried landed: the upload the new owner must deal with is intact.
+        let row = store.job("j").await.unwrap();
+        assert_eq!(
+            (row.state.as_str(), row.owner.as_deref()),
+            ("requested", Some("new"))
+        );
+        let shards = store.shards("j").await.unwrap();
+        assert_eq!(shards[0].upload_id.as_deref(), Some("upload-1"));
+        assert_eq!(shards[0].state, "waiting");
+        // A live owner's job (fresh heartbeat) is not claimable, whatever its process looks like.
+        store
+            .insert_job(&new_job("k", "i2", Some("backup-now:h:999999:x")))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .claimable_jobs(10, -1)
+                .await
+                .unwrap()
+                .iter()
+                .all(|j| j.id != "k")
+        );
+        assert!(!store.claim_job("k", "daemon", 10, -1).await.unwrap());
+        assert!(store.claim_job("k", "daemon", 10, 1).await.unwrap());
     }
 }

@@ -40,6 +40,18 @@ pub enum Error {
     Cancelled,
     #[error("deadline exceeded (completion_window)")]
     Deadline,
+    /// Another process holds the job now (this one's lease lapsed): stop, touch nothing.
+    #[error("{0}")]
+    LostClaim(String),
+}
+
+impl From<crate::store::Error> for Error {
+    fn from(e: crate::store::Error) -> Self {
+        match e {
+            crate::store::Error::LostClaim { .. } => Error::LostClaim(e.to_string()),
+            other => Error::Destination(format!("cannot journal the transfer: {other}")),
+        }
+    }
 }
 
 /// What a shard's stored copy is.
@@ -84,7 +96,8 @@ pub struct Manifest {
 }
 
 /// `{prefix}{policy}/{instance}/{YYYY}/{MM}/{DD}/{YYYYMMDDTHHMMSSZ}-{backup_id}[-{shard_id}].rdb`,
-/// with the UTC time at which the job asked for the backup.
+/// with the UTC time at which the job asked for the backup. The provider's ids go through
+/// [`key_component`]: callers check them first with [`check_provider_id`].
 pub fn object_key(
     prefix: &str,
     policy: &str,
@@ -96,15 +109,16 @@ pub fn object_key(
     let shard = if shard_id.is_empty() {
         String::new()
     } else {
-        format!("-{}", sanitize(shard_id))
+        format!("-{}", key_component(shard_id))
     };
     format!(
-        "{prefix}{policy}/{instance_uuid}/{}/{}{shard}.rdb",
+        "{prefix}{policy}/{}/{}/{}{shard}.rdb",
+        key_component(instance_uuid),
         requested_at.format("%Y/%m/%d"),
         format_args!(
             "{}-{}",
             requested_at.format("%Y%m%dT%H%M%SZ"),
-            sanitize(backup_id)
+            key_component(backup_id)
         )
     )
 }
@@ -114,17 +128,102 @@ pub fn manifest_key(object_key: &str) -> String {
     format!("{object_key}.manifest.json")
 }
 
-/// Keeps provider ids safe inside a key or a file name.
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
+/// The longest provider id (in bytes) rdbvault puts in a key. Real ids are UUIDs or 32 hex
+/// digits; the limit keeps a whole key well inside S3's 1,024 bytes and a file name inside 255.
+pub const MAX_PROVIDER_ID_BYTES: usize = 128;
+
+/// A provider value that must not become part of an object key or a path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the provider's {field} {shown} cannot name a backup copy: {why}; rdbvault refuses this instance's backup (report the value to the provider)"
+)]
+pub struct UnsafeProviderId {
+    /// `instance_uuid`, `backup_id` or `shard_id`: also the metric label.
+    pub field: &'static str,
+    /// The value, escaped and shortened for a log line.
+    pub shown: String,
+    pub why: &'static str,
+}
+
+/// Checks a provider id before it reaches a key or a path. Refused: empty, longer than
+/// [`MAX_PROVIDER_ID_BYTES`], containing `/` or `\\` or a control character, or `.`/`..`.
+/// Everything else, non-ASCII letters included, is accepted and encoded by [`key_component`].
+///
+/// # Errors
+/// [`UnsafeProviderId`] saying why.
+pub fn check_provider_id(field: &'static str, value: &str) -> Result<(), UnsafeProviderId> {
+    let why = if value.is_empty() {
+        Some("it is empty")
+    } else if value.len() > MAX_PROVIDER_ID_BYTES {
+        Some("it is longer than 128 bytes")
+    } else if value.contains(['/', '\\']) {
+        Some("it contains a path separator")
+    } else if value == "." || value == ".." {
+        Some("it is a relative path component")
+    } else if value.chars().any(char::is_control) {
+        Some("it contains a control character")
+    } else {
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(UnsafeProviderId {
+            field,
+            shown: shown(value),
+            why,
+        }),
+    }
+}
+
+/// A value for a message: debug-escaped (no control characters reach a terminal or a log) and
+/// cut to 64 characters.
+fn shown(value: &str) -> String {
+    let cut: String = value.chars().take(64).collect();
+    if cut.len() < value.len() {
+        format!("{cut:?}… ({} bytes)", value.len())
+    } else {
+        format!("{cut:?}")
+    }
+}
+
+/// Encodes a provider id for a key or a file name, one-to-one: letters and digits (any
+/// script), `-` and `_` stay; `.` stays except in first place (so no name is `.` or `..` or
+/// hidden); every other character becomes `%XX` per UTF-8 byte, `%` included, so two different
+/// ids never share an encoding. Real ids (UUIDs, hex) come out unchanged.
+pub fn key_component(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for (i, c) in value.chars().enumerate() {
+        if c.is_alphanumeric() || c == '-' || c == '_' || (c == '.' && i > 0) {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
             }
-        })
-        .collect()
+        }
+    }
+    out
+}
+
+/// `root` joined with a relative key, refusing any key that would leave `root` (an absolute
+/// key, `..`, or an empty component): the last guard before a file is written or deleted.
+///
+/// # Errors
+/// The key is not a plain relative path.
+pub fn path_in(root: &std::path::Path, key: &str) -> Result<std::path::PathBuf, Error> {
+    use std::path::Component;
+    let rel = std::path::Path::new(key);
+    let plain = !key.is_empty()
+        && !key.contains("//")
+        && rel.components().all(|c| matches!(c, Component::Normal(_)));
+    if !plain {
+        return Err(Error::Destination(format!(
+            "refusing the key {}: it is not a plain relative path under {}",
+            shown(key),
+            root.display()
+        )));
+    }
+    Ok(root.join(rel))
 }
 
 /// Hashes and checks a stream as it passes.
@@ -190,6 +289,8 @@ pub struct ShardSource {
     pub instance_uuid: String,
     pub backup_id: String,
     pub expected_size: Option<u64>,
+    /// The most bytes accepted when the provider announced no size (`limits.max_backup_size`).
+    pub max_size: u64,
     pub route: DownloadRoute,
     /// A `DownloadBackup` answer obtained just before the transfer (the runner needs the shard
     /// id first): the first connection uses its URLs instead of asking again.
@@ -268,10 +369,69 @@ mod tests {
             "prod/nightly/5d74bb81/2026/11/28/20261128T023005Z-b1.rdb"
         );
         assert_eq!(
-            object_key("", "p", "u", t, "b/2", "shard 1"),
-            "p/u/2026/11/28/20261128T023005Z-b_2-shard_1.rdb"
+            object_key("", "p", "u", t, "b:2", "shard 1"),
+            "p/u/2026/11/28/20261128T023005Z-b%3A2-shard%201.rdb"
         );
         assert_eq!(manifest_key("a.rdb"), "a.rdb.manifest.json");
+    }
+
+    #[test]
+    fn provider_ids_that_are_paths_are_refused() {
+        for bad in ["", "..", ".", "../../../x", "a/b", "a\\b", "a\nb", "x\0y"] {
+            assert!(check_provider_id("backup_id", bad).is_err(), "{bad:?}");
+        }
+        let long = "a".repeat(MAX_PROVIDER_ID_BYTES + 1);
+        let e = check_provider_id("instance_uuid", &long).unwrap_err();
+        assert_eq!(e.field, "instance_uuid");
+        assert!(e.to_string().len() < 400, "{e}");
+        for good in [
+            "5d74bb81-0473-464d-b15b-0ae418619248",
+            "备份-一二三",
+            "a.b",
+            "..a",
+            "a b",
+        ] {
+            check_provider_id("backup_id", good).unwrap();
+        }
+    }
+
+    #[test]
+    fn key_components_are_one_to_one_and_never_path_like() {
+        assert_eq!(
+            key_component("5d74bb81-0473-464d-b15b-0ae418619248"),
+            "5d74bb81-0473-464d-b15b-0ae418619248"
+        );
+        assert_eq!(key_component("备份-1"), "备份-1");
+        assert_eq!(key_component(".."), "%2E.");
+        assert_eq!(key_component("a/b"), "a%2Fb");
+        // Today's sanitising mapped all three to `a_b`.
+        let ids = ["a_b", "a b", "a:b", "a%20b", "a%2520b", "a%b"];
+        let keys: std::collections::BTreeSet<_> = ids.iter().map(|i| key_component(i)).collect();
+        assert_eq!(keys.len(), ids.len(), "{keys:?}");
+        for k in &keys {
+            assert!(!k.contains('/') && !k.starts_with('.'), "{k}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn key_component_is_injective(a in "\\PC{0,12}", b in "\\PC{0,12}") {
+            if a != b {
+                proptest::prop_assert_ne!(key_component(&a), key_component(&b));
+            }
+        }
+    }
+
+    #[test]
+    fn paths_stay_under_their_root() {
+        let root = std::path::Path::new("/srv/archive");
+        assert_eq!(
+            path_in(root, "p/u/x.rdb").unwrap(),
+            std::path::PathBuf::from("/srv/archive/p/u/x.rdb")
+        );
+        for bad in ["", "/etc/passwd", "../x", "p/../../x", "p//x", "./p"] {
+            assert!(path_in(root, bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

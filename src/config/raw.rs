@@ -75,6 +75,7 @@ pub struct RawRetry {
 #[serde(deny_unknown_fields)]
 pub struct RawState {
     pub path: Option<PathBuf>,
+    pub job_lease: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,6 +103,7 @@ pub struct RawVerify {
 pub struct RawLimits {
     pub max_concurrent_jobs: Option<u32>,
     pub max_concurrent_transfers: Option<u32>,
+    pub max_backup_size: Option<Text>,
 }
 
 /// Both destination types in one struct, so an S3 key under a `file` destination is reported

@@ -22,6 +22,7 @@ use crate::clock::SharedClock;
 use crate::config::{Config, DestinationKind};
 use crate::metrics::Metrics;
 use crate::store::inventory::NewCopy;
+use crate::store::jobs::Claim;
 use crate::store::{JobRow, ShardRow, Store, from_ms, ms};
 use crate::transfer::{
     self, Checker, Manifest, ShardSource, Sink as _, file::FileSink, s3::S3Sink,
@@ -84,6 +85,9 @@ pub enum Outcome {
     Missed(String),
     /// Shutdown: the job stopped at a safe point and will be resumed.
     Interrupted,
+    /// Another process took the job over (this one's lease lapsed); this one stopped without
+    /// touching it again.
+    LostClaim(String),
 }
 
 /// Why a step stopped.
@@ -94,6 +98,8 @@ enum Stop {
     /// is transferred again while the deadline allows. Outside `transfer_all` it is a failure.
     Transient(anyhow::Error),
     Miss(String),
+    /// The job's row names another owner now: stop, touch nothing.
+    LostClaim(String),
 }
 
 impl From<anyhow::Error> for Stop {
@@ -104,8 +110,54 @@ impl From<anyhow::Error> for Stop {
 
 impl From<crate::store::Error> for Stop {
     fn from(e: crate::store::Error) -> Self {
-        Stop::Fail(e.into())
+        match e {
+            crate::store::Error::LostClaim { .. } => Stop::LostClaim(e.to_string()),
+            other => Stop::Fail(other.into()),
+        }
     }
+}
+
+/// A provider value that cannot name a copy: counted, and the job fails saying which.
+fn refuse(ctx: &Context, job: &JobRow, e: crate::transfer::UnsafeProviderId) -> Stop {
+    reject_metric(ctx, job, e.field);
+    Stop::Fail(anyhow::Error::new(e))
+}
+
+fn reject_metric(ctx: &Context, job: &JobRow, field: &str) {
+    ctx.metrics
+        .provider_values_rejected
+        .with_label_values(&[job.policy.as_str(), field])
+        .inc();
+}
+
+/// Checks a `BackupSize` against what rdbvault believes and what the destination accepts.
+fn check_size(ctx: &Context, job: &JobRow, backup_id: &str, size: Option<u64>) -> Step {
+    let Some(size) = size else { return Ok(()) };
+    let max = ctx.config.limits.max_backup_size;
+    let s3 = ctx
+        .config
+        .destinations
+        .get(&job.destination)
+        .is_some_and(|d| matches!(d.kind, DestinationKind::S3(_)));
+    let limit = if s3 {
+        max.min(crate::config::S3_MAX_OBJECT_SIZE)
+    } else {
+        max
+    };
+    if size > limit {
+        reject_metric(ctx, job, "backup_size");
+        return Err(Stop::Fail(anyhow!(
+            "the provider says backup {backup_id} of instance {} is {size} bytes, more than {} allows ({}); refusing it as implausible (raise limits.max_backup_size if it is real)",
+            job.instance_uuid,
+            if s3 && limit < max {
+                "S3"
+            } else {
+                "limits.max_backup_size"
+            },
+            crate::config::units::format_size(limit)
+        )));
+    }
+    Ok(())
 }
 
 type Step = Result<(), Stop>;
@@ -113,6 +165,11 @@ type Step = Result<(), Stop>;
 impl Context {
     fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    /// This process's claim on a job: every write of the job carries it.
+    fn claim(&self, job: &JobRow) -> Claim {
+        Claim::new(&job.id, &self.owner)
     }
 
     async fn event(&self, job: &JobRow, kind: &str, message: &str) {
@@ -201,10 +258,17 @@ async fn run_job_steps(ctx: &Context, job_id: &str, cancel: &CancellationToken) 
         match step {
             Ok(()) => {}
             Err(Stop::Cancelled) => return interrupted(ctx, &job).await,
+            Err(Stop::LostClaim(why)) => return lost_claim(ctx, &job, why).await,
             Err(Stop::Miss(reason)) => {
                 let now = ms(ctx.now());
-                if let Err(e) = ctx.store.miss_job(&job.id, now, &reason).await {
-                    tracing::error!(job_id = %job.id, error = %e, "cannot record a missed job");
+                match ctx.store.miss_job(&ctx.claim(&job), now, &reason).await {
+                    Err(e @ crate::store::Error::LostClaim { .. }) => {
+                        return lost_claim(ctx, &job, e.to_string()).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(job_id = %job.id, error = %e, "cannot record a missed job")
+                    }
+                    Ok(()) => {}
                 }
                 ctx.event(&job, "missed", &reason).await;
                 finished_metrics(ctx, &job, "missed", 0, now);
@@ -212,11 +276,21 @@ async fn run_job_steps(ctx: &Context, job_id: &str, cancel: &CancellationToken) 
             }
             Err(Stop::Fail(err)) | Err(Stop::Transient(err)) => {
                 let chain = format!("{err:#}");
+                // Only the owner cleans up: another process's upload is not ours to abort.
+                if !ctx.store.holds(&ctx.claim(&job)).await.unwrap_or(false) {
+                    return lost_claim(ctx, &job, chain).await;
+                }
                 let current = ctx.store.job(&job.id).await.unwrap_or(job.clone());
                 cleanup_partial(ctx, &current).await;
                 let now = ms(ctx.now());
-                if let Err(e) = ctx.store.fail_job(&job.id, now, &chain).await {
-                    tracing::error!(job_id = %job.id, error = %e, "cannot record a failed job");
+                match ctx.store.fail_job(&ctx.claim(&job), now, &chain).await {
+                    Err(e @ crate::store::Error::LostClaim { .. }) => {
+                        return lost_claim(ctx, &job, e.to_string()).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(job_id = %job.id, error = %e, "cannot record a failed job")
+                    }
+                    Ok(()) => {}
                 }
                 tracing::error!(policy = %job.policy, instance = %job.instance_uuid, job_id = %job.id, error = %chain, "backup job failed");
                 let _ = ctx
@@ -228,6 +302,18 @@ async fn run_job_steps(ctx: &Context, job_id: &str, cancel: &CancellationToken) 
             }
         }
     }
+}
+
+/// Another process owns the job now: say so in the journal (events are not state) and stop.
+async fn lost_claim(ctx: &Context, job: &JobRow, why: String) -> Outcome {
+    tracing::warn!(policy = %job.policy, instance = %job.instance_uuid, job_id = %job.id, "lost the claim on the job: {why}");
+    ctx.event(
+        job,
+        "lost-claim",
+        &format!("{} stopped: another process holds the job now", ctx.owner),
+    )
+    .await;
+    Outcome::LostClaim(why)
 }
 
 async fn interrupted(ctx: &Context, job: &JobRow) -> Outcome {
@@ -269,7 +355,7 @@ async fn cleanup_partial(ctx: &Context, job: &JobRow) {
         }
         let _ = ctx
             .store
-            .shard_pending_data(&job.id, &s.backup_id, None, None)
+            .shard_pending_data(&ctx.claim(job), &s.backup_id, None, None)
             .await;
     }
 }
@@ -297,7 +383,7 @@ async fn abort_left_upload(
         .await
         .map_err(|e| anyhow!("{e}"))?;
     ctx.store
-        .shard_pending_data(&job.id, &shard.backup_id, None, None)
+        .shard_pending_data(&ctx.claim(job), &shard.backup_id, None, None)
         .await?;
     Ok(Some(key.clone()))
 }
@@ -322,6 +408,11 @@ fn finished_metrics(ctx: &Context, job: &JobRow, result: &str, size: i64, at_ms:
 
 async fn request(ctx: &Context, job: &JobRow, cancel: &CancellationToken) -> Step {
     let now = ctx.now();
+    // The uuid becomes part of every key and path of this instance's copies: refuse it before
+    // the provider is asked for anything.
+    crate::transfer::check_provider_id("instance_uuid", &job.instance_uuid)
+        .map_err(|e| refuse(ctx, job, e))?;
+    let claim = ctx.claim(job);
     if job.create_sent_at.is_some() {
         // Sent before (a crash or an unknown answer): never again. Look for it by token.
         ctx.event(
@@ -331,7 +422,7 @@ async fn request(ctx: &Context, job: &JobRow, cancel: &CancellationToken) -> Ste
         )
         .await;
         ctx.store
-            .advance(&job.id, State::Pending, Event::CreateAccepted, ms(now))
+            .advance(&claim, State::Pending, Event::CreateAccepted, ms(now))
             .await?;
         return Ok(());
     }
@@ -347,7 +438,7 @@ async fn request(ctx: &Context, job: &JobRow, cancel: &CancellationToken) -> Ste
         let wait = Duration::from_millis((next - ms(now)) as u64);
         return ctx.sleep(wait, cancel).await;
     }
-    ctx.store.mark_create_sent(&job.id, ms(now)).await?;
+    ctx.store.mark_create_sent(&claim, ms(now)).await?;
     let token = job.token();
     match ctx.cds.create_backup(&job.instance_uuid, &token).await {
         Ok(task) => {
@@ -361,19 +452,14 @@ async fn request(ctx: &Context, job: &JobRow, cancel: &CancellationToken) -> Ste
             )
             .await;
             ctx.store
-                .advance(
-                    &job.id,
-                    State::Pending,
-                    Event::CreateAccepted,
-                    ms(ctx.now()),
-                )
+                .advance(&claim, State::Pending, Event::CreateAccepted, ms(ctx.now()))
                 .await?;
             Ok(())
         }
         Err(e) if e.certainly_not_applied() && e.is_retryable() => {
             let wait = Duration::from_secs(15 + fastrand::u64(0..15));
             let next = ctx.now() + chrono::Duration::from_std(wait).unwrap_or_default();
-            ctx.store.clear_create_sent(&job.id, ms(next)).await?;
+            ctx.store.clear_create_sent(&claim, ms(next)).await?;
             if ms(next) > job.start_by {
                 return Err(Stop::Miss(format!(
                     "the provider refused CreateBackup until start_window closed: {e}"
@@ -398,12 +484,7 @@ async fn request(ctx: &Context, job: &JobRow, cancel: &CancellationToken) -> Ste
             )
             .await;
             ctx.store
-                .advance(
-                    &job.id,
-                    State::Pending,
-                    Event::CreateAccepted,
-                    ms(ctx.now()),
-                )
+                .advance(&claim, State::Pending, Event::CreateAccepted, ms(ctx.now()))
                 .await?;
             Ok(())
         }
@@ -467,7 +548,12 @@ async fn wait_snapshot(
     if !mine.iter().all(|b| b.is_finished()) {
         if job.state() == State::Requested {
             ctx.store
-                .advance(&job.id, State::Requested, Event::SnapshotRunning, ms(now))
+                .advance(
+                    &ctx.claim(job),
+                    State::Requested,
+                    Event::SnapshotRunning,
+                    ms(now),
+                )
                 .await?;
             ctx.event(
                 job,
@@ -484,6 +570,21 @@ async fn wait_snapshot(
     if last_seen.as_ref() != Some(&ids) {
         *last_seen = Some(ids);
         return Ok(false);
+    }
+    // Every id becomes part of a key; a size decides buffers and bounds the download.
+    let mut seen = std::collections::HashSet::new();
+    for b in &mine {
+        crate::transfer::check_provider_id("backup_id", &b.backup_id)
+            .map_err(|e| refuse(ctx, job, e))?;
+        if !seen.insert(b.backup_id.as_str()) {
+            reject_metric(ctx, job, "backup_id");
+            return Err(Stop::Fail(anyhow!(
+                "DescribeBackups lists backup {} of instance {} more than once; refusing an ambiguous answer",
+                b.backup_id,
+                job.instance_uuid
+            )));
+        }
+        check_size(ctx, job, &b.backup_id, b.backup_size)?;
     }
     let rows: Vec<ShardRow> = mine
         .iter()
@@ -505,10 +606,11 @@ async fn wait_snapshot(
             checksum: None,
         })
         .collect();
-    ctx.store.insert_shards(&rows).await?;
+    let claim = ctx.claim(job);
+    ctx.store.insert_shards(&claim, &rows).await?;
     let from = job.state();
     ctx.store
-        .advance(&job.id, from, Event::SnapshotFinished, ms(ctx.now()))
+        .advance(&claim, from, Event::SnapshotFinished, ms(ctx.now()))
         .await?;
     let snapshot_secs =
         (ms(ctx.now()) - job.requested_at.unwrap_or(job.created_at)) as f64 / 1000.0;
@@ -580,10 +682,10 @@ async fn transfer_all(ctx: &Context, job: &JobRow, cancel: &CancellationToken) -
     }
     let shards = ctx.store.shards(&job.id).await?;
     let bytes: i64 = shards.iter().map(|s| s.bytes_done).sum();
-    ctx.store.set_job_bytes(&job.id, bytes).await?;
+    ctx.store.set_job_bytes(&ctx.claim(job), bytes).await?;
     ctx.store
         .advance(
-            &job.id,
+            &ctx.claim(job),
             State::Transferring,
             Event::TransferDone,
             ms(ctx.now()),
@@ -629,7 +731,14 @@ async fn transfer_one(
         .await
         .with_context(|| format!("DownloadBackup for backup {}", shard.backup_id))?;
     let shard_id = info.shard_id.clone();
+    if !shard_id.is_empty() {
+        crate::transfer::check_provider_id("shard_id", &shard_id)
+            .map_err(|e| refuse(ctx, job, e))?;
+    }
     let expected_size = shard.size.map(|s| s as u64).or(info.backup.backup_size);
+    check_size(ctx, job, &shard.backup_id, info.backup.backup_size)?;
+    check_size(ctx, job, &shard.backup_id, expected_size)?;
+    let claim = ctx.claim(job);
 
     // A multipart upload left by an earlier process is aborted; the transfer starts over.
     if let Some(key) = abort_left_upload(ctx, job, shard).await? {
@@ -657,7 +766,7 @@ async fn transfer_one(
     );
     let manifest_key = transfer::manifest_key(&key);
     ctx.store
-        .shard_started(&job.id, &shard.backup_id, &shard_id, &key, &manifest_key)
+        .shard_started(&claim, &shard.backup_id, &shard_id, &key, &manifest_key)
         .await?;
     ctx.event(
         job,
@@ -677,6 +786,8 @@ async fn transfer_one(
         instance_uuid: job.instance_uuid.clone(),
         backup_id: shard.backup_id.clone(),
         expected_size,
+        // Without an announced size, the download is cut off past what rdbvault believes.
+        max_size: ctx.config.limits.max_backup_size,
         route,
         fresh_urls: Some(info),
     };
@@ -742,7 +853,7 @@ async fn transfer_one(
                 manifest_key.clone(),
                 shard.backup_id.clone(),
                 ctx.store.clone(),
-                job.id.clone(),
+                claim.clone(),
             );
             let r = transfer::transfer_shard(
                 &ctx.downloader,
@@ -763,8 +874,9 @@ async fn transfer_one(
             r
         }
         DestinationKind::File(f) => {
-            let final_path = f.path.join(&key);
-            let manifest_path = f.path.join(&manifest_key);
+            let final_path = transfer::path_in(&f.path, &key).map_err(|e| Stop::Fail(e.into()))?;
+            let manifest_path =
+                transfer::path_in(&f.path, &manifest_key).map_err(|e| Stop::Fail(e.into()))?;
             let resume = shard.temp_path.is_some();
             let (mut sink, checker) = FileSink::open(final_path, manifest_path, resume)
                 .await
@@ -783,7 +895,7 @@ async fn transfer_one(
             }
             ctx.store
                 .shard_pending_data(
-                    &job.id,
+                    &claim,
                     &shard.backup_id,
                     None,
                     Some(&sink.temp_path().display().to_string()),
@@ -806,7 +918,7 @@ async fn transfer_one(
         Ok(stored) => {
             ctx.store
                 .shard_stored(
-                    &job.id,
+                    &claim,
                     &shard.backup_id,
                     stored.size as i64,
                     &stored.sha256,
@@ -833,8 +945,9 @@ async fn transfer_one(
             Ok(())
         }
         Err(transfer::Error::Cancelled) => Err(Stop::Cancelled),
+        Err(transfer::Error::LostClaim(why)) => Err(Stop::LostClaim(why)),
         Err(e) => {
-            ctx.store.shard_failed(&job.id, &shard.backup_id).await?;
+            ctx.store.shard_failed(&claim, &shard.backup_id).await?;
             let err = anyhow!(
                 "backup {} of instance {}: {e}",
                 shard.backup_id,
@@ -917,7 +1030,7 @@ async fn verify(ctx: &Context, job: &JobRow) -> Step {
                     })?;
             }
             DestinationKind::File(f) => {
-                let path = f.path.join(&key);
+                let path = transfer::path_in(&f.path, &key).map_err(|e| Stop::Fail(e.into()))?;
                 let meta = tokio::fs::metadata(&path)
                     .await
                     .with_context(|| format!("{} is missing", path.display()))?;
@@ -929,7 +1042,9 @@ async fn verify(ctx: &Context, job: &JobRow) -> Step {
                         s.bytes_done
                     )));
                 }
-                let manifest = f.path.join(s.manifest_key.clone().unwrap_or_default());
+                let manifest =
+                    transfer::path_in(&f.path, s.manifest_key.as_deref().unwrap_or_default())
+                        .map_err(|e| Stop::Fail(e.into()))?;
                 tokio::fs::metadata(&manifest)
                     .await
                     .with_context(|| format!("the manifest {} is missing", manifest.display()))?;
@@ -941,33 +1056,32 @@ async fn verify(ctx: &Context, job: &JobRow) -> Step {
         .requested_at
         .or(job.create_sent_at)
         .unwrap_or(job.created_at);
+    let mut copies = Vec::new();
     for s in &shards {
         for (location, destination, object_key) in [
             ("destination", job.destination.clone(), s.object_key.clone()),
             ("provider", String::new(), None),
         ] {
-            ctx.store
-                .record_copy(&NewCopy {
-                    location,
-                    policy: job.policy.clone(),
-                    instance_uuid: job.instance_uuid.clone(),
-                    instance_name: job.instance_name.clone(),
-                    job_id: job.id.clone(),
-                    backup_id: s.backup_id.clone(),
-                    shard_id: s.shard_id.clone(),
-                    destination,
-                    object_key,
-                    size: s.bytes_done,
-                    sha256: s.sha256.clone(),
-                    rdb_version: s.rdb_version,
-                    requested_at,
-                    verified_at: ms(now),
-                })
-                .await?;
+            copies.push(NewCopy {
+                location,
+                policy: job.policy.clone(),
+                instance_uuid: job.instance_uuid.clone(),
+                instance_name: job.instance_name.clone(),
+                job_id: job.id.clone(),
+                backup_id: s.backup_id.clone(),
+                shard_id: s.shard_id.clone(),
+                destination,
+                object_key,
+                size: s.bytes_done,
+                sha256: s.sha256.clone(),
+                rdb_version: s.rdb_version,
+                requested_at,
+                verified_at: ms(now),
+            });
         }
     }
     ctx.store
-        .advance(&job.id, State::Verifying, Event::Verified, ms(now))
+        .complete_job(&ctx.claim(job), &copies, ms(now))
         .await?;
     let bytes: i64 = shards.iter().map(|s| s.bytes_done).sum();
     let m = &ctx.metrics;

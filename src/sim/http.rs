@@ -214,7 +214,12 @@ async fn answer(
     let mut make_payload =
         |size: u64, version: u16, seed: u64| super::generated_payload(&handle, size, version, seed);
     match world.handle(action, &params, now, &s.base_url, &mut make_payload) {
-        Ok(answer) => {
+        Ok(mut answer) => {
+            if let Some(Fault::TamperAnswer { set, duplicate, .. }) = world.take_fault(
+                |f| matches!(f, Fault::TamperAnswer { action: a, .. } if a == "*" || a == action),
+            ) {
+                super::state::tamper(&mut answer.data, &set, duplicate);
+            }
             let mut envelope = serde_json::json!({
                 "Code": "Success",
                 "Message": success_message(action),

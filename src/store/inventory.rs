@@ -45,36 +45,37 @@ pub struct NewCopy {
     pub verified_at: i64,
 }
 
-impl Store {
-    /// Records a verified copy (idempotent: recording the same copy twice keeps one row).
-    pub async fn record_copy(&self, c: &NewCopy) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO backups (location, policy, instance_uuid, instance_name, job_id, backup_id, shard_id,
-                                  destination, object_key, size, sha256, rdb_version, requested_at, verified, verified_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)
-             ON CONFLICT (location, destination, backup_id) DO UPDATE SET
-               verified = 1, verified_at = excluded.verified_at, object_key = excluded.object_key,
-               sha256 = excluded.sha256, size = excluded.size, missing = 0",
-        )
-        .bind(c.location)
-        .bind(c.policy.clone())
-        .bind(c.instance_uuid.clone())
-        .bind(c.instance_name.clone())
-        .bind(c.job_id.clone())
-        .bind(c.backup_id.clone())
-        .bind(c.shard_id.clone())
-        .bind(c.destination.clone())
-        .bind(c.object_key.clone())
-        .bind(c.size)
-        .bind(c.sha256.clone())
-        .bind(c.rdb_version)
-        .bind(c.requested_at)
-        .bind(c.verified_at)
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
+/// Records a verified copy (idempotent: recording the same copy twice keeps one row). Called
+/// inside the fenced transaction that completes a job ([`Store::complete_job`]).
+pub(super) async fn insert_copy(conn: &mut sqlx::SqliteConnection, c: &NewCopy) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO backups (location, policy, instance_uuid, instance_name, job_id, backup_id, shard_id,
+                              destination, object_key, size, sha256, rdb_version, requested_at, verified, verified_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)
+         ON CONFLICT (location, destination, backup_id) DO UPDATE SET
+           verified = 1, verified_at = excluded.verified_at, object_key = excluded.object_key,
+           sha256 = excluded.sha256, size = excluded.size, missing = 0",
+    )
+    .bind(c.location)
+    .bind(c.policy.clone())
+    .bind(c.instance_uuid.clone())
+    .bind(c.instance_name.clone())
+    .bind(c.job_id.clone())
+    .bind(c.backup_id.clone())
+    .bind(c.shard_id.clone())
+    .bind(c.destination.clone())
+    .bind(c.object_key.clone())
+    .bind(c.size)
+    .bind(c.sha256.clone())
+    .bind(c.rdb_version)
+    .bind(c.requested_at)
+    .bind(c.verified_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
 
+impl Store {
     /// Copies that still exist, newest first.
     pub async fn copies(
         &self,

@@ -3,6 +3,10 @@
 //! Every state change goes through [`Store::advance`], which applies the pure transition
 //! function (`job::state::transition`) and writes only if the row is still in the state the
 //! caller read, so two processes cannot both move the same job.
+//!
+//! Every write a running job makes carries its [`Claim`] and lands only while `jobs.owner`
+//! still names that owner (a fence). A process whose lease lapsed (paused, partitioned) and
+//! whose job was taken over gets [`Error::LostClaim`] at its next write and stops there.
 
 use super::{Error, Result, Store};
 use crate::job::state::{Event, State, transition};
@@ -80,6 +84,45 @@ pub struct EventRow {
     pub message: String,
 }
 
+/// Who holds a job: every write of a running job is conditional on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub job_id: String,
+    pub owner: String,
+}
+
+impl Claim {
+    pub fn new(job_id: &str, owner: &str) -> Claim {
+        Claim {
+            job_id: job_id.to_string(),
+            owner: owner.to_string(),
+        }
+    }
+
+    fn lost(&self) -> Error {
+        Error::LostClaim {
+            job: self.job_id.clone(),
+            owner: self.owner.clone(),
+        }
+    }
+
+    /// Maps "no row written" to [`Error::LostClaim`].
+    fn check(&self, rows: u64) -> Result<()> {
+        if rows == 0 { Err(self.lost()) } else { Ok(()) }
+    }
+}
+
+/// The first statement of a fenced transaction: takes SQLite's write lock and proves the claim
+/// still holds, so every statement after it in the transaction is the owner's.
+async fn fence(conn: &mut sqlx::SqliteConnection, claim: &Claim) -> Result<()> {
+    let r = sqlx::query("UPDATE jobs SET owner = owner WHERE id = ? AND owner = ?")
+        .bind(claim.job_id.clone())
+        .bind(claim.owner.clone())
+        .execute(conn)
+        .await?;
+    claim.check(r.rows_affected())
+}
+
 /// A job about to be created.
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -94,6 +137,9 @@ pub struct NewJob {
     pub start_by: i64,
     pub deadline_at: i64,
     pub created_at: i64,
+    /// The process that runs it, set at birth (`backup-now`), so no other process can claim it
+    /// between its creation and its first step. `None`: whoever claims it (the dispatcher).
+    pub owner: Option<String>,
 }
 
 /// What happened when a job was inserted.
@@ -112,31 +158,32 @@ const JOB_COLUMNS: &str = "id, policy, instance_uuid, instance_name, region_id, 
     error, owner, heartbeat_at";
 
 /// Which timestamp column an advance sets; a fixed list, so no SQL is built from input.
+/// Parameters: ?1 now, ?2 job id, ?3 the state read, ?4 the owner.
 fn advance_sql(to: State) -> &'static str {
     match to {
         State::Requested => {
-            "UPDATE jobs SET state = 'requested', requested_at = COALESCE(requested_at, ?) WHERE id = ? AND state = ?"
+            "UPDATE jobs SET state = 'requested', requested_at = COALESCE(requested_at, ?1) WHERE id = ?2 AND state = ?3 AND owner = ?4"
         }
         State::Snapshotting => {
-            "UPDATE jobs SET state = 'snapshotting', requested_at = COALESCE(requested_at, ?) WHERE id = ? AND state = ?"
+            "UPDATE jobs SET state = 'snapshotting', requested_at = COALESCE(requested_at, ?1) WHERE id = ?2 AND state = ?3 AND owner = ?4"
         }
         State::Transferring => {
-            "UPDATE jobs SET state = 'transferring', snapshot_done_at = ?1, transfer_started_at = COALESCE(transfer_started_at, ?1) WHERE id = ?2 AND state = ?3"
+            "UPDATE jobs SET state = 'transferring', snapshot_done_at = ?1, transfer_started_at = COALESCE(transfer_started_at, ?1) WHERE id = ?2 AND state = ?3 AND owner = ?4"
         }
         State::Verifying => {
-            "UPDATE jobs SET state = 'verifying', transfer_done_at = ? WHERE id = ? AND state = ?"
+            "UPDATE jobs SET state = 'verifying', transfer_done_at = ?1 WHERE id = ?2 AND state = ?3 AND owner = ?4"
         }
         State::Stored => {
-            "UPDATE jobs SET state = 'stored', verified_at = ?1, finished_at = ?1, owner = NULL WHERE id = ?2 AND state = ?3"
+            "UPDATE jobs SET state = 'stored', verified_at = ?1, finished_at = ?1, owner = NULL WHERE id = ?2 AND state = ?3 AND owner = ?4"
         }
         State::Missed => {
-            "UPDATE jobs SET state = 'missed', finished_at = ?, owner = NULL WHERE id = ? AND state = ?"
+            "UPDATE jobs SET state = 'missed', finished_at = ?1, owner = NULL WHERE id = ?2 AND state = ?3 AND owner = ?4"
         }
         State::Failed => {
-            "UPDATE jobs SET state = 'failed', finished_at = ?, owner = NULL WHERE id = ? AND state = ?"
+            "UPDATE jobs SET state = 'failed', finished_at = ?1, owner = NULL WHERE id = ?2 AND state = ?3 AND owner = ?4"
         }
         State::Pending => {
-            "UPDATE jobs SET state = 'pending', due_at = ? WHERE id = ? AND state = ?"
+            "UPDATE jobs SET state = 'pending', due_at = ?1 WHERE id = ?2 AND state = ?3 AND owner = ?4"
         }
     }
 }
@@ -146,8 +193,8 @@ impl Store {
     pub async fn insert_job(&self, job: &NewJob) -> Result<Inserted> {
         let result = sqlx::query(
             "INSERT INTO jobs (id, policy, instance_uuid, instance_name, region_id, destination, trigger, state,
-                               due_at, start_by, deadline_at, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+                               due_at, start_by, deadline_at, created_at, owner, heartbeat_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, CASE WHEN ? IS NULL THEN NULL ELSE ? END)",
         )
         .bind(job.id.clone())
         .bind(job.policy.clone())
@@ -159,6 +206,9 @@ impl Store {
         .bind(job.due_at)
         .bind(job.start_by)
         .bind(job.deadline_at)
+        .bind(job.created_at)
+        .bind(job.owner.clone())
+        .bind(job.owner.clone())
         .bind(job.created_at)
         .execute(self.pool())
         .await;
@@ -226,54 +276,54 @@ impl Store {
         .await?)
     }
 
-    /// Open jobs that are due and that no live process owns: new ones, those whose owner's
-    /// heartbeat is older than `stale_before`, and those whose owner `is_dead` says has gone.
-    pub async fn claimable_jobs(
-        &self,
-        now: i64,
-        stale_before: i64,
-        is_dead: &(dyn Fn(&str) -> bool + Sync),
-    ) -> Result<Vec<JobRow>> {
-        let rows = sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
+    /// Open jobs that are due and that no process holds: new ones and those whose owner has
+    /// not renewed its heartbeat since `stale_before` (its lease lapsed). Liveness is judged by
+    /// the heartbeat alone, never by looking for the owner's process (another user's process,
+    /// another container's or another host's cannot be seen).
+    pub async fn claimable_jobs(&self, now: i64, stale_before: i64) -> Result<Vec<JobRow>> {
+        Ok(sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
             "SELECT {JOB_COLUMNS} FROM jobs
-             WHERE state NOT IN ('stored','failed','missed') AND due_at <= ?
+             WHERE state NOT IN ('stored','failed','missed') AND due_at <= ?1
+               AND (owner IS NULL OR heartbeat_at IS NULL OR heartbeat_at < ?2)
              ORDER BY due_at, id"
         )))
         .bind(now)
+        .bind(stale_before)
         .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .into_iter()
-            .filter(|j| match (&j.owner, j.heartbeat_at) {
-                (None, _) | (Some(_), None) => true,
-                (Some(owner), Some(hb)) => hb < stale_before || is_dead(owner),
-            })
-            .collect())
+        .await?)
     }
 
-    /// Takes ownership of a job if no live process holds it (`dead_owner`: an owner known to
-    /// be gone). True if this caller owns it now.
+    /// Takes ownership of an open job if no process holds it (or this one already does). True
+    /// if this caller owns it now.
     pub async fn claim_job(
         &self,
         id: &str,
         owner: &str,
         now: i64,
         stale_before: i64,
-        dead_owner: Option<&str>,
     ) -> Result<bool> {
         let r = sqlx::query(
             "UPDATE jobs SET owner = ?1, heartbeat_at = ?2
              WHERE id = ?3 AND state NOT IN ('stored','failed','missed')
-               AND (owner IS NULL OR owner = ?1 OR heartbeat_at IS NULL OR heartbeat_at < ?4 OR owner = ?5)",
+               AND (owner IS NULL OR owner = ?1 OR heartbeat_at IS NULL OR heartbeat_at < ?4)",
         )
         .bind(owner.to_string())
         .bind(now)
         .bind(id.to_string())
         .bind(stale_before)
-        .bind(dead_owner.map(str::to_string))
         .execute(self.pool())
         .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    /// True while `claim` still holds its job (a read; writes fence themselves).
+    pub async fn holds(&self, claim: &Claim) -> Result<bool> {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM jobs WHERE id = ? AND owner = ?")
+            .bind(claim.job_id.clone())
+            .bind(claim.owner.clone())
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.is_some())
     }
 
     /// Renews the heartbeat of every open job this process owns.
@@ -301,81 +351,87 @@ impl Store {
     /// Moves a job from `from` on `event`, setting the phase timestamp to `now`.
     ///
     /// # Errors
-    /// The lifecycle forbids the move, or the row is no longer in `from`.
-    pub async fn advance(&self, id: &str, from: State, event: Event, now: i64) -> Result<State> {
-        let to = transition(from, event)
-            .map_err(|e| Error::Query(sqlx::Error::Protocol(e.to_string())))?;
-        let r = sqlx::query(advance_sql(to))
-            .bind(now)
-            .bind(id.to_string())
-            .bind(from.as_str())
-            .execute(self.pool())
-            .await?;
-        if r.rows_affected() != 1 {
-            return Err(Error::Query(sqlx::Error::Protocol(format!(
-                "job {id} is no longer {from}; another process changed it"
-            ))));
-        }
-        Ok(to)
+    /// The lifecycle forbids the move, the row is no longer in `from`, or the claim lapsed.
+    pub async fn advance(
+        &self,
+        claim: &Claim,
+        from: State,
+        event: Event,
+        now: i64,
+    ) -> Result<State> {
+        let mut conn = self.pool().acquire().await?;
+        advance_in(&mut conn, claim, from, event, now).await
     }
 
     /// Fails a job (from whatever open state it is in) with the full error chain.
-    pub async fn fail_job(&self, id: &str, now: i64, error: &str) -> Result<()> {
-        sqlx::query(
+    pub async fn fail_job(&self, claim: &Claim, now: i64, error: &str) -> Result<()> {
+        let r = sqlx::query(
             "UPDATE jobs SET state = 'failed', finished_at = ?, error = ?, owner = NULL
-             WHERE id = ? AND state NOT IN ('stored','failed','missed')",
+             WHERE id = ? AND owner = ? AND state NOT IN ('stored','failed','missed')",
         )
         .bind(now)
         .bind(error.to_string())
-        .bind(id.to_string())
+        .bind(claim.job_id.clone())
+        .bind(claim.owner.clone())
         .execute(self.pool())
         .await?;
-        Ok(())
+        claim.check(r.rows_affected())
     }
 
     /// Records a missed job (could not start inside its window) with the reason.
-    pub async fn miss_job(&self, id: &str, now: i64, reason: &str) -> Result<()> {
-        self.advance(id, State::Pending, Event::Miss, now).await?;
+    pub async fn miss_job(&self, claim: &Claim, now: i64, reason: &str) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        fence(&mut tx, claim).await?;
         sqlx::query("UPDATE jobs SET error = ? WHERE id = ?")
             .bind(reason.to_string())
-            .bind(id.to_string())
-            .execute(self.pool())
+            .bind(claim.job_id.clone())
+            .execute(&mut *tx)
             .await?;
+        advance_in(&mut tx, claim, State::Pending, Event::Miss, now).await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Write-ahead for `CreateBackup`: from here on, the provider may hold a backup for the job.
-    pub async fn mark_create_sent(&self, id: &str, now: i64) -> Result<()> {
-        sqlx::query("UPDATE jobs SET create_sent_at = ?, attempts = attempts + 1 WHERE id = ?")
-            .bind(now)
-            .bind(id.to_string())
-            .execute(self.pool())
-            .await?;
-        Ok(())
+    pub async fn mark_create_sent(&self, claim: &Claim, now: i64) -> Result<()> {
+        let r = sqlx::query(
+            "UPDATE jobs SET create_sent_at = ?, attempts = attempts + 1 WHERE id = ? AND owner = ?",
+        )
+        .bind(now)
+        .bind(claim.job_id.clone())
+        .bind(claim.owner.clone())
+        .execute(self.pool())
+        .await?;
+        claim.check(r.rows_affected())
     }
 
     /// `CreateBackup` was certainly not applied (refused or 409): it may be sent again later.
-    pub async fn clear_create_sent(&self, id: &str, next_attempt_at: i64) -> Result<()> {
-        sqlx::query("UPDATE jobs SET create_sent_at = NULL, next_attempt_at = ? WHERE id = ?")
-            .bind(next_attempt_at)
-            .bind(id.to_string())
-            .execute(self.pool())
-            .await?;
-        Ok(())
+    pub async fn clear_create_sent(&self, claim: &Claim, next_attempt_at: i64) -> Result<()> {
+        let r = sqlx::query(
+            "UPDATE jobs SET create_sent_at = NULL, next_attempt_at = ? WHERE id = ? AND owner = ?",
+        )
+        .bind(next_attempt_at)
+        .bind(claim.job_id.clone())
+        .bind(claim.owner.clone())
+        .execute(self.pool())
+        .await?;
+        claim.check(r.rows_affected())
     }
 
-    pub async fn set_job_bytes(&self, id: &str, bytes: i64) -> Result<()> {
-        sqlx::query("UPDATE jobs SET bytes = ? WHERE id = ?")
+    pub async fn set_job_bytes(&self, claim: &Claim, bytes: i64) -> Result<()> {
+        let r = sqlx::query("UPDATE jobs SET bytes = ? WHERE id = ? AND owner = ?")
             .bind(bytes)
-            .bind(id.to_string())
+            .bind(claim.job_id.clone())
+            .bind(claim.owner.clone())
             .execute(self.pool())
             .await?;
-        Ok(())
+        claim.check(r.rows_affected())
     }
 
     /// Records the job's provider records (once, when they are all finished).
-    pub async fn insert_shards(&self, rows: &[ShardRow]) -> Result<()> {
+    pub async fn insert_shards(&self, claim: &Claim, rows: &[ShardRow]) -> Result<()> {
         let mut tx = self.pool().begin().await?;
+        fence(&mut tx, claim).await?;
         for r in rows {
             sqlx::query(
                 "INSERT OR IGNORE INTO job_shards (job_id, backup_id, shard_id, size, provider_start, provider_end, state)
@@ -408,12 +464,14 @@ impl Store {
     /// Starts (or restarts) a shard's transfer: its keys and where its partial data lives.
     pub async fn shard_started(
         &self,
-        job_id: &str,
+        claim: &Claim,
         backup_id: &str,
         shard_id: &str,
         object_key: &str,
         manifest_key: &str,
     ) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        fence(&mut tx, claim).await?;
         sqlx::query(
             "UPDATE job_shards SET state = 'transferring', shard_id = ?, object_key = ?, manifest_key = ?, bytes_done = 0
              WHERE job_id = ? AND backup_id = ?",
@@ -421,10 +479,11 @@ impl Store {
         .bind(shard_id.to_string())
         .bind(object_key.to_string())
         .bind(manifest_key.to_string())
-        .bind(job_id.to_string())
+        .bind(claim.job_id.clone())
         .bind(backup_id.to_string())
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -432,51 +491,55 @@ impl Store {
     /// `.partial` file (either may be `None` to clear it).
     pub async fn shard_pending_data(
         &self,
-        job_id: &str,
+        claim: &Claim,
         backup_id: &str,
         upload_id: Option<&str>,
         temp_path: Option<&str>,
     ) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        fence(&mut tx, claim).await?;
         sqlx::query(
             "UPDATE job_shards SET upload_id = ?, temp_path = ? WHERE job_id = ? AND backup_id = ?",
         )
         .bind(upload_id.map(str::to_string))
         .bind(temp_path.map(str::to_string))
-        .bind(job_id.to_string())
+        .bind(claim.job_id.clone())
         .bind(backup_id.to_string())
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
         if upload_id.is_none() {
             sqlx::query("DELETE FROM job_parts WHERE job_id = ? AND backup_id = ?")
-                .bind(job_id.to_string())
+                .bind(claim.job_id.clone())
                 .bind(backup_id.to_string())
-                .execute(self.pool())
+                .execute(&mut *tx)
                 .await?;
         }
+        tx.commit().await?;
         Ok(())
     }
 
-    pub async fn record_part(&self, job_id: &str, backup_id: &str, part: &PartRow) -> Result<()> {
+    pub async fn record_part(&self, claim: &Claim, backup_id: &str, part: &PartRow) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        fence(&mut tx, claim).await?;
         sqlx::query(
             "INSERT OR REPLACE INTO job_parts (job_id, backup_id, part_number, etag, size) VALUES (?, ?, ?, ?, ?)",
         )
-        .bind(job_id.to_string())
+        .bind(claim.job_id.clone())
         .bind(backup_id.to_string())
         .bind(part.part_number)
         .bind(part.etag.clone())
         .bind(part.size)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE job_shards SET bytes_done = (SELECT COALESCE(SUM(size), 0) FROM job_parts WHERE job_id = ? AND backup_id = ?)
-             WHERE job_id = ? AND backup_id = ?",
+            "UPDATE job_shards SET bytes_done = (SELECT COALESCE(SUM(size), 0) FROM job_parts WHERE job_id = ?1 AND backup_id = ?2)
+             WHERE job_id = ?1 AND backup_id = ?2",
         )
-        .bind(job_id.to_string())
+        .bind(claim.job_id.clone())
         .bind(backup_id.to_string())
-        .bind(job_id.to_string())
-        .bind(backup_id.to_string())
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -490,31 +553,18 @@ impl Store {
         .await?)
     }
 
-    pub async fn shard_progress(
-        &self,
-        job_id: &str,
-        backup_id: &str,
-        bytes_done: i64,
-    ) -> Result<()> {
-        sqlx::query("UPDATE job_shards SET bytes_done = ? WHERE job_id = ? AND backup_id = ?")
-            .bind(bytes_done)
-            .bind(job_id.to_string())
-            .bind(backup_id.to_string())
-            .execute(self.pool())
-            .await?;
-        Ok(())
-    }
-
     /// A shard's verified copy is visible at the destination.
     pub async fn shard_stored(
         &self,
-        job_id: &str,
+        claim: &Claim,
         backup_id: &str,
         bytes: i64,
         sha256: &str,
         rdb_version: i64,
         checksum: &str,
     ) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        fence(&mut tx, claim).await?;
         sqlx::query(
             "UPDATE job_shards SET state = 'stored', bytes_done = ?, sha256 = ?, rdb_version = ?, checksum = ?,
                     upload_id = NULL, temp_path = NULL
@@ -524,24 +574,46 @@ impl Store {
         .bind(sha256.to_string())
         .bind(rdb_version)
         .bind(checksum.to_string())
-        .bind(job_id.to_string())
+        .bind(claim.job_id.clone())
         .bind(backup_id.to_string())
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
         sqlx::query("DELETE FROM job_parts WHERE job_id = ? AND backup_id = ?")
-            .bind(job_id.to_string())
+            .bind(claim.job_id.clone())
             .bind(backup_id.to_string())
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    pub async fn shard_failed(&self, job_id: &str, backup_id: &str) -> Result<()> {
+    pub async fn shard_failed(&self, claim: &Claim, backup_id: &str) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        fence(&mut tx, claim).await?;
         sqlx::query("UPDATE job_shards SET state = 'failed' WHERE job_id = ? AND backup_id = ?")
-            .bind(job_id.to_string())
+            .bind(claim.job_id.clone())
             .bind(backup_id.to_string())
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The end of a verified job, in one fenced transaction: its copies enter the inventory and
+    /// the job becomes `stored`, or (the claim lapsed) neither happens.
+    pub async fn complete_job(
+        &self,
+        claim: &Claim,
+        copies: &[super::inventory::NewCopy],
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        fence(&mut tx, claim).await?;
+        for c in copies {
+            super::inventory::insert_copy(&mut tx, c).await?;
+        }
+        advance_in(&mut tx, claim, State::Verifying, Event::Verified, now).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -585,5 +657,38 @@ impl Store {
         )))
         .fetch_all(self.pool())
         .await?)
+    }
+}
+
+/// [`Store::advance`] on a connection (inside a fenced transaction or alone).
+async fn advance_in(
+    conn: &mut sqlx::SqliteConnection,
+    claim: &Claim,
+    from: State,
+    event: Event,
+    now: i64,
+) -> Result<State> {
+    let to =
+        transition(from, event).map_err(|e| Error::Query(sqlx::Error::Protocol(e.to_string())))?;
+    let r = sqlx::query(advance_sql(to))
+        .bind(now)
+        .bind(claim.job_id.clone())
+        .bind(from.as_str())
+        .bind(claim.owner.clone())
+        .execute(&mut *conn)
+        .await?;
+    if r.rows_affected() == 1 {
+        return Ok(to);
+    }
+    let owner: Option<(Option<String>,)> = sqlx::query_as("SELECT owner FROM jobs WHERE id = ?")
+        .bind(claim.job_id.clone())
+        .fetch_optional(&mut *conn)
+        .await?;
+    match owner {
+        Some((Some(o),)) if o == claim.owner => Err(Error::Query(sqlx::Error::Protocol(format!(
+            "job {} is no longer {from}; another process changed it",
+            claim.job_id
+        )))),
+        _ => Err(claim.lost()),
     }
 }

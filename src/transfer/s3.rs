@@ -9,6 +9,7 @@
 
 use super::{Error, Manifest, Sink, Stored};
 use crate::config::{S3Destination, ServerSideEncryption};
+use crate::store::jobs::Claim;
 use crate::store::{PartRow, Store};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
@@ -23,8 +24,12 @@ pub const MAX_PARTS: u64 = 10_000;
 /// number of MiB that keeps the upload within [`MAX_PARTS`] (a 200 GiB RDB file needs 21 MiB).
 pub fn part_size_for(total: u64, configured: u64) -> u64 {
     let needed = total.div_ceil(MAX_PARTS).div_ceil(1 << 20) << 20;
-    configured.max(needed)
+    // Never past S3's largest part: a size that would need more is refused before this.
+    configured.max(needed).min(MAX_PART_SIZE)
 }
+
+/// S3's largest part (5 GiB).
+pub const MAX_PART_SIZE: u64 = 5 << 30;
 
 /// S3's limit for a single CopyObject; larger objects are copied part by part.
 pub const COPY_OBJECT_LIMIT: u64 = 5 << 30;
@@ -59,7 +64,7 @@ pub struct S3Sink {
     manifest_key: String,
     backup_id: String,
     store: Store,
-    job_id: String,
+    claim: Claim,
     upload_id: Option<String>,
     /// The part being filled; its capacity is `part_size`, so filling never reallocates.
     buf: BytesMut,
@@ -82,7 +87,7 @@ impl S3Sink {
         manifest_key: String,
         backup_id: String,
         store: Store,
-        job_id: String,
+        claim: Claim,
     ) -> Self {
         S3Sink {
             client,
@@ -93,7 +98,7 @@ impl S3Sink {
             manifest_key,
             backup_id,
             store,
-            job_id,
+            claim,
             upload_id: None,
             next_part: 1,
             inflight: JoinSet::new(),
@@ -161,9 +166,8 @@ impl S3Sink {
             .to_string();
         // Journal it at once, so a crash leaves an upload rdbvault knows to abort.
         self.store
-            .shard_pending_data(&self.job_id, &self.backup_id, Some(&id), None)
-            .await
-            .map_err(|e| Error::Destination(e.to_string()))?;
+            .shard_pending_data(&self.claim, &self.backup_id, Some(&id), None)
+            .await?;
         self.upload_id = Some(id.clone());
         Ok(id)
     }
@@ -196,9 +200,8 @@ impl S3Sink {
             self.spare.push(buffer);
         }
         self.store
-            .record_part(&self.job_id, &self.backup_id, &part)
-            .await
-            .map_err(|e| Error::Destination(e.to_string()))?;
+            .record_part(&self.claim, &self.backup_id, &part)
+            .await?;
         self.parts.push(part);
         Ok(())
     }
@@ -527,7 +530,7 @@ impl Sink for S3Sink {
         }
         let _ = self
             .store
-            .shard_pending_data(&self.job_id, &self.backup_id, None, None)
+            .shard_pending_data(&self.claim, &self.backup_id, None, None)
             .await;
     }
 }

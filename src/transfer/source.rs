@@ -218,12 +218,18 @@ impl Downloader {
                                 continue;
                             }
                         }
-                        if let Some(expected) = src.expected_size
-                            && checker.bytes() + chunk.len() as u64 > expected
-                        {
-                            return Err(Error::Verification(format!(
-                                "the download is longer than the provider's BackupSize ({expected} bytes)"
-                            )));
+                        // Never more than announced (or, unannounced, than max_backup_size):
+                        // a longer body is an error, not a bigger file.
+                        let bound = src.expected_size.unwrap_or(src.max_size);
+                        if checker.bytes() + chunk.len() as u64 > bound {
+                            return Err(Error::Verification(match src.expected_size {
+                                Some(expected) => format!(
+                                    "the download is longer than the provider's BackupSize ({expected} bytes)"
+                                ),
+                                None => format!(
+                                    "the provider announced no BackupSize and the download passed limits.max_backup_size ({bound} bytes)"
+                                ),
+                            }));
                         }
                         checker.update(&chunk);
                         sink.write(chunk).await?;
