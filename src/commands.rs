@@ -269,6 +269,7 @@ pub async fn plan_policies(
     policy: Option<&str>,
     instance: Option<&str>,
     dry_run: bool,
+    view: crate::prune::ProviderView,
 ) -> anyhow::Result<crate::prune::Report> {
     let mut all = crate::prune::Report::default();
     for p in ctx
@@ -277,7 +278,7 @@ pub async fn plan_policies(
         .iter()
         .filter(|p| policy.is_none_or(|n| p.name == n))
     {
-        let r = crate::prune::prune_policy(ctx, p, None, dry_run).await?;
+        let r = crate::prune::prune_policy_from(ctx, p, None, dry_run, view).await?;
         all.rows.extend(r.rows);
         all.blocked.extend(r.blocked);
         all.problems.extend(r.problems);
@@ -288,13 +289,16 @@ pub async fn plan_policies(
     Ok(all)
 }
 
-/// The JSON of `backups --json` and `GET /v1/backups`: a dry-run plan of every policy.
+/// The JSON of `backups --json` (provider list live) and `GET /v1/backups` (provider side from
+/// the state DB alone, so no HTTP request costs a provider call): a dry-run plan of every
+/// policy.
 pub async fn inventory(
     ctx: &job::Context,
     policy: Option<&str>,
     instance: Option<&str>,
+    view: crate::prune::ProviderView,
 ) -> anyhow::Result<crate::prune::Report> {
-    plan_policies(ctx, policy, instance, true).await
+    plan_policies(ctx, policy, instance, true, view).await
 }
 
 /// The JSON of `GET /v1/policies`: each policy with its next runs.
@@ -637,7 +641,14 @@ pub async fn prune(cfg: Config, policy: Option<&str>, dry_run: bool) -> Result<(
         .map_err(|e| Failure::Runtime(e.into()))?;
     let ctx = crate::daemon::build_context(cfg.clone(), crate::daemon::owner_id("prune"), metrics)
         .await?;
-    let all = plan_policies(&ctx, policy, None, dry_run).await?;
+    let all = plan_policies(
+        &ctx,
+        policy,
+        None,
+        dry_run,
+        crate::prune::ProviderView::Live,
+    )
+    .await?;
     crate::prune::print(&all, dry_run, false);
     let deleted = all
         .rows
@@ -694,7 +705,13 @@ pub async fn backups(cfg: Config, args: crate::cli::BackupsArgs) -> Result<(), F
     let ctx =
         crate::daemon::build_context(cfg.clone(), crate::daemon::owner_id("backups"), metrics)
             .await?;
-    let all = inventory(&ctx, args.policy.as_deref(), args.instance.as_deref()).await?;
+    let all = inventory(
+        &ctx,
+        args.policy.as_deref(),
+        args.instance.as_deref(),
+        crate::prune::ProviderView::Live,
+    )
+    .await?;
     if args.json {
         println!(
             "{}",

@@ -116,7 +116,14 @@ async fn v1_backups(
     axum::extract::Query(q): axum::extract::Query<BackupsQuery>,
 ) -> axum::response::Response {
     let ctx = s.ctx.read().expect("context lock").clone();
-    match crate::commands::inventory(&ctx, q.policy.as_deref(), q.instance.as_deref()).await {
+    match crate::commands::inventory(
+        &ctx,
+        q.policy.as_deref(),
+        q.instance.as_deref(),
+        crate::prune::ProviderView::Inventory,
+    )
+    .await
+    {
         Ok(r) => axum::Json(r).into_response(),
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
     }

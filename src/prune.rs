@@ -2,9 +2,15 @@
 //! the inventory and the provider's live list, asks [`crate::retention::plan`], and carries out
 //! the deletions (unless it is a dry run or the circuit breaker tripped).
 //!
-//! Destination: a set's objects and manifests are deleted together. Provider: `DeleteBackup`
-//! for each record of a set rdbvault created whose destination copy was verified; failures are
-//! retried by the client, then recorded and reported, never fatal.
+//! Destination: a set's objects and manifests are deleted together, each through the destination
+//! its copy was recorded in (a copy whose destination left the config is kept, and the report
+//! says so). Provider: `DeleteBackup` only for a record whose own backup id has a verified
+//! destination copy; a record that merely carries a job's token (an extra backup made with a
+//! copied `Desc`) is its own set and is never deleted. Failures are retried by the client, then
+//! recorded and reported, never fatal.
+//!
+//! [`ProviderView::Inventory`] plans from the state DB alone (no provider call, no deletion):
+//! the read-only view `/v1/backups` serves.
 
 use crate::cds::DESC_TOKEN_PREFIX;
 use crate::config::Policy;
@@ -62,6 +68,15 @@ pub fn job_of_desc(desc: &str) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
+/// Where the provider side's list comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderView {
+    /// `DescribeBackups` per instance: what the provider holds now.
+    Live,
+    /// The provider copies the inventory records: no API call; the plan is a dry run.
+    Inventory,
+}
+
 struct DestSet {
     time: DateTime<Utc>,
     instance_name: String,
@@ -80,13 +95,25 @@ pub async fn prune_policy(
     instance: Option<&str>,
     dry_run: bool,
 ) -> anyhow::Result<Report> {
+    prune_policy_from(ctx, policy, instance, dry_run, ProviderView::Live).await
+}
+
+/// [`prune_policy`] with the provider list taken from `view`; [`ProviderView::Inventory`] is
+/// always a dry run.
+///
+/// # Errors
+/// See [`prune_policy`].
+pub async fn prune_policy_from(
+    ctx: &Context,
+    policy: &Policy,
+    instance: Option<&str>,
+    dry_run: bool,
+    view: ProviderView,
+) -> anyhow::Result<Report> {
+    let dry_run = dry_run || view == ProviderView::Inventory;
     let mut report = Report::default();
-    let dest_cfg = ctx
-        .config
-        .destinations
-        .get(&policy.destination)
-        .ok_or_else(|| anyhow::anyhow!("destination `{}` is not configured", policy.destination))?;
-    let handle = Handle::new(dest_cfg).await?;
+    // One handle per destination a copy was recorded in, opened when first needed.
+    let mut handles: BTreeMap<String, Handle> = BTreeMap::new();
     let tz = policy.schedule.timezone;
     let only_instance = instance;
     let all = ctx
@@ -107,6 +134,20 @@ pub async fn prune_policy(
     }
     for j in &failed_jobs {
         verified_jobs.remove(j);
+    }
+    // Per job, the backup ids that have a verified destination copy: only these may ever be
+    // deleted at the provider.
+    let mut verified_backups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for c in all
+        .iter()
+        .filter(|c| c.location == "destination" && c.verified == 1 && c.missing == 0)
+    {
+        if let Some(job) = &c.job_id {
+            verified_backups
+                .entry(job.clone())
+                .or_default()
+                .insert(c.backup_id.clone());
+        }
     }
 
     // Group live destination copies by instance and job.
@@ -173,7 +214,18 @@ pub async fn prune_policy(
             );
         }
         for d in &plan.decisions {
-            let s = &sets[&d.id];
+            let Some(s) = sets.get(&d.id) else { continue };
+            // A copy recorded in a destination that left the config cannot be reached: keep it.
+            let gone: Vec<&str> = s
+                .copies
+                .iter()
+                .map(|c| c.destination.as_str())
+                .filter(|name| !ctx.config.destinations.contains_key(*name))
+                .collect();
+            let (keep, reasons) = match gone.first() {
+                Some(name) if !d.keep => (true, vec![Reason::DestinationGone(name.to_string())]),
+                _ => (d.keep, d.reasons.clone()),
+            };
             let mut row = Row {
                 policy: policy.name.clone(),
                 instance_uuid: instance.clone(),
@@ -189,12 +241,12 @@ pub async fn prune_policy(
                     .iter()
                     .filter_map(|c| c.object_key.clone())
                     .collect(),
-                keep: d.keep,
-                reasons: d.reasons.clone(),
+                keep,
+                reasons,
                 deleted: None,
             };
-            if !d.keep && !dry_run {
-                row.deleted = Some(delete_destination_set(ctx, &handle, &s.copies).await);
+            if !keep && !dry_run {
+                row.deleted = Some(delete_destination_set(ctx, &mut handles, &s.copies).await);
                 if matches!(row.deleted, Some(Ok(()))) {
                     ctx.metrics
                         .retention_deleted
@@ -206,17 +258,21 @@ pub async fn prune_policy(
         }
 
         // ---- provider side ----
-        let records = match ctx.cds.describe_backups(&instance).await {
-            Ok(r) => r,
-            Err(e) => {
-                report.problems.push(format!(
-                    "policy {}: instance {instance}: provider side not planned: {e}",
-                    policy.name
-                ));
-                continue;
-            }
+        let records = match view {
+            ProviderView::Inventory => inventory_records(&all, &instance),
+            ProviderView::Live => match ctx.cds.describe_backups(&instance).await {
+                Ok(r) => r,
+                Err(e) => {
+                    report.problems.push(format!(
+                        "policy {}: instance {instance}: provider side not planned: {e}",
+                        policy.name
+                    ));
+                    continue;
+                }
+            },
         };
         let mut groups: BTreeMap<String, Vec<crate::cds::model::Backup>> = BTreeMap::new();
+        let mut stray: BTreeSet<String> = BTreeSet::new();
         for r in records {
             let key = match job_of_desc(&r.desc) {
                 Some(job) => {
@@ -231,7 +287,17 @@ pub async fn prune_policy(
                     if other_policy {
                         continue;
                     }
-                    job.to_string()
+                    // Only the job's own, verified backup ids make up its set; any other record
+                    // with its token is a set of its own, which nothing verified.
+                    if verified_backups
+                        .get(job)
+                        .is_some_and(|ids| ids.contains(&r.backup_id))
+                    {
+                        job.to_string()
+                    } else {
+                        stray.insert(r.backup_id.clone());
+                        r.backup_id.clone()
+                    }
                 }
                 None => r.backup_id.clone(),
             };
@@ -258,7 +324,7 @@ pub async fn prune_policy(
                 Set {
                     id: key.clone(),
                     time,
-                    verified: token && verified_jobs.contains(key),
+                    verified: token && !stray.contains(key) && verified_jobs.contains(key),
                     pinned: all
                         .iter()
                         .any(|c| c.job_id.as_deref() == Some(key.as_str()) && c.pinned == 1),
@@ -295,11 +361,17 @@ pub async fn prune_policy(
             blocked(ctx, &mut report, policy, &instance, Location::Provider, why);
         }
         for d in &plan.decisions {
-            let recs = &groups[&d.id];
-            let s = provider_sets
-                .iter()
-                .find(|s| s.id == d.id)
-                .expect("a set per decision");
+            let (Some(recs), Some(s)) = (
+                groups.get(&d.id),
+                provider_sets.iter().find(|s| s.id == d.id),
+            ) else {
+                continue;
+            };
+            let (keep, reasons) = if stray.contains(&d.id) {
+                (true, vec![Reason::NoVerifiedCopyOfThisBackup])
+            } else {
+                (d.keep, d.reasons.clone())
+            };
             let mut row = Row {
                 policy: policy.name.clone(),
                 instance_uuid: instance.clone(),
@@ -315,15 +387,26 @@ pub async fn prune_policy(
                 pinned: s.pinned,
                 backup_ids: recs.iter().map(|r| r.backup_id.clone()).collect(),
                 object_keys: Vec::new(),
-                keep: d.keep,
-                reasons: d.reasons.clone(),
+                keep,
+                reasons,
                 deleted: None,
             };
-            // Belt and braces: never delete what the plan must not have chosen.
+            // Belt and braces: never delete what the plan must not have chosen, and never a
+            // record whose own backup id lacks a verified copy.
             let deletable = s.created_by_rdbvault && s.verified && !s.pinned;
-            if !d.keep && !dry_run && deletable {
+            if !keep && !dry_run && deletable {
                 let mut result = Ok(());
                 for r in recs {
+                    let copied = job_of_desc(&r.desc)
+                        .and_then(|job| verified_backups.get(job))
+                        .is_some_and(|ids| ids.contains(&r.backup_id));
+                    if !copied {
+                        result = Err(format!(
+                            "backup {} has no verified copy: not deleted",
+                            r.backup_id
+                        ));
+                        continue;
+                    }
                     match ctx.cds.delete_backup(&instance, &r.backup_id).await {
                         Ok(_) => {
                             let _ = ctx
@@ -379,12 +462,48 @@ fn blocked(
     ));
 }
 
+/// The provider copies the inventory records for one instance, as `DescribeBackups` would list
+/// them (for the DB-only view).
+fn inventory_records(all: &[CopyRow], instance: &str) -> Vec<crate::cds::model::Backup> {
+    all.iter()
+        .filter(|c| {
+            c.location == "provider" && c.deleted_at.is_none() && c.instance_uuid == instance
+        })
+        .map(|c| crate::cds::model::Backup {
+            backup_id: c.backup_id.clone(),
+            instance_id: c.instance_uuid.clone(),
+            desc: c
+                .job_id
+                .as_ref()
+                .map(|j| format!("{DESC_TOKEN_PREFIX}{j}"))
+                .unwrap_or_default(),
+            status: crate::cds::model::Backup::FINISHED.into(),
+            backup_size: c.size.map(|s| s.max(0) as u64),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Deletes a set's objects, each through the destination its copy was recorded in.
 async fn delete_destination_set(
     ctx: &Context,
-    handle: &Handle,
+    handles: &mut BTreeMap<String, Handle>,
     copies: &[CopyRow],
 ) -> Result<(), String> {
     for c in copies {
+        if !handles.contains_key(&c.destination) {
+            let Some(dest) = ctx.config.destinations.get(&c.destination) else {
+                return Err(format!(
+                    "destination `{}` is no longer in the config; the copy is kept",
+                    c.destination
+                ));
+            };
+            let h = Handle::new(dest).await.map_err(|e| format!("{e:#}"))?;
+            handles.insert(c.destination.clone(), h);
+        }
+        let Some(handle) = handles.get(&c.destination) else {
+            continue;
+        };
         if let Some(key) = &c.object_key {
             // The manifest first: without it the object no longer looks like a complete copy.
             handle

@@ -75,6 +75,12 @@ pub enum Reason {
     NoRuleKeeps,
     /// Kept: it failed verification or vanished; not counted by any rule, never auto-deleted.
     Unverified,
+    /// Kept: the copy was recorded in a destination that is no longer in the config, so
+    /// rdbvault cannot reach it (and will not delete a same-named object elsewhere).
+    DestinationGone(String),
+    /// Kept: a provider backup carrying rdbvault's token whose own backup id has no verified
+    /// copy (an extra backup made with a copied `Desc`, a late shard).
+    NoVerifiedCopyOfThisBackup,
 }
 
 impl fmt::Display for Reason {
@@ -100,6 +106,14 @@ impl fmt::Display for Reason {
             Reason::Unverified => write!(
                 f,
                 "failed verification or missing: kept for inspection, counted by no rule"
+            ),
+            Reason::DestinationGone(d) => write!(
+                f,
+                "its destination `{d}` is no longer in the config: kept (add it back to prune it)"
+            ),
+            Reason::NoVerifiedCopyOfThisBackup => write!(
+                f,
+                "no verified copy of this backup id: never deleted at the provider"
             ),
         }
     }
