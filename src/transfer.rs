@@ -329,6 +329,7 @@ pub async fn transfer_shard<S: Sink>(
     progress: Progress<'_>,
     cancel: &tokio_util::sync::CancellationToken,
     deadline: DateTime<Utc>,
+    claim: (&crate::store::Store, &crate::store::jobs::Claim),
 ) -> Result<Stored, Error> {
     let mut checker = already;
     let result = downloader
@@ -348,6 +349,23 @@ pub async fn transfer_shard<S: Sink>(
         }
     };
     let manifest = manifest(&stored);
+    // The last moment before the copy becomes visible: a process that lost its job to another
+    // one (its lease lapsed while it downloaded) must not publish anything.
+    let (store, claim) = claim;
+    match store.holds(claim).await {
+        Ok(true) => {}
+        Ok(false) => {
+            sink.abort().await;
+            return Err(Error::LostClaim(format!(
+                "job {} is held by another process now; {} did not publish its copy",
+                claim.job_id, claim.owner
+            )));
+        }
+        Err(e) => {
+            sink.abort().await;
+            return Err(e.into());
+        }
+    }
     if let Err(e) = sink.commit(&stored, &manifest).await {
         sink.abort().await;
         return Err(e);

@@ -17,6 +17,7 @@ mod integration {
     mod config_cli;
     mod crash;
     mod deploy;
+    mod hostile;
     mod online;
     mod operations;
     mod pipeline;

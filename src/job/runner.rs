@@ -864,6 +864,7 @@ async fn transfer_one(
                 &progress,
                 cancel,
                 deadline,
+                (&ctx.store, &claim),
             )
             .await;
             if matches!(r, Err(transfer::Error::Cancelled)) {
@@ -910,6 +911,7 @@ async fn transfer_one(
                 &progress,
                 cancel,
                 deadline,
+                (&ctx.store, &claim),
             )
             .await
         }

@@ -87,6 +87,7 @@ impl Env {
   retry: {{ max_attempts: 3, base_delay: 50ms, max_delay: 200ms }}
 state:
   path: {d}/state.db
+  job_lease: 3s
 http:
   listen: 127.0.0.1:0
 log:
