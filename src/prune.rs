@@ -287,16 +287,16 @@ pub async fn prune_policy_from(
                     if other_policy {
                         continue;
                     }
-                    // Only the job's own, verified backup ids make up its set; any other record
-                    // with its token is a set of its own, which nothing verified.
-                    if verified_backups
-                        .get(job)
-                        .is_some_and(|ids| ids.contains(&r.backup_id))
-                    {
-                        job.to_string()
-                    } else {
-                        stray.insert(r.backup_id.clone());
-                        r.backup_id.clone()
+                    // A job with verified copies owns only those backup ids; any other record
+                    // with its token (an extra backup made with a copied `Desc`) is a set of
+                    // its own, which nothing verified. A job without any verified copy keeps
+                    // its records together: the set is unverified and never deleted.
+                    match verified_backups.get(job) {
+                        Some(ids) if !ids.contains(&r.backup_id) => {
+                            stray.insert(r.backup_id.clone());
+                            r.backup_id.clone()
+                        }
+                        _ => job.to_string(),
                     }
                 }
                 None => r.backup_id.clone(),

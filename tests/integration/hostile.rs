@@ -435,3 +435,223 @@ async fn the_daemon_leaves_a_job_whose_owner_heartbeats_even_if_its_process_is_i
     let _ = tokio::time::timeout(Duration::from_secs(30), daemon.wait()).await;
     env.sim.stop().await;
 }
+
+fn edit_config(env: &Env, from: &str, to: &str) {
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    assert!(text.contains(from), "config has no {from:?}");
+    std::fs::write(&env.config, text.replace(from, to)).unwrap();
+}
+
+/// Backup ids at the provider for SMALL, by `Desc`.
+async fn provider_records(env: &Env) -> Vec<(String, String)> {
+    let (c, _) = crate::support::client(&env.sim);
+    c.describe_backups(SMALL)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| (b.backup_id, b.desc))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_prune_never_deletes_a_backup_that_only_carries_a_copied_desc() {
+    let Some(env) = Env::new("hostile-desc", "dir", &format!("uuid: {SMALL}"), "@yearly").await
+    else {
+        return;
+    };
+    edit_config(
+        &env,
+        "retention: { destination: { keep_last: 3 } }",
+        "retention: { destination: { keep_last: 3 }, provider: { keep_last: 1 } }",
+    );
+    for _ in 0..2 {
+        let r = env.run(&["backup-now", "--policy", "p"]).await;
+        assert_eq!(r.code, 0, "{}", r.all());
+    }
+    let store = env.store().await;
+    let jobs = store.list_jobs(None, None, 10).await.unwrap();
+    let oldest = jobs.last().unwrap().clone();
+    let own = store.shards(&oldest.id).await.unwrap()[0].backup_id.clone();
+    // Someone makes an extra backup with the oldest job's Desc (copied by hand, say).
+    let (c, _) = crate::support::client(&env.sim);
+    c.create_backup(SMALL, &oldest.token()).await.unwrap();
+    let mut extra = None;
+    for _ in 0..100 {
+        extra = provider_records(&env)
+            .await
+            .into_iter()
+            .find(|(id, desc)| *desc == oldest.token() && *id != own)
+            .map(|(id, _)| id);
+        if extra.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let extra = extra.expect("the extra backup exists");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let r = env.run(&["prune", "--policy", "p"]).await;
+    let ids: Vec<String> = provider_records(&env)
+        .await
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert!(
+        !ids.contains(&own),
+        "the copied backup is pruned: {}",
+        r.stdout
+    );
+    assert!(
+        ids.contains(&extra),
+        "a backup with no verified copy of its own must survive:\n{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("no verified copy of this backup id"),
+        "{}",
+        r.stdout
+    );
+    env.sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_through_the_destination_each_copy_was_recorded_in() {
+    let Some(env) = Env::new("hostile-dest", "dir", &format!("uuid: {SMALL}"), "@yearly").await
+    else {
+        return;
+    };
+    for _ in 0..3 {
+        let r = env.run(&["backup-now", "--policy", "p"]).await;
+        assert_eq!(r.code, 0, "{}", r.all());
+    }
+    let root = env.dir.path();
+    let store = env.store().await;
+    let mut jobs = store.list_jobs(None, None, 10).await.unwrap();
+    jobs.reverse(); // oldest first
+    let key_of = |i: usize| {
+        let (store, id) = (store.clone(), jobs[i].id.clone());
+        async move {
+            store.shards(&id).await.unwrap()[0]
+                .object_key
+                .clone()
+                .unwrap()
+        }
+    };
+    let (k0, k1) = (key_of(0).await, key_of(1).await);
+    // The policy moves to a new directory; a different file with the oldest copy's key lives there.
+    std::fs::create_dir_all(root.join("archive2")).unwrap();
+    edit_config(
+        &env,
+        "  dir:\n    type: file\n",
+        &format!(
+            "  dir2:\n    type: file\n    path: {}/archive2\n  dir:\n    type: file\n",
+            root.display()
+        ),
+    );
+    edit_config(&env, "destination: dir", "destination: dir2");
+    edit_config(&env, "keep_last: 3", "keep_last: 2");
+    let decoy = root.join("archive2").join(&k0);
+    std::fs::create_dir_all(decoy.parent().unwrap()).unwrap();
+    std::fs::write(&decoy, b"not rdbvault's copy").unwrap();
+
+    let r = env.run(&["prune", "--policy", "p"]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        !root.join("archive").join(&k0).exists(),
+        "the old copy is deleted where it was recorded:\n{}",
+        r.stdout
+    );
+    assert!(
+        decoy.exists(),
+        "a same-named file of the new destination is untouched"
+    );
+
+    // The old destination leaves the config: its copies are kept, and prune says why.
+    edit_config(
+        &env,
+        "  dir:\n    type: file\n",
+        "  gone_dir_was_here:\n    type: file\n",
+    );
+    edit_config(&env, "keep_last: 2", "keep_last: 1");
+    let r = env.run(&["prune", "--policy", "p"]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(root.join("archive").join(&k1).exists(), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("is no longer in the config"),
+        "{}",
+        r.stdout
+    );
+    env.sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_backups_is_served_from_the_state_db_without_provider_calls() {
+    let Some(env) = Env::new("hostile-v1", "dir", &format!("uuid: {SMALL}"), "@yearly").await
+    else {
+        return;
+    };
+    let r = env.run(&["backup-now", "--policy", "p"]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    edit_config(
+        &env,
+        "listen: 127.0.0.1:0",
+        &format!("listen: 127.0.0.1:{port}"),
+    );
+    let mut daemon = env.cmd(&["run"]).spawn().unwrap();
+    let url = format!("http://127.0.0.1:{port}/v1/backups");
+    // The daemon's own start-up prune lists the provider once; wait until that is done.
+    let mut last = u64::MAX;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = env.sim.calls("DescribeBackups");
+        if now > 0 && now == last {
+            break;
+        }
+        last = now;
+    }
+    let before = env.sim.calls("DescribeBackups");
+    let client = reqwest::Client::new();
+    let mut gets = Vec::new();
+    for _ in 0..20 {
+        let (client, url) = (client.clone(), url.clone());
+        gets.push(tokio::spawn(async move {
+            for _ in 0..50 {
+                if let Ok(r) = client.get(&url).send().await {
+                    return (r.status().as_u16(), r.text().await.unwrap());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("no answer from {url}");
+        }));
+    }
+    for g in gets {
+        let (status, body) = g.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            v["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["location"] == "destination"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        env.sim.calls("DescribeBackups"),
+        before,
+        "GET /v1/backups made provider calls"
+    );
+    let pid = daemon.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(30), daemon.wait()).await;
+    env.sim.stop().await;
+}
