@@ -160,3 +160,90 @@ async fn malformed_answers_are_typed_errors() {
     let list = client(&endpoint).describe_backups("x").await.unwrap();
     assert_eq!((list[0].status.as_str(), list[0].backup_size), ("", None));
 }
+
+/// Hostile answers (path-like, long, non-ASCII and duplicate ids, absurd sizes) decode without
+/// a panic, and the checks that stand between them and a key say which to refuse. The end to
+/// end behaviour (a failed job, a metric, nothing written) is in `hostile.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_answers_decode_and_are_refused_before_they_name_a_copy() {
+    use rdbvault::transfer::check_provider_id;
+    let record = |id: &str, size: serde_json::Value| {
+        serde_json::json!({
+            "BackupId": id, "InstanceId": "i", "BackupType": "", "BackupMode": "manual",
+            "BackupSize": size, "Desc": "rdbvault:j", "StartTime": "2026-11-28 10:00:00",
+            "EndTime": "2026-11-28 10:00:05", "Status": "finished"
+        })
+    };
+    let long = "x".repeat(100_000);
+    type Case<'a> = (&'a str, Vec<serde_json::Value>, Option<bool>);
+    // (name, records, Some(refused?) for the ids, None when decoding itself must fail)
+    let cases: Vec<Case> = vec![
+        (
+            "path-like id",
+            vec![record("../../../x", 1.into())],
+            Some(true),
+        ),
+        ("100,000-char id", vec![record(&long, 1.into())], Some(true)),
+        (
+            "control character",
+            vec![record("a\u{7}b", 1.into())],
+            Some(true),
+        ),
+        (
+            "non-ASCII id",
+            vec![record("备份-一二三", 1.into())],
+            Some(false),
+        ),
+        (
+            "plain uuid",
+            vec![record("5d74bb81-0473-464d-b15b-0ae418619248", 1.into())],
+            Some(false),
+        ),
+        (
+            "1e30 bytes",
+            vec![record("b1", serde_json::json!(1e30))],
+            Some(false),
+        ),
+        (
+            "negative size",
+            vec![record("b1", serde_json::json!(-5))],
+            None,
+        ),
+        (
+            "size past u64",
+            vec![record("b1", "99999999999999999999999".into())],
+            None,
+        ),
+        (
+            "duplicate ids",
+            vec![record("b1", 1.into()), record("b1", 1.into())],
+            Some(false),
+        ),
+    ];
+    for (name, records, refused) in cases {
+        let body = serde_json::json!({"Code": "Success", "Message": "success", "Data": records});
+        let url = canned(200, "application/json", body.to_string().into_bytes()).await;
+        let result = client(&url).describe_backups("i").await;
+        match (refused, result) {
+            (None, Err(e)) => assert_eq!(e.kind, ErrorKind::Decode, "{name}: {e}"),
+            (None, Ok(r)) => panic!("{name}: decoded {r:?}"),
+            (Some(_), Err(e)) => panic!("{name}: {e}"),
+            (Some(refused), Ok(list)) => {
+                for b in &list {
+                    assert_eq!(
+                        check_provider_id("backup_id", &b.backup_id).is_err(),
+                        refused,
+                        "{name}"
+                    );
+                }
+                if name == "1e30 bytes" {
+                    // Read as the largest u64: far past any limits.max_backup_size.
+                    assert!(list[0].backup_size.unwrap() > rdbvault::config::S3_MAX_OBJECT_SIZE);
+                }
+                if name == "duplicate ids" {
+                    assert_eq!(list.len(), 2, "the runner sees both and refuses the set");
+                }
+            }
+        }
+    }
+}
