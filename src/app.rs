@@ -461,7 +461,7 @@ async fn sim(args: SimArgs) -> Result<(), Failure> {
         );
     }
     {
-        let world = handle.shared.world.lock().expect("sim state lock");
+        let world = handle.shared.world();
         for i in world.instances.values() {
             println!(
                 "  instance:    {} {} {} ({}{})",
