@@ -216,6 +216,7 @@ async fn api(
         .map_err(|e| Failure::Runtime(e.into()))?;
     println!(
         "{}",
+        // cannot fail: a serde_json::Value always serialises.
         serde_json::to_string_pretty(&resp.raw).expect("JSON values serialise")
     );
     Ok(())

@@ -269,6 +269,8 @@ fn reg<T: prometheus::core::Collector + Clone + 'static>(
 /// Renders any registry in Prometheus text format.
 pub fn render(registry: &Registry) -> String {
     let mut buf = Vec::new();
+    // cannot fail: gather() yields only named, non-empty families, and writing to a Vec cannot
+    // fail; the text format is UTF-8 by construction.
     TextEncoder::new()
         .encode(&registry.gather(), &mut buf)
         .expect("text encoding of gathered metrics cannot fail");

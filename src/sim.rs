@@ -173,6 +173,7 @@ pub fn add_instance(shared: &Shared, spec: InstanceSpec) -> Result<String, Strin
     let auto = spec.auto_backup.unwrap_or(false);
     let uuid = world.insert_instance(spec, now)?;
     if auto {
+        // cannot fail: insert_instance just inserted it under this key.
         let inst = world.instances[&uuid].clone();
         let handle = tokio::runtime::Handle::current();
         let mut make =
