@@ -302,7 +302,7 @@ impl Client {
             Err(e) => e.metric_code(),
         };
         self.metrics
-            .observe(action.name(), &code, started.elapsed().as_secs_f64());
+            .observe(action, &code, started.elapsed().as_secs_f64());
         tracing::debug!(
             action = action.name(),
             code,
