@@ -216,6 +216,7 @@ async fn api(
         .map_err(|e| Failure::Runtime(e.into()))?;
     println!(
         "{}",
+        // cannot fail: a serde_json::Value always serialises.
         serde_json::to_string_pretty(&resp.raw).expect("JSON values serialise")
     );
     Ok(())
@@ -461,7 +462,7 @@ async fn sim(args: SimArgs) -> Result<(), Failure> {
         );
     }
     {
-        let world = handle.shared.world.lock().expect("sim state lock");
+        let world = handle.shared.world();
         for i in world.instances.values() {
             println!(
                 "  instance:    {} {} {} ({}{})",

@@ -20,6 +20,8 @@ impl Clock for SystemClock {
 
 /// A clock that only moves when told to.
 #[derive(Debug, Clone)]
+/// Its lock's holders only read or add to a time, so it is never poisoned (the `expect`s
+/// below cannot fail).
 pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
 
 impl ManualClock {

@@ -10,6 +10,26 @@ use anyhow::Context as _;
 use std::io::IsTerminal as _;
 use std::sync::Arc;
 
+/// At most `max` characters of `s`, with `…` when cut. By characters, not bytes: provider ids
+/// and instance names may be non-ASCII, and slicing them on a byte offset panics.
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().nth(max).is_none() {
+        return s.to_string();
+    }
+    if max == 0 {
+        return String::new();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// A progress bar's label: the instance name and the shard's backup id, both shortened by
+/// characters so a bar stays one line on a terminal.
+fn progress_label(instance_name: &str, backup_id: &str) -> String {
+    format!("{} {}", shorten(instance_name, 16), shorten(backup_id, 12))
+}
+
 fn human_bytes(n: i64) -> String {
     let n = n.max(0) as f64;
     for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
@@ -85,21 +105,27 @@ pub async fn backup_now(
     }
     let bar_map: Arc<std::sync::Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>> =
         Arc::default();
+    // Job id -> instance name, filled as the jobs are created below, for the bars' labels.
+    let job_names: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>> =
+        Arc::default();
     {
-        let (bars, bar_map) = (bars.clone(), bar_map.clone());
+        let (bars, bar_map, job_names) = (bars.clone(), bar_map.clone(), job_names.clone());
         ctx.progress = Some(Arc::new(
-            move |_job: &str, backup: &str, done: u64, total: Option<u64>| {
-                let mut map = bar_map.lock().expect("bars");
+            move |job: &str, backup: &str, done: u64, total: Option<u64>| {
+                let mut map = bar_map.lock().unwrap_or_else(|e| e.into_inner());
                 let bar = map.entry(backup.to_string()).or_insert_with(|| {
                     let b = bars.add(indicatif::ProgressBar::new(total.unwrap_or(0)));
                     b.set_style(
                         indicatif::ProgressStyle::with_template(
-                            "{msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+                            "{msg:30} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
                         )
+                        // cannot fail: a constant template.
                         .expect("valid template")
                         .progress_chars("=> "),
                     );
-                    b.set_message(format!("backup {}", &backup[..backup.len().min(12)]));
+                    let names = job_names.lock().unwrap_or_else(|e| e.into_inner());
+                    let name = names.get(job).map(String::as_str).unwrap_or("backup");
+                    b.set_message(progress_label(name, backup));
                     b
                 });
                 bar.set_position(done);
@@ -128,6 +154,10 @@ pub async fn backup_now(
                     "job {} for {} ({}) started",
                     job.id, inst.instance_name, inst.instance_uuid
                 );
+                job_names
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(job.id.clone(), inst.instance_name.clone());
                 job_ids.push(job.id);
             }
             Inserted::InstanceBusy { open_job } => {
@@ -152,6 +182,7 @@ pub async fn backup_now(
     for id in job_ids.clone() {
         let (ctx, cancel, limit) = (ctx.clone(), cancel.child_token(), limit.clone());
         tasks.spawn(async move {
+            // cannot fail: `limit` is never closed.
             let _permit = limit.acquire_owned().await.expect("semaphore open");
             let outcome = job::run_job(&ctx, &id, &cancel).await;
             (id, outcome)
@@ -345,6 +376,7 @@ pub async fn jobs(cfg: &Config, args: JobsArgs) -> Result<(), Failure> {
             };
             println!(
                 "{}",
+                // cannot fail: rows of strings and numbers, no non-string map keys.
                 serde_json::to_string_pretty(&detail).expect("serialisable")
             );
             return Ok(());
@@ -411,6 +443,7 @@ pub async fn jobs(cfg: &Config, args: JobsArgs) -> Result<(), Failure> {
         .map_err(rt)?;
         println!(
             "{}",
+            // cannot fail: rows of strings and numbers, no non-string map keys.
             serde_json::to_string_pretty(&out).expect("serialisable")
         );
         return Ok(());
@@ -568,7 +601,11 @@ policies:
                                 j.instance_name,
                                 archive.join(s.object_key.unwrap_or_default()).display(),
                                 human_bytes(s.bytes_done),
-                                &s.sha256.unwrap_or_default()[..16]
+                                s.sha256
+                                    .unwrap_or_default()
+                                    .chars()
+                                    .take(16)
+                                    .collect::<String>()
                             );
                         }
                     }
@@ -715,6 +752,7 @@ pub async fn backups(cfg: Config, args: crate::cli::BackupsArgs) -> Result<(), F
     if args.json {
         println!(
             "{}",
+            // cannot fail: rows of strings and numbers, no non-string map keys.
             serde_json::to_string_pretty(&all).expect("serialisable")
         );
     } else {
@@ -889,6 +927,7 @@ pub async fn fetch(
             indicatif::ProgressStyle::with_template(
                 "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
             )
+            // cannot fail: a constant template.
             .expect("valid template")
             .progress_chars("=> "),
         );
@@ -928,4 +967,24 @@ pub async fn fetch(
         handle.locate(copy.object_key.as_deref().unwrap_or(""))
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    #[test]
+    fn labels_shorten_non_ascii_ids_by_characters() {
+        let label = progress_label("缓存-生产-一号", "备份-一二三四五六七八九十");
+        assert_eq!(label, "缓存-生产-一号 备份-一二三四五六七八…");
+        assert_eq!(shorten("备份-一二三四五六七八九十", 12).chars().count(), 12);
+        assert_eq!(
+            progress_label("prod-cache-01", "0123456789abcdef"),
+            "prod-cache-01 0123456789a…"
+        );
+        assert_eq!(shorten("short", 12), "short");
+        assert_eq!(shorten("exactly-12ch", 12), "exactly-12ch");
+        assert_eq!(shorten("", 12), "");
+        assert_eq!(shorten("abc", 0), "");
+    }
 }

@@ -681,6 +681,7 @@ impl Validator<'_> {
         });
         let default_endpoint = || {
             Url::parse(region.unwrap_or(ApiRegion::Mainland).endpoint())
+                // cannot fail: the endpoints are constant, valid https URLs.
                 .expect("documented endpoints are valid URLs")
         };
         let endpoint = match (&raw.endpoint, region) {
@@ -1074,6 +1075,7 @@ impl Validator<'_> {
 
     fn schedule(&mut self, base: &str, s: Option<&raw::RawSchedule>) -> Schedule {
         let path = format!("{base}.schedule");
+        // cannot fail: a constant expression.
         let fallback_cron = CronExpr::parse("@daily").expect("@daily parses");
         let Some(s) = s else {
             self.problem(&path, "missing `schedule` (with at least `cron`)");

@@ -140,6 +140,8 @@ pub async fn dispatch(
         match ctx.store.claimable_jobs(ms(now), ms(stale)).await {
             Ok(jobs) => {
                 for job in jobs {
+                    // cannot fail (here and below): the set's holders only look up, insert
+                    // and remove, none of which panics, so the lock is never poisoned.
                     if running.lock().expect("running set").len() >= limit {
                         break;
                     }
@@ -509,6 +511,7 @@ pub async fn run_with_reload(
                             generation.cancel();
                             generation = root.child_token();
                             spawn_generation(&new_ctx, &tracker, &jobs, &wake, &generation, &jobs_cancel, &running);
+                            // cannot fail: writers only assign (readers cannot poison a RwLock).
                             *http_ctx.write().expect("context lock") = new_ctx.clone();
                             tracing::info!(config = %path.display(), policies = new_ctx.config.policies.len(), "config reloaded");
                             current = new_ctx;
@@ -551,11 +554,16 @@ pub async fn run_with_reload(
 pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler installs");
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops rdbvault");
+                let _ = tokio::signal::ctrl_c().await;
+                tracing::info!("SIGINT received");
+            }
         }
     }
     #[cfg(not(unix))]

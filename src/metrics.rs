@@ -34,7 +34,7 @@ impl ApiMetrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "rdbvault_api_requests_total",
-                "CDS API calls by action and result code (API Code, HTTP status, or transport)",
+                "CDS API calls by action and result code (a documented API Code, HTTP status, timeout, request, transport, or other)",
             ),
             &["action", "code"],
         )?;
@@ -55,7 +55,13 @@ impl ApiMetrics {
         })
     }
 
-    pub fn observe(&self, action: &str, code: &str, seconds: f64) {
+    /// Counts one API exchange. `action` is typed, so its label is one of the nine actions;
+    /// `code` goes through [`crate::cds::error::metric_code_label`], so its label set is fixed
+    /// whatever the provider sends.
+    pub fn observe(&self, action: crate::cds::Action, code: &str, seconds: f64) {
+        let action = action.name();
+        let code = crate::cds::error::metric_code_label(code);
+        let code = code.as_str();
         if code == "Success" {
             self.last_success_ms.store(
                 chrono::Utc::now().timestamp_millis(),
@@ -282,6 +288,8 @@ fn reg<T: prometheus::core::Collector + Clone + 'static>(
 /// Renders any registry in Prometheus text format.
 pub fn render(registry: &Registry) -> String {
     let mut buf = Vec::new();
+    // cannot fail: gather() yields only named, non-empty families, and writing to a Vec cannot
+    // fail; the text format is UTF-8 by construction.
     TextEncoder::new()
         .encode(&registry.gather(), &mut buf)
         .expect("text encoding of gathered metrics cannot fail");
@@ -296,7 +304,8 @@ mod tests {
     fn all_contract_metric_names_are_registered() {
         let m = Metrics::register(Registry::new()).unwrap();
         // Touch each vector once so it appears in the output.
-        m.api.observe("DescribeBackups", "Success", 0.1);
+        m.api
+            .observe(crate::cds::Action::DescribeBackups, "Success", 0.1);
         m.backup_runs
             .with_label_values(&["p", "i", "success"])
             .inc();

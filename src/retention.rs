@@ -192,6 +192,7 @@ pub fn plan(
         }
     }
     let candidates: Vec<&&Set> = sorted.iter().filter(|s| eligible(s)).collect();
+    // cannot fail, each `expect("entry")` below: the loop above made an entry for every set.
 
     if let Some(n) = rules.keep_last {
         for (i, s) in candidates.iter().take(n as usize).enumerate() {

@@ -32,6 +32,7 @@ pub fn jitter_for(policy: &str, instance_uuid: &str, jitter: Duration) -> Durati
         return Duration::ZERO;
     }
     let digest = sha2::Sha256::digest(format!("{policy}\0{instance_uuid}").as_bytes());
+    // cannot fail: a SHA-256 digest has 32 bytes.
     let n = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
     Duration::from_millis(n % jitter.as_millis().max(1) as u64)
 }

@@ -53,6 +53,20 @@ pub struct SimConfig {
     pub clock: SharedClock,
 }
 
+impl Shared {
+    /// Locks the world. A handler that panicked while holding the lock leaves it poisoned; the
+    /// world's invariants hold between statements, so carry on with it rather than let one bad
+    /// request make every later one fail.
+    pub fn world(&self) -> std::sync::MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Locks the nonce cache, recovering from poison as [`Shared::world`] does.
+    pub fn nonces(&self) -> std::sync::MutexGuard<'_, auth::NonceCache> {
+        self.nonces.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl SimConfig {
     /// Credentials from `CDS_ACCESS_KEY_ID` / `CDS_ACCESS_KEY_SECRET`, else the demo ones.
     pub fn from_env() -> Self {
@@ -114,23 +128,12 @@ impl SimHandle {
 
     /// Adds a fault directly (tests can also POST to `/_sim/faults`).
     pub fn add_fault(&self, fault: state::Fault) -> u64 {
-        self.shared
-            .world
-            .lock()
-            .expect("sim state lock")
-            .add_fault(fault)
+        self.shared.world().add_fault(fault)
     }
 
     /// Calls made per action so far.
     pub fn calls(&self, action: &str) -> u64 {
-        self.shared
-            .world
-            .lock()
-            .expect("sim state lock")
-            .calls
-            .get(action)
-            .copied()
-            .unwrap_or(0)
+        self.shared.world().calls.get(action).copied().unwrap_or(0)
     }
 }
 
@@ -145,6 +148,7 @@ pub fn generated_payload(
     let generator = Arc::new(
         Generator::new(size, seed, version)
             .or_else(|_| Generator::new(4096, seed, version))
+            // cannot fail: 4096 bytes is a valid size for every RDB version the simulator uses.
             .expect("4096 bytes is a valid RDB size"),
     );
     let crc = Arc::new(OnceLock::new());
@@ -161,7 +165,7 @@ pub fn generated_payload(
 /// A size no RDB file can have, or an unreadable or invalid `payload_file`.
 pub fn add_instance(shared: &Shared, spec: InstanceSpec) -> Result<String, String> {
     let now = shared.clock.now();
-    let mut world = shared.world.lock().expect("sim state lock");
+    let mut world = shared.world();
     if let Some(size) = spec.backup_size {
         let version = crate::rdb::rdb_version_for_redis(spec.version.as_deref().unwrap_or("5.0"));
         Generator::new(size, 0, version).map_err(|e| format!("instance {}: {e}", spec.name))?;
@@ -169,6 +173,7 @@ pub fn add_instance(shared: &Shared, spec: InstanceSpec) -> Result<String, Strin
     let auto = spec.auto_backup.unwrap_or(false);
     let uuid = world.insert_instance(spec, now)?;
     if auto {
+        // cannot fail: insert_instance just inserted it under this key.
         let inst = world.instances[&uuid].clone();
         let handle = tokio::runtime::Handle::current();
         let mut make =
@@ -215,4 +220,30 @@ pub async fn start(listener: TcpListener, config: SimConfig) -> anyhow::Result<S
         shutdown,
         task,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poisoned_world_lock_is_recovered() {
+        let shared = Arc::new(Shared {
+            world: Mutex::new(World::new(state::Settings::default())),
+            nonces: Mutex::new(auth::NonceCache::default()),
+            access_key_id: "ak".into(),
+            access_key_secret: Secret::new("s"),
+            clock: crate::clock::system(),
+            base_url: "http://127.0.0.1:9".into(),
+        });
+        let s = shared.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = s.world.lock();
+            panic!("a handler panics while holding the lock");
+        })
+        .join();
+        assert!(shared.world.is_poisoned());
+        shared.world().downloads += 1;
+        assert_eq!(shared.world().downloads, 1);
+    }
 }

@@ -224,7 +224,10 @@ impl Client {
                 Err(mut err) => {
                     let may_retry = err.is_retryable()
                         && (action.is_idempotent() || err.certainly_not_applied());
-                    let delay = policy.delay(attempt, &mut self.rng.lock().expect("rng lock"));
+                    let delay = policy.delay(
+                        attempt,
+                        &mut self.rng.lock().unwrap_or_else(|e| e.into_inner()),
+                    );
                     if !may_retry
                         || attempt >= policy.max_attempts
                         || started.elapsed() + delay > policy.max_elapsed
@@ -299,7 +302,7 @@ impl Client {
             Err(e) => e.metric_code(),
         };
         self.metrics
-            .observe(action.name(), &code, started.elapsed().as_secs_f64());
+            .observe(action, &code, started.elapsed().as_secs_f64());
         tracing::debug!(
             action = action.name(),
             code,
@@ -449,7 +452,7 @@ impl Client {
         let gate = pacing
             .last
             .lock()
-            .expect("pacing lock")
+            .unwrap_or_else(|e| e.into_inner())
             .entry(instance_uuid.to_string())
             .or_default()
             .clone();

@@ -99,12 +99,13 @@ impl Error {
         self.code.as_deref()
     }
 
-    /// The label value for `rdbvault_api_requests_total{code}`: the API `Code`, else the HTTP
-    /// status, else `transport`.
+    /// The label value for `rdbvault_api_requests_total{code}`: the API `Code` if it is a known
+    /// one, else the HTTP status, else `timeout`, `request` or `transport`; anything else is
+    /// `other` (see [`metric_code_label`]).
     pub fn metric_code(&self) -> String {
         match (&self.code, self.status) {
-            (Some(code), _) if !code.is_empty() => code.clone(),
-            (_, Some(status)) => status.to_string(),
+            (Some(code), _) if !code.is_empty() => metric_code_label(code),
+            (_, Some(status)) => metric_code_label(&status.to_string()),
             _ => match self.kind {
                 ErrorKind::Timeout => "timeout".into(),
                 ErrorKind::Request => "request".into(),
@@ -138,6 +139,44 @@ impl Error {
             ErrorKind::Api => self.status == Some(409) || self.code() == Some("ResourceInUse"),
             _ => false,
         }
+    }
+}
+
+/// The API codes that get a metric label of their own: `Success`, the error codes in the
+/// provider's reference (`cds-api-notes.md` §3.3), and the authentication codes this client
+/// gives a hint for and the simulator sends (the provider documents none for auth).
+pub const KNOWN_CODES: &[&str] = &[
+    "Success",
+    "ArgMissing",
+    "InvalidParameter",
+    "BadArgs",
+    "UnsupportedOperation",
+    "ResourceNotFound",
+    "ResourceInUse",
+    "InternalError",
+    "CreateOrderExcept",
+    "SignatureDoesNotMatch",
+    "InvalidAccessKeyId",
+    "AccessDenied",
+    "RequestExpired",
+    "SignatureNonceUsed",
+];
+
+/// Maps a result code onto the fixed label set of `rdbvault_api_requests_total{code}`: a
+/// [`KNOWN_CODES`] entry, an HTTP status (three digits, 100-599), `timeout`, `request` or
+/// `transport` stay as they are; anything else is `other`. The provider's answer is untrusted:
+/// an arbitrary `Code` as a label would grow the metric without bound.
+pub fn metric_code_label(code: &str) -> String {
+    let is_status = code.len() == 3
+        && code.bytes().all(|b| b.is_ascii_digit())
+        && code.parse::<u16>().is_ok_and(|n| (100..=599).contains(&n));
+    if is_status
+        || KNOWN_CODES.contains(&code)
+        || matches!(code, "timeout" | "request" | "transport")
+    {
+        code.to_string()
+    } else {
+        "other".into()
     }
 }
 
@@ -300,5 +339,22 @@ mod tests {
             Error::new(Action::CreateBackup, ErrorKind::Connect).metric_code(),
             "transport"
         );
+    }
+
+    #[test]
+    fn metric_codes_are_a_fixed_set() {
+        for known in KNOWN_CODES {
+            assert_eq!(metric_code_label(known), *known);
+        }
+        for status in ["100", "404", "502", "599"] {
+            assert_eq!(metric_code_label(status), status);
+        }
+        for odd in [
+            "999", "099", "0404", "40", "+404", "", "success", "Hostile1", "错误", "other",
+        ] {
+            assert_eq!(metric_code_label(odd), "other", "{odd:?}");
+        }
+        assert_eq!(api(400, "WhoKnows").metric_code(), "other");
+        assert_eq!(api(999, "").metric_code(), "other");
     }
 }

@@ -82,6 +82,7 @@ pub fn string_to_sign(method: Method, params: &BTreeMap<String, String>) -> Stri
 
 /// Base64 HMAC-SHA1 of `string_to_sign` keyed with the bare secret's UTF-8 bytes.
 pub fn signature(method: Method, params: &BTreeMap<String, String>, secret: &str) -> String {
+    // cannot fail: HMAC accepts keys of any length.
     let mut mac =
         Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
     mac.update(string_to_sign(method, params).as_bytes());

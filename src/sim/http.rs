@@ -50,7 +50,7 @@ struct InFlight(Arc<Shared>);
 
 impl InFlight {
     fn enter(s: &Arc<Shared>) -> InFlight {
-        let mut w = s.world.lock().expect("sim state lock");
+        let mut w = s.world();
         w.api_in_flight += 1;
         w.api_in_flight_max = w.api_in_flight_max.max(w.api_in_flight);
         InFlight(s.clone())
@@ -59,9 +59,8 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Ok(mut w) = self.0.world.lock() {
-            w.api_in_flight = w.api_in_flight.saturating_sub(1);
-        }
+        let mut w = self.0.world();
+        w.api_in_flight = w.api_in_flight.saturating_sub(1);
     }
 }
 
@@ -115,7 +114,7 @@ async fn api(
         code,
         "sim: API call"
     );
-    let mut world = s.world.lock().expect("sim state lock");
+    let mut world = s.world();
     world.record(LoggedRequest {
         at: s.clock.now(),
         action,
@@ -135,7 +134,7 @@ async fn answer(
 ) -> (u16, String, Response) {
     let fail = |r: Rejection| (r.status, r.code.to_string(), error_response(&r));
     let latency = {
-        let mut w = s.world.lock().expect("sim state lock");
+        let mut w = s.world();
         w.take_fault(|f| matches!(f, Fault::Latency { action: a, .. } if a == "*" || a == action))
     };
     if let Some(Fault::Latency { millis, .. }) = latency {
@@ -143,7 +142,7 @@ async fn answer(
     }
     let now = s.clock.now();
     let verified = {
-        let mut nonces = s.nonces.lock().expect("nonce lock");
+        let mut nonces = s.nonces();
         auth::verify(
             method,
             query,
@@ -157,7 +156,7 @@ async fn answer(
         Ok(p) => p,
         Err(r) => return fail(r),
     };
-    let mut world = s.world.lock().expect("sim state lock");
+    let mut world = s.world();
     if let Some(Fault::ApiError { status, code, .. }) = world
         .take_fault(|f| matches!(f, Fault::ApiError { action: a, .. } if a == "*" || a == action))
     {
@@ -294,7 +293,7 @@ async fn download(
     let params = auth::decode_query(&query.unwrap_or_default());
     let token = params.get("Signature").cloned().unwrap_or_default();
     let (payload, backup_id, faults) = {
-        let mut w = s.world.lock().expect("sim state lock");
+        let mut w = s.world();
         w.downloads += 1;
         w.prune_tokens(now);
         let Some(t) = w.tokens.get(&token).cloned() else {
@@ -403,6 +402,7 @@ async fn download(
         builder.status(StatusCode::OK)
     };
     if method == axum::http::Method::HEAD {
+        // cannot fail: every header above is a number or the simulator's own hex backup id.
         return builder.body(Body::empty()).expect("valid response");
     }
     let aborts = send_len < declared_len;
@@ -432,16 +432,12 @@ async fn download(
                 && (offset..offset + n as u64).contains(&at)
             {
                 buf[(at - offset) as usize] ^= 0x5A;
-                shared
-                    .world
-                    .lock()
-                    .expect("sim state lock")
-                    .corruptions_served += 1;
+                shared.world().corruptions_served += 1;
             }
             if let Some(bps) = bytes_per_second {
                 tokio::time::sleep(Duration::from_secs_f64(n as f64 / bps as f64)).await;
             }
-            shared.world.lock().expect("sim state lock").download_bytes += n as u64;
+            shared.world().download_bytes += n as u64;
             Some((
                 Ok::<_, std::io::Error>(Bytes::from(buf)),
                 (sent + n as u64, false),
@@ -450,11 +446,12 @@ async fn download(
     });
     builder
         .body(Body::from_stream(stream))
+        // cannot fail: every header above is a number or the simulator's own hex backup id.
         .expect("valid response")
 }
 
 async fn list_faults(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
-    let w = s.world.lock().expect("sim state lock");
+    let w = s.world();
     Json(serde_json::json!(
         w.faults
             .iter()
@@ -466,7 +463,7 @@ async fn list_faults(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
 async fn add_fault(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     match serde_json::from_slice::<Fault>(&body) {
         Ok(fault) => {
-            let id = s.world.lock().expect("sim state lock").add_fault(fault);
+            let id = s.world().add_fault(fault);
             Json(serde_json::json!({ "id": id })).into_response()
         }
         Err(e) => (StatusCode::BAD_REQUEST, format!("invalid fault: {e}\n")).into_response(),
@@ -474,17 +471,18 @@ async fn add_fault(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
 }
 
 async fn clear_faults(State(s): State<Arc<Shared>>) -> StatusCode {
-    s.world.lock().expect("sim state lock").faults.clear();
+    s.world().faults.clear();
     StatusCode::NO_CONTENT
 }
 
 async fn requests(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
-    let w = s.world.lock().expect("sim state lock");
+    let w = s.world();
+    // cannot fail: the log holds strings, numbers and times only (no non-string map keys).
     Json(serde_json::to_value(&w.log).expect("serialisable"))
 }
 
 async fn stats(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
-    let w = s.world.lock().expect("sim state lock");
+    let w = s.world();
     Json(serde_json::json!({
         "calls": w.calls,
         "downloads": w.downloads,
@@ -498,7 +496,7 @@ async fn stats(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
 
 async fn backups(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
     let now = s.clock.now();
-    let w = s.world.lock().expect("sim state lock");
+    let w = s.world();
     Json(serde_json::json!(
         w.backups
             .iter()
@@ -516,7 +514,7 @@ async fn backups(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
 }
 
 async fn instances(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
-    let w = s.world.lock().expect("sim state lock");
+    let w = s.world();
     Json(serde_json::json!(
         w.instances.values().map(|i| &i.info).collect::<Vec<_>>()
     ))
@@ -544,7 +542,7 @@ struct AutoBackup {
 async fn auto_backup(State(s): State<Arc<Shared>>, Json(req): Json<AutoBackup>) -> Response {
     let now = s.clock.now();
     let handle = tokio::runtime::Handle::current();
-    let mut w = s.world.lock().expect("sim state lock");
+    let mut w = s.world();
     let Some(inst) = w
         .instances
         .get(&req.instance_uuid.to_ascii_lowercase())
@@ -570,7 +568,7 @@ struct SettingsBody {
 }
 
 async fn get_settings(State(s): State<Arc<Shared>>) -> Json<SettingsBody> {
-    let w = s.world.lock().expect("sim state lock");
+    let w = s.world();
     Json(SettingsBody {
         backup_delay_ms: Some(w.settings.backup_delay.as_millis() as u64),
         url_ttl_secs: Some(w.settings.url_ttl.as_secs()),
@@ -579,7 +577,7 @@ async fn get_settings(State(s): State<Arc<Shared>>) -> Json<SettingsBody> {
 }
 
 async fn put_settings(State(s): State<Arc<Shared>>, Json(body): Json<SettingsBody>) -> StatusCode {
-    let mut w = s.world.lock().expect("sim state lock");
+    let mut w = s.world();
     if let Some(ms) = body.backup_delay_ms {
         w.settings.backup_delay = Duration::from_millis(ms);
     }

@@ -13,6 +13,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+/// Most shards a simulated cluster instance may have (a bigger count is refused, not allocated).
+pub const MAX_SHARDS: usize = 1024;
+
 /// The zone the simulated provider writes its zone-less times in (the real one is in China).
 pub const PROVIDER_TZ: Tz = chrono_tz::Asia::Shanghai;
 
@@ -47,6 +50,7 @@ impl Payload {
     pub fn fill(&self, offset: u64, buf: &mut [u8]) {
         match self {
             Payload::Generated { generator, crc } => {
+                // cannot fail: the only caller (the download handler) checks `is_ready` first.
                 generator.fill(offset, buf, *crc.get().expect("payload is ready"))
             }
             Payload::File(bytes) => {
@@ -356,6 +360,13 @@ pub enum TaskIdStyle {
     Value(String),
 }
 
+/// An answer's `Data` as JSON.
+fn to_json(value: impl Serialize) -> serde_json::Value {
+    // cannot fail: the model types are plain structs of strings, numbers and lists, with no
+    // non-string map keys, which serde_json always serialises.
+    serde_json::to_value(value).expect("serialisable")
+}
+
 fn bad(code: &'static str, message: impl Into<String>) -> Rejection {
     let status = match code {
         "ResourceNotFound" => 404,
@@ -476,8 +487,15 @@ impl World {
             (2, _) => 2,
             _ => 0,
         };
+        if shard_count > MAX_SHARDS {
+            return Err(format!(
+                "{shard_count} shards: the simulator makes at most {MAX_SHARDS}"
+            ));
+        }
+        // By characters: a uuid from a state file or `/_sim/instances` may be short or not ASCII.
+        let prefix: String = uuid.chars().take(8).collect();
         let shards = (1..=shard_count)
-            .map(|i| format!("{}-shard-{i}", &uuid[..8]))
+            .map(|i| format!("{prefix}-shard-{i}"))
             .collect();
         let payload_file = match &spec.payload_file {
             Some(p) => Some(Arc::new(std::fs::read(p).map_err(|e| {
@@ -584,7 +602,7 @@ impl World {
     ) -> Result<Answer, Rejection> {
         match action {
             "DescribeRegins" => Ok(Answer {
-                data: serde_json::to_value(catalog::regions()).expect("serialisable"),
+                data: to_json(catalog::regions()),
                 task_id: TaskIdStyle::Missing,
             }),
             "DescribeAvailableDBConfig" => {
@@ -593,7 +611,7 @@ impl World {
                     return Err(bad("InvalidParameter", format!("站点 {region} 不存在")));
                 }
                 Ok(Answer {
-                    data: serde_json::to_value(catalog::catalogue(region)).expect("serialisable"),
+                    data: to_json(catalog::catalogue(region)),
                     task_id: TaskIdStyle::Empty,
                 })
             }
@@ -622,7 +640,7 @@ impl World {
                     .map(|i| self.instance_view(i, now))
                     .collect();
                 Ok(Answer {
-                    data: serde_json::to_value(list).expect("serialisable"),
+                    data: to_json(list),
                     task_id: TaskIdStyle::Missing,
                 })
             }
@@ -660,7 +678,7 @@ impl World {
                     .map(|b| b.record(now))
                     .collect();
                 Ok(Answer {
-                    data: serde_json::to_value(list).expect("serialisable"),
+                    data: to_json(list),
                     task_id: TaskIdStyle::Missing,
                 })
             }
@@ -874,7 +892,7 @@ impl World {
             backup_download_url: public,
             backup_intranet_download_url: intranet,
         };
-        let mut data = serde_json::to_value(download).expect("serialisable");
+        let mut data = to_json(download);
         if let Some(size) = size_text {
             data["BackupSize"] = serde_json::Value::String(size);
         }

@@ -127,6 +127,7 @@ impl Sink for FileSink {
             .await
             .map_err(|e| io_error("cannot rename into place", &self.final_path, e))?;
         let manifest_temp = Self::temp_path_for(&self.manifest_path);
+        // cannot fail: the manifest is strings, numbers and times.
         let body = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
         let mut m = tokio::fs::File::create(&manifest_temp)
             .await

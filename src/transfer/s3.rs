@@ -483,6 +483,7 @@ impl Sink for S3Sink {
                 self.cfg.bucket, self.key, stored.size, stored.sha256
             )));
         }
+        // cannot fail: the manifest is strings, numbers and times.
         let body = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
         self.client
             .put_object()

@@ -386,3 +386,95 @@ async fn describe_backups_is_paced_per_instance() {
     );
     assert_eq!(sim.calls("DescribeBackups"), 4);
 }
+
+/// Every `(action, code)` label pair of `rdbvault_api_requests_total`.
+fn api_label_pairs(registry: &prometheus::Registry) -> Vec<(String, String)> {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "rdbvault_api_requests_total")
+        .flat_map(|f| f.get_metric())
+        .map(|m| {
+            let label = |name: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_string())
+                    .unwrap_or_default()
+            };
+            (label("action"), label("code"))
+        })
+        .collect()
+}
+
+/// A hostile provider sending arbitrary `Code`s cannot grow the metric's label set without
+/// bound: unknown codes are counted under `other`, documented ones keep their name.
+#[tokio::test]
+async fn api_codes_in_metric_labels_are_a_bounded_set() {
+    let sim = start_sim(support::sim_config()).await;
+    let (c, registry) = client_with(&sim, SECRET, fast_retry(1));
+    let mut codes: Vec<String> = (0..50)
+        .map(|i| format!("Hostile{i}_{:016x}", fastrand::u64(..)))
+        .collect();
+    codes.push("X".repeat(10_000));
+    codes.push("错误码-非法-😈".into());
+    for code in &codes {
+        sim.add_fault(Fault::ApiError {
+            action: "DescribeBackups".into(),
+            count: Some(1),
+            status: 400,
+            code: code.clone(),
+        });
+        let err = c.describe_backups(REPLICA).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(code.as_str()),
+            "the error keeps the real code"
+        );
+    }
+    // A status that is not a real HTTP status, without a code.
+    sim.add_fault(Fault::ApiError {
+        action: "DescribeBackups".into(),
+        count: Some(1),
+        status: 999,
+        code: String::new(),
+    });
+    c.describe_backups(REPLICA).await.unwrap_err();
+    // A documented code, a plain HTTP status and a success keep their own labels.
+    sim.add_fault(Fault::ApiError {
+        action: "DescribeBackups".into(),
+        count: Some(1),
+        status: 404,
+        code: "ResourceNotFound".into(),
+    });
+    c.describe_backups(REPLICA).await.unwrap_err();
+    sim.add_fault(Fault::ApiError {
+        action: "DescribeBackups".into(),
+        count: Some(1),
+        status: 404,
+        code: String::new(),
+    });
+    c.describe_backups(REPLICA).await.unwrap_err();
+    c.describe_backups(REPLICA).await.unwrap();
+
+    let pairs = api_label_pairs(&registry);
+    assert!(
+        pairs.len() <= 5,
+        "the label set stays small whatever the codes: {} pairs",
+        pairs.len()
+    );
+    assert_eq!(
+        api_count(&registry, "DescribeBackups", "other"),
+        codes.len() as u64 + 1,
+        "52 unknown codes and a status of 999"
+    );
+    assert_eq!(
+        api_count(&registry, "DescribeBackups", "ResourceNotFound"),
+        1
+    );
+    assert_eq!(api_count(&registry, "DescribeBackups", "404"), 1);
+    assert_eq!(api_count(&registry, "DescribeBackups", "Success"), 1);
+    let actions: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
+    assert!(pairs.iter().all(|(a, _)| actions.contains(&a.as_str())));
+    sim.stop().await;
+}

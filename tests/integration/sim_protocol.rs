@@ -536,3 +536,66 @@ fn sim_refuses_a_bad_state_file_with_exit_2() {
         r.stderr
     );
 }
+
+/// Instances added at run time with uuids that are short or not ASCII (the shard ids are
+/// derived from the uuid's first characters) are accepted or refused, never a panic: a panic
+/// in a handler used to poison the world's lock, and every later call failed.
+#[tokio::test]
+async fn odd_instance_uuids_do_not_take_the_simulator_down() {
+    let sim = start_sim(support::sim_config()).await;
+    let http = reqwest::Client::new();
+    for (uuid, arch) in [("ab", 2), ("实例-一二三四五六七八九十", 2), ("é", 1)] {
+        let resp = http
+            .post(format!("{}/_sim/instances", sim.base_url))
+            .json(&serde_json::json!({"uuid": uuid, "name": "odd", "architecture_type": arch}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST /_sim/instances for {uuid:?} failed: {e}"));
+        assert_eq!(
+            resp.status(),
+            200,
+            "{uuid:?}: {}",
+            resp.text().await.unwrap()
+        );
+    }
+    // An absurd shard count is refused, not allocated.
+    let resp = http
+        .post(format!("{}/_sim/instances", sim.base_url))
+        .json(&serde_json::json!({"name": "huge", "architecture_type": 2, "shards": 1u64 << 40}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+
+    // Signed API calls still work, and the cluster instances have their shards.
+    let (c, _) = client(&sim);
+    let all = c
+        .describe_db_instances(&Default::default())
+        .await
+        .expect("the simulator still answers signed calls");
+    assert!(all.iter().any(|i| i.instance_uuid == "ab"));
+    c.create_backup("实例-一二三四五六七八九十", "rdbvault:odd")
+        .await
+        .unwrap();
+    let listed: serde_json::Value = http
+        .get(format!("{}/_sim/backups", sim.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let shards: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["Desc"] == "rdbvault:odd")
+        .filter_map(|b| b["ShardId"].as_str())
+        .collect();
+    assert_eq!(
+        shards,
+        ["实例-一二三四五-shard-1", "实例-一二三四五-shard-2"],
+        "shard ids start with the uuid's first 8 characters"
+    );
+    sim.stop().await;
+}
