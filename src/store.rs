@@ -284,7 +284,10 @@ mod tests {
             rdb_version: None,
             checksum: None,
         };
-        store.insert_shards(&old, &[shard.clone()]).await.unwrap();
+        store
+            .insert_shards(&old, std::slice::from_ref(&shard))
+            .await
+            .unwrap();
         store
             .shard_pending_data(&old, "b", Some("upload-1"), None)
             .await
