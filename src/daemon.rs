@@ -67,8 +67,13 @@ pub async fn build_context(
     if let Some(dir) = config.state.path.parent()
         && !dir.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+        // 0700: the state DB next to it names every instance, bucket and copy.
+        crate::private_fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "cannot create the state directory {} (state.path)",
+                dir.display()
+            )
+        })?;
     }
     let store = Store::open(&config.state.path).await?;
     context_with(config, store, metrics, owner, Arc::default()).await

@@ -19,6 +19,7 @@ mod integration {
     mod deploy;
     mod online;
     mod operations;
+    mod permissions;
     mod pipeline;
     mod rdb_fixtures;
     mod retention;
