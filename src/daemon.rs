@@ -332,13 +332,14 @@ pub async fn heartbeat(ctx: Context, cancel: CancellationToken) {
 /// Runs the daemon until `shutdown` resolves, then drains.
 ///
 /// # Errors
-/// Set-up failures (state DB, credentials, listener).
+/// Set-up failures (state DB, credentials, the `/v1` token file, listener).
 pub async fn run(
     ctx: Context,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    run_with_reload(ctx, listener, shutdown, None).await
+    let token = crate::http::load_token(&ctx.config)?;
+    run_with_reload(ctx, listener, shutdown, None, token).await
 }
 
 /// A rebuilt context for a reloaded config: the same state DB, metrics and owner (so running
@@ -453,6 +454,9 @@ async fn watchdog(ctx: Context, cancel: CancellationToken) {
 /// the config from that file: it is validated first; if invalid, the old config stays and the
 /// log says why. Schedule state lives in the DB, so it survives a reload.
 ///
+/// `token` is the `/v1` bearer token read from `http.token_file` at start (by the caller, so a
+/// bad file stops `run` with exit 2 before anything starts); a reload reads the file again.
+///
 /// # Errors
 /// Set-up failures (state DB, credentials, listener).
 pub async fn run_with_reload(
@@ -460,6 +464,7 @@ pub async fn run_with_reload(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
     reload_from: Option<std::path::PathBuf>,
+    token: Option<crate::secret::Secret>,
 ) -> anyhow::Result<()> {
     rebuild_gauges(&ctx).await?;
     let root = CancellationToken::new();
@@ -470,10 +475,12 @@ pub async fn run_with_reload(
     let jobs_cancel = root.child_token();
 
     let http_ctx = Arc::new(std::sync::RwLock::new(ctx.clone()));
+    let http_token = Arc::new(std::sync::RwLock::new(token));
     let app = crate::http::router(crate::http::HttpState {
         metrics: ctx.metrics.clone(),
         store: ctx.store.clone(),
         ctx: http_ctx.clone(),
+        token: http_token.clone(),
     });
     let http_cancel = root.clone();
     tracker.spawn(async move {
@@ -521,9 +528,10 @@ pub async fn run_with_reload(
                         errors = %errors,
                         "config reload failed; keeping the old config"
                     ),
-                    Ok(cfg) => match rebuild_context(&current, Arc::new(cfg)).await {
+                    Ok(cfg) => match reload_parts(&current, cfg).await {
                         Err(e) => tracing::error!(error = %format!("{e:#}"), "config reload failed; keeping the old config"),
-                        Ok(new_ctx) => {
+                        Ok((new_ctx, new_token)) => {
+                            *http_token.write().unwrap_or_else(std::sync::PoisonError::into_inner) = new_token;
                             generation.cancel();
                             generation = root.child_token();
                             spawn_generation(&new_ctx, &tracker, &jobs, &wake, &generation, &jobs_cancel, &running);
@@ -563,6 +571,16 @@ pub async fn run_with_reload(
     }
     ctx.store.close().await;
     Ok(())
+}
+
+/// What a reload replaces: the context and the `/v1` token, both or neither.
+async fn reload_parts(
+    current: &Context,
+    cfg: Config,
+) -> anyhow::Result<(Context, Option<crate::secret::Secret>)> {
+    let token = crate::http::load_token(&cfg)?;
+    let ctx = rebuild_context(current, Arc::new(cfg)).await?;
+    Ok((ctx, token))
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -139,6 +139,7 @@ fn the_systemd_unit_verifies() {
         "DynamicUser=yes",
         "StateDirectory=rdbvault",
         "LoadCredential=cds_access_key_id",
+        "LoadCredential=http_token:",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "ProtectHome=yes",
