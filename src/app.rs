@@ -123,6 +123,8 @@ pub fn init_logging(format: config::LogFormat, level: &str) {
 }
 
 async fn run_daemon(cfg: Config) -> Result<(), Failure> {
+    // A token file that cannot be used is a configuration problem: exit 2 before anything runs.
+    let token = crate::http::load_token(&cfg).map_err(|e| Failure::Usage(e.to_string()))?;
     let cfg = std::sync::Arc::new(cfg);
     let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())
         .map_err(|e| Failure::Runtime(e.into()))?;
@@ -141,6 +143,7 @@ async fn run_daemon(cfg: Config) -> Result<(), Failure> {
         listener,
         crate::daemon::shutdown_signal(),
         Some(cfg.source.clone()),
+        token,
     )
     .await?;
     tracing::info!("rdbvault daemon stopped");
@@ -275,9 +278,13 @@ pub fn describe_config(cfg: &Config, now: chrono::DateTime<chrono::Utc>) -> Stri
     );
     let _ = writeln!(
         out,
-        "state: {}   http: {}   log: {} {}",
+        "state: {}   http: {}{}   log: {} {}",
         cfg.state.path.display(),
         cfg.http.listen,
+        match &cfg.http.token_file {
+            Some(p) => format!(" (/v1 bearer token from {}, read by run)", p.display()),
+            None => String::new(),
+        },
         cfg.log.level,
         format!("{:?}", cfg.log.format).to_lowercase()
     );

@@ -503,7 +503,8 @@ pub async fn demo() -> Result<(), Failure> {
         &root.join("cds_access_key_secret"),
         crate::sim::DEMO_ACCESS_KEY_SECRET,
     )?;
-    std::fs::create_dir_all(root.join("archive")).context("cannot create the archive directory")?;
+    crate::private_fs::create_dir_all(&root.join("archive"))
+        .context("cannot create the archive directory")?;
     let http = if std::net::TcpListener::bind("127.0.0.1:9750").is_ok() {
         "127.0.0.1:9750"
     } else {
@@ -918,7 +919,8 @@ pub async fn fetch(
             .unwrap_or("backup"),
         uuid::Uuid::new_v4().simple()
     ));
-    let mut file = tokio::fs::File::create(&temp)
+    // 0600 from the start: the temp file becomes the fetched copy, which holds every key.
+    let mut file = crate::private_fs::create(&temp)
         .await
         .with_context(|| format!("cannot create {}", temp.display()))?;
     let bar = if std::io::stderr().is_terminal() {

@@ -75,6 +75,9 @@ pub const S3_MAX_OBJECT_SIZE: u64 = 5 << 40;
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// A file holding the bearer token that `/v1/*` requires. Mandatory when `listen` is not a
+    /// loopback address; enforced on loopback too when set. Read by [`crate::http::load_token`].
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -557,6 +560,16 @@ impl Validator<'_> {
                 SocketAddr::from(([127, 0, 0, 1], 9750))
             }),
         };
+        let token_file = raw.http.token_file.clone();
+        if !listen.ip().is_loopback() && token_file.is_none() {
+            // /v1/* tells anyone who can connect every instance, bucket and copy.
+            self.problem(
+                "http.listen",
+                format!(
+                    "`{listen}` is reachable from other hosts, so /v1/* needs a bearer token: set http.token_file to a file holding one (chmod 600), or listen on 127.0.0.1"
+                ),
+            );
+        }
         let format = self.choice(
             "log.format",
             raw.log.format.as_ref(),
@@ -657,7 +670,7 @@ impl Validator<'_> {
             source: source.to_path_buf(),
             cds,
             state,
-            http: HttpConfig { listen },
+            http: HttpConfig { listen, token_file },
             log: LogConfig { format, level },
             limits,
             verify,
@@ -1304,6 +1317,30 @@ policies:
         assert!(text.contains("t.yaml:3:12: cds.timeout"), "{text}");
         assert!(text.contains("did you mean `Asia/Shanghai`?"), "{text}");
         assert!(text.contains("did you mean `local`?"), "{text}");
+    }
+
+    #[test]
+    fn a_non_loopback_listen_needs_a_token_file() {
+        let open = format!("http:\n  listen: 0.0.0.0:9750\n{MINIMAL}");
+        let err = parse(&open, Path::new("t.yaml")).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        let text = err.to_string();
+        assert!(text.contains("t.yaml:2:11: http.listen"), "{text}");
+        assert!(text.contains("http.token_file"), "{text}");
+        let with_token = open.replace(
+            "listen: 0.0.0.0:9750",
+            "listen: 0.0.0.0:9750\n  token_file: /run/secrets/rdbvault_token",
+        );
+        let c = parse(&with_token, Path::new("t.yaml")).unwrap();
+        assert_eq!(
+            c.http.token_file,
+            Some(PathBuf::from("/run/secrets/rdbvault_token"))
+        );
+        // Loopback needs none; [::1] is loopback too.
+        for listen in ["127.0.0.1:9750", "\"[::1]:9750\""] {
+            let local = open.replace("0.0.0.0:9750", listen);
+            assert!(parse(&local, Path::new("t.yaml")).is_ok(), "{listen}");
+        }
     }
 
     #[test]

@@ -53,8 +53,13 @@ pub async fn build_context(
     if let Some(dir) = config.state.path.parent()
         && !dir.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+        // 0700: the state DB next to it names every instance, bucket and copy.
+        crate::private_fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "cannot create the state directory {} (state.path)",
+                dir.display()
+            )
+        })?;
     }
     let store = Store::open(&config.state.path).await?;
     context_with(config, store, metrics, owner, Arc::default()).await
@@ -316,13 +321,14 @@ pub async fn heartbeat(ctx: Context, cancel: CancellationToken) {
 /// Runs the daemon until `shutdown` resolves, then drains.
 ///
 /// # Errors
-/// Set-up failures (state DB, credentials, listener).
+/// Set-up failures (state DB, credentials, the `/v1` token file, listener).
 pub async fn run(
     ctx: Context,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    run_with_reload(ctx, listener, shutdown, None).await
+    let token = crate::http::load_token(&ctx.config)?;
+    run_with_reload(ctx, listener, shutdown, None, token).await
 }
 
 /// A rebuilt context for a reloaded config: the same state DB, metrics and owner (so running
@@ -437,6 +443,9 @@ async fn watchdog(ctx: Context, cancel: CancellationToken) {
 /// the config from that file: it is validated first; if invalid, the old config stays and the
 /// log says why. Schedule state lives in the DB, so it survives a reload.
 ///
+/// `token` is the `/v1` bearer token read from `http.token_file` at start (by the caller, so a
+/// bad file stops `run` with exit 2 before anything starts); a reload reads the file again.
+///
 /// # Errors
 /// Set-up failures (state DB, credentials, listener).
 pub async fn run_with_reload(
@@ -444,6 +453,7 @@ pub async fn run_with_reload(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
     reload_from: Option<std::path::PathBuf>,
+    token: Option<crate::secret::Secret>,
 ) -> anyhow::Result<()> {
     rebuild_gauges(&ctx).await?;
     let root = CancellationToken::new();
@@ -454,10 +464,12 @@ pub async fn run_with_reload(
     let jobs_cancel = root.child_token();
 
     let http_ctx = Arc::new(std::sync::RwLock::new(ctx.clone()));
+    let http_token = Arc::new(std::sync::RwLock::new(token));
     let app = crate::http::router(crate::http::HttpState {
         metrics: ctx.metrics.clone(),
         store: ctx.store.clone(),
         ctx: http_ctx.clone(),
+        token: http_token.clone(),
     });
     let http_cancel = root.clone();
     tracker.spawn(async move {
@@ -505,9 +517,10 @@ pub async fn run_with_reload(
                         errors = %errors,
                         "config reload failed; keeping the old config"
                     ),
-                    Ok(cfg) => match rebuild_context(&current, Arc::new(cfg)).await {
+                    Ok(cfg) => match reload_parts(&current, cfg).await {
                         Err(e) => tracing::error!(error = %format!("{e:#}"), "config reload failed; keeping the old config"),
-                        Ok(new_ctx) => {
+                        Ok((new_ctx, new_token)) => {
+                            *http_token.write().unwrap_or_else(std::sync::PoisonError::into_inner) = new_token;
                             generation.cancel();
                             generation = root.child_token();
                             spawn_generation(&new_ctx, &tracker, &jobs, &wake, &generation, &jobs_cancel, &running);
@@ -548,6 +561,16 @@ pub async fn run_with_reload(
     }
     ctx.store.close().await;
     Ok(())
+}
+
+/// What a reload replaces: the context and the `/v1` token, both or neither.
+async fn reload_parts(
+    current: &Context,
+    cfg: Config,
+) -> anyhow::Result<(Context, Option<crate::secret::Secret>)> {
+    let token = crate::http::load_token(&cfg)?;
+    let ctx = rebuild_context(current, Arc::new(cfg)).await?;
+    Ok((ctx, token))
 }
 
 /// Resolves on SIGTERM or SIGINT.

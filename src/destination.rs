@@ -125,7 +125,7 @@ fn probe_file(cfg: &FileDestination) -> anyhow::Result<String> {
         uuid::Uuid::new_v4().simple()
     ));
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&probe)?;
+        let mut f = crate::private_fs::create_blocking(&probe)?;
         f.write_all(b"rdbvault write probe; safe to delete\n")?;
         f.sync_all()?;
         std::fs::remove_file(&probe)

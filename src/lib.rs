@@ -15,6 +15,7 @@
 //! - [`metrics`]: every Prometheus metric, in an explicit registry.
 //! - [`clock`]: the only code that reads wall time.
 //! - [`secret`]: a string that never prints.
+//! - [`private_fs`]: files 0600 and directories 0700, whatever the umask.
 //!
 //! # Error handling rules
 //! - Library modules return their own error types (`cds::Error`, `config::Errors`); commands use
@@ -37,6 +38,7 @@ pub mod destination;
 pub mod http;
 pub mod job;
 pub mod metrics;
+pub mod private_fs;
 pub mod prune;
 pub mod rdb;
 pub mod reconcile;

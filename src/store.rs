@@ -68,6 +68,10 @@ impl Store {
     /// # Errors
     /// The file cannot be opened or created, or a migration fails.
     pub async fn open(path: &Path) -> Result<Store> {
+        prepare_private_file(path).map_err(|source| Error::Open {
+            path: path.to_path_buf(),
+            source: sqlx::Error::Io(source),
+        })?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -151,6 +155,54 @@ impl Store {
     }
 }
 
+/// Makes the DB file private before SQLite opens it: a new file is created empty with mode
+/// 0600 (SQLite gives its `-wal` and `-shm` files the DB file's mode, so they follow), and an
+/// existing DB, `-wal` or `-shm` that its group or other users can read is chmodded to 0600. A
+/// failing chmod (a file owned by another user) is logged, not fatal: the DB still works.
+///
+/// # Errors
+/// The file does not exist and cannot be created.
+fn prepare_private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    if path.as_os_str().is_empty() || path.to_str() == Some(":memory:") {
+        return Ok(());
+    }
+    // No truncate: an existing DB is opened, never emptied. Two processes racing here both
+    // succeed; SQLite treats an empty file as a new database.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(crate::private_fs::FILE_MODE)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_os_string();
+        name.push(suffix);
+        let file = PathBuf::from(name);
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o700)) {
+            Ok(()) => tracing::info!(
+                file = %file.display(),
+                old_mode = format!("{mode:o}"),
+                "state DB file was readable by other users; now mode 600"
+            ),
+            Err(e) => tracing::warn!(
+                file = %file.display(),
+                mode = format!("{mode:o}"),
+                error = %e,
+                "the state DB file is readable by other users and cannot be chmodded; run `chmod 600` on it as its owner"
+            ),
+        }
+    }
+    Ok(())
+}
+
 impl Error {
     /// A failure another process opening the same new DB can cause: SQLite "database is
     /// locked" / "is busy" (codes 5 and 6, with extended codes) while connecting, or a
@@ -185,6 +237,24 @@ mod tests {
             b.unwrap();
             c.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn the_db_and_its_wal_are_private_and_an_open_one_is_tightened() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path).await.unwrap();
+        store.check_writable().await.unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let p = PathBuf::from(format!("{}{suffix}", path.display()));
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+        store.close().await;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Store::open(&path).await.unwrap().close().await;
+        assert_eq!(mode(&path), 0o600);
     }
 
     fn new_job(id: &str, instance: &str, owner: Option<&str>) -> crate::store::jobs::NewJob {

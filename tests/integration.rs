@@ -18,8 +18,10 @@ mod integration {
     mod crash;
     mod deploy;
     mod hostile;
+    mod http_api;
     mod online;
     mod operations;
+    mod permissions;
     mod pipeline;
     mod rdb_fixtures;
     mod retention;

@@ -82,6 +82,7 @@ pub struct RawState {
 #[serde(deny_unknown_fields)]
 pub struct RawHttp {
     pub listen: Option<Text>,
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,6 +1,9 @@
 //! The file sink: writes `<final name>.partial`, fsyncs, and renames it into place only after
 //! verification; the manifest goes the same way. A crash leaves only a `.partial` file, which a
 //! resumed job reads back through the checker and continues with `Range`.
+//!
+//! Every file is created 0600 and every directory 0700 ([`crate::private_fs`]): a copy holds
+//! all of an instance's data.
 
 use super::{Checker, Error, Manifest, Sink, Stored};
 use bytes::Bytes;
@@ -49,7 +52,7 @@ impl FileSink {
     ) -> Result<(FileSink, Checker), Error> {
         let temp_path = Self::temp_path_for(&final_path);
         if let Some(parent) = final_path.parent() {
-            tokio::fs::create_dir_all(parent)
+            crate::private_fs::create_dir_all_async(parent)
                 .await
                 .map_err(|e| io_error("cannot create directory", parent, e))?;
         }
@@ -73,13 +76,18 @@ impl FileSink {
             .await
             .map_err(|e| Error::Destination(format!("read-back task failed: {e}")))?
             .map_err(|e| io_error("cannot read back", &temp_path, e))?;
-            tokio::fs::OpenOptions::new()
+            let file = tokio::fs::OpenOptions::new()
                 .append(true)
                 .open(&temp_path)
                 .await
-                .map_err(|e| io_error("cannot reopen", &temp_path, e))?
+                .map_err(|e| io_error("cannot reopen", &temp_path, e))?;
+            // A `.partial` left by an older version may be 0644; the copy it becomes must not.
+            crate::private_fs::tighten_file(&file)
+                .await
+                .map_err(|e| io_error("cannot chmod 600", &temp_path, e))?;
+            file
         } else {
-            tokio::fs::File::create(&temp_path)
+            crate::private_fs::create(&temp_path)
                 .await
                 .map_err(|e| io_error("cannot create", &temp_path, e))?
         };
@@ -129,7 +137,7 @@ impl Sink for FileSink {
         let manifest_temp = Self::temp_path_for(&self.manifest_path);
         // cannot fail: the manifest is strings, numbers and times.
         let body = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
-        let mut m = tokio::fs::File::create(&manifest_temp)
+        let mut m = crate::private_fs::create(&manifest_temp)
             .await
             .map_err(|e| io_error("cannot create", &manifest_temp, e))?;
         m.write_all(&body)

@@ -139,6 +139,7 @@ fn the_systemd_unit_verifies() {
         "DynamicUser=yes",
         "StateDirectory=rdbvault",
         "LoadCredential=cds_access_key_id",
+        "LoadCredential=http_token:",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "ProtectHome=yes",
@@ -206,4 +207,126 @@ fn the_container_example_config_passes_check_config() {
         .collect::<Vec<_>>()
         .join("\n");
     rdbvault::config::parse(&config, std::path::Path::new("k8s-sidecar.yaml")).unwrap();
+}
+
+/// Every `*.yml` / `*.yaml` under `dir`, recursively, sorted.
+fn yaml_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every YAML file we ship parses, each document of a multi-document file included (a YAML
+/// error in a manifest only shows when someone applies it).
+#[test]
+fn every_yaml_file_in_deploy_and_config_parses() {
+    use serde::Deserialize as _;
+    let mut files = 0;
+    let mut documents = 0;
+    for dir in ["deploy", "config"] {
+        for path in yaml_files(&repo_root().join(dir)) {
+            files += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (i, doc) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
+                let value = serde_yaml_ng::Value::deserialize(doc)
+                    .unwrap_or_else(|e| panic!("{} (document {}): {e}", path.display(), i + 1));
+                assert!(
+                    !value.is_null(),
+                    "{} document {} is empty",
+                    path.display(),
+                    i + 1
+                );
+                documents += 1;
+            }
+        }
+    }
+    assert!(files >= 7, "found only {files} YAML files");
+    assert!(documents > files, "the k8s manifest has several documents");
+}
+
+/// The compose files validate against the Compose Specification's JSON schema (the one
+/// `check-jsonschema` ships as `vendor.compose-spec`; `docker-compose config` 1.29 does not
+/// install on Python 3.11), and every secret a service uses is declared.
+#[test]
+fn the_compose_files_match_the_compose_spec() {
+    if !have_tool("check-jsonschema") {
+        return;
+    }
+    let composes: Vec<_> = yaml_files(&repo_root().join("deploy/container"))
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.contains("compose") && !name.starts_with("rdbvault.")
+        })
+        .collect();
+    assert!(!composes.is_empty());
+    for path in &composes {
+        let out = Command::new("check-jsonschema")
+            .args(["--builtin-schema", "vendor.compose-spec"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}:\n{}{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let declared = doc["secrets"].as_mapping().cloned().unwrap_or_default();
+        for (name, service) in doc["services"].as_mapping().unwrap() {
+            for s in service["secrets"].as_sequence().into_iter().flatten() {
+                let secret = s.as_str().or_else(|| s["source"].as_str()).unwrap();
+                assert!(
+                    declared.contains_key(secret),
+                    "{}: service {name:?} uses undeclared secret {secret}",
+                    path.display()
+                );
+            }
+        }
+    }
+    // The schema check itself rejects a broken file (so a pass above means something).
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("compose.yaml");
+    std::fs::write(&bad, "services:\n  a:\n    imag: x\n    ports: 9750\n").unwrap();
+    let out = Command::new("check-jsonschema")
+        .args(["--builtin-schema", "vendor.compose-spec"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+/// The Kubernetes manifest validates, strictly (no unknown fields), against the API schemas
+/// that `kubernetes-validate` ships.
+#[test]
+fn the_k8s_manifest_matches_the_kubernetes_schema() {
+    if !have_tool("kubernetes-validate") {
+        return;
+    }
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "deploy/container/k8s-sidecar.yaml"])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.matches("passed for resource").count(), 2, "{text}");
 }

@@ -96,7 +96,20 @@ pub fn repo_root() -> PathBuf {
 
 /// The `rdbvault` binary with a clean environment (no CDS or AWS variables from the caller).
 pub fn rdbvault() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rdbvault"));
+    clean_env(Command::new(env!("CARGO_BIN_EXE_rdbvault")))
+}
+
+/// The binary started by `sh -c 'umask MASK; exec ...'`, so it really runs under that umask
+/// whatever the test process's own is. Arguments added to it go to rdbvault.
+pub fn rdbvault_under_umask(mask: &str) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("umask {mask}; exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_rdbvault"));
+    clean_env(cmd)
+}
+
+fn clean_env(mut cmd: Command) -> Command {
     for var in [
         "CDS_ACCESS_KEY_ID",
         "CDS_ACCESS_KEY_SECRET",
