@@ -70,8 +70,15 @@ async fn a_non_loopback_listen_needs_a_token_file_and_v1_needs_the_token() {
     set_http(&env, &format!("http:\n  listen: 0.0.0.0:{port}\n"));
     let r = env.run(&["check-config"]).await;
     assert_eq!(r.code, 2, "{}", r.all());
+    let listen_line = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .lines()
+        .position(|l| l.trim_start().starts_with("listen:"))
+        .unwrap()
+        + 1;
     assert!(
-        r.all().contains("rdbvault.yaml:12:11: http.listen"),
+        r.all()
+            .contains(&format!("rdbvault.yaml:{listen_line}:11: http.listen")),
         "file:line:col expected: {}",
         r.all()
     );
