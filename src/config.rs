@@ -58,6 +58,10 @@ pub struct CdsConfig {
     pub poll_interval: Duration,
     /// The longest wait between polls.
     pub poll_max_interval: Duration,
+    /// A download connection slower than this (bytes per second) over `download_rate_window`
+    /// is dropped as stalled and resumed; 0 turns the check off.
+    pub download_min_rate: u64,
+    pub download_rate_window: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -771,7 +775,32 @@ impl Validator<'_> {
                 "must not be shorter than cds.poll_interval",
             );
         }
+        let guard = crate::transfer::source::RateGuard::default();
+        let download_min_rate = match &raw.download_min_rate {
+            None => guard.min_bytes_per_second,
+            // `64KiB` or `64KiB/s`.
+            Some(t) => match units::parse_size(t.0.trim().trim_end_matches("/s")) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.problem("cds.download_min_rate", format!("{e} (per second)"));
+                    guard.min_bytes_per_second
+                }
+            },
+        };
+        let download_rate_window = self.duration(
+            "cds.download_rate_window",
+            raw.download_rate_window.as_ref(),
+            guard.window,
+        );
+        if download_rate_window < Duration::from_secs(1) {
+            self.problem(
+                "cds.download_rate_window",
+                "must be at least 1s (the rate is measured over this window)",
+            );
+        }
         CdsConfig {
+            download_min_rate,
+            download_rate_window,
             poll_interval,
             poll_max_interval,
             endpoint,
@@ -1283,6 +1312,29 @@ policies:
         assert_eq!(p.download, DownloadRoute::Auto);
         assert_eq!(p.retention.destination.min_verified, 1);
         assert!(p.retention.provider.is_none());
+        assert_eq!(c.cds.download_min_rate, 16 << 10);
+        assert_eq!(c.cds.download_rate_window, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn download_rate_settings_parse_and_bad_ones_are_reported() {
+        let with = |cds: &str| format!("cds:\n{cds}\n{MINIMAL}");
+        let c = parse(
+            &with("  download_min_rate: 64KiB/s\n  download_rate_window: 2s"),
+            Path::new("t.yaml"),
+        )
+        .unwrap();
+        assert_eq!(c.cds.download_min_rate, 64 << 10);
+        assert_eq!(c.cds.download_rate_window, Duration::from_secs(2));
+        let c = parse(&with("  download_min_rate: 0"), Path::new("t.yaml")).unwrap();
+        assert_eq!(c.cds.download_min_rate, 0, "0 turns the check off");
+        let err = parse(
+            &with("  download_min_rate: fast\n  download_rate_window: 0s"),
+            Path::new("t.yaml"),
+        )
+        .unwrap_err();
+        let paths: Vec<_> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["cds.download_min_rate", "cds.download_rate_window"]);
     }
 
     #[test]

@@ -360,7 +360,13 @@ async fn context_with(
 ) -> anyhow::Result<Context> {
     let cds = crate::app::cds_client(&config.cds, metrics.api.clone())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let downloader = crate::transfer::source::Downloader::new(cds.clone())?;
+    let downloader = crate::transfer::source::Downloader::new(
+        cds.clone(),
+        crate::transfer::source::RateGuard {
+            min_bytes_per_second: config.cds.download_min_rate,
+            window: config.cds.download_rate_window,
+        },
+    )?;
     let mut s3 = HashMap::new();
     for d in config.destinations.values() {
         if let DestinationKind::S3(cfg) = &d.kind {

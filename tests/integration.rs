@@ -17,6 +17,7 @@ mod integration {
     mod config_cli;
     mod crash;
     mod deploy;
+    mod download_guard;
     mod hostile;
     mod http_api;
     mod online;

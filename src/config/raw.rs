@@ -58,6 +58,8 @@ pub struct RawCds {
     pub time_zone: Option<Text>,
     pub poll_interval: Option<Text>,
     pub poll_max_interval: Option<Text>,
+    pub download_min_rate: Option<Text>,
+    pub download_rate_window: Option<Text>,
     #[serde(default)]
     pub retry: RawRetry,
 }

@@ -285,6 +285,7 @@ const CHUNK: usize = 256 * 1024;
 async fn download(
     State(s): State<Arc<Shared>>,
     method: axum::http::Method,
+    uri: axum::http::Uri,
     Path(_file): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -309,6 +310,19 @@ async fn download(
                 "AccessDenied",
                 "Request has expired.",
             );
+        }
+        if let Some(Fault::DownloadRedirect { to, .. }) =
+            w.take_fault(|f| matches!(f, Fault::DownloadRedirect { .. }))
+        {
+            let location = to.unwrap_or_else(|| uri.to_string());
+            return match HeaderValue::from_str(&location) {
+                Ok(location) => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
+                Err(_) => oss_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InjectedError",
+                    "the redirect target is not a valid header value",
+                ),
+            };
         }
         if w.take_fault(|f| matches!(f, Fault::DownloadExpired { .. }))
             .is_some()
@@ -341,7 +355,12 @@ async fn download(
         } else {
             None
         };
-        let throttle = w.take_fault(|f| matches!(f, Fault::DownloadThrottle { .. }));
+        let throttle = w.take_fault(|f| {
+            matches!(
+                f,
+                Fault::DownloadThrottle { .. } | Fault::DownloadTrickle { .. }
+            )
+        });
         (payload, t.backup_id, (truncate, corrupt, throttle))
     };
     if !payload.is_ready() {
@@ -388,6 +407,15 @@ async fn download(
         }) => Some(bytes_per_second.max(1)),
         _ => None,
     };
+    // (bytes per chunk, pause before each chunk)
+    let trickle = match throttle {
+        Some(Fault::DownloadTrickle {
+            chunk_bytes,
+            every_millis,
+            ..
+        }) => Some((chunk_bytes.max(1), Duration::from_millis(every_millis))),
+        _ => None,
+    };
 
     let mut builder = Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -424,7 +452,11 @@ async fn download(
                     )
                 });
             }
-            let n = ((send_len - sent) as usize).min(CHUNK);
+            let chunk = trickle.map_or(CHUNK, |(bytes, _)| bytes.min(CHUNK as u64) as usize);
+            let n = ((send_len - sent) as usize).min(chunk);
+            if let Some((_, every)) = trickle {
+                tokio::time::sleep(every).await;
+            }
             let offset = start + sent;
             let mut buf = vec![0u8; n];
             payload.fill(offset, &mut buf);

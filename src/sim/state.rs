@@ -197,6 +197,21 @@ pub enum Fault {
         count: Option<u32>,
         bytes_per_second: u64,
     },
+    /// Downloads trickle: `chunk_bytes` at a time, one chunk every `every_millis`.
+    DownloadTrickle {
+        #[serde(default)]
+        count: Option<u32>,
+        chunk_bytes: u64,
+        every_millis: u64,
+    },
+    /// The download host answers `302 Found` with `Location: to`, or with the request's own URL
+    /// when `to` is absent (so `count: 5` makes a chain of five redirects).
+    DownloadRedirect {
+        #[serde(default)]
+        count: Option<u32>,
+        #[serde(default)]
+        to: Option<String>,
+    },
     /// `DownloadBackup` hands out intranet URLs that no one answers (connection refused).
     IntranetUnreachable {
         #[serde(default)]
@@ -251,6 +266,8 @@ impl Fault {
             | Fault::DownloadExpired { count }
             | Fault::DownloadError { count, .. }
             | Fault::DownloadThrottle { count, .. }
+            | Fault::DownloadTrickle { count, .. }
+            | Fault::DownloadRedirect { count, .. }
             | Fault::IntranetUnreachable { count }
             | Fault::BackupFails { count }
             | Fault::TamperAnswer { count, .. } => count,

@@ -856,3 +856,81 @@ async fn backup_now_refuses_an_instance_the_daemon_is_backing_up() {
     assert_eq!(env.sim.calls("CreateBackup"), 1);
     env.sim.stop().await;
 }
+
+/// Adds download settings under `cds:` of an Env's config.
+fn set_download_guard(env: &Env, min_rate: &str, window: &str) {
+    let text = std::fs::read_to_string(&env.config).unwrap().replace(
+        "  poll_max_interval: 1s\n",
+        &format!(
+            "  poll_max_interval: 1s\n  download_min_rate: {min_rate}\n  download_rate_window: {window}\n"
+        ),
+    );
+    std::fs::write(&env.config, text).unwrap();
+}
+
+/// The stored file of a job's only shard equals the provider's bytes.
+async fn assert_stored_file_is_the_providers(env: &Env) {
+    let store = env.store().await;
+    let job = store.list_jobs(None, None, 1).await.unwrap().remove(0);
+    assert_eq!(job.state, "stored", "{job:?}");
+    let s = &store.shards(&job.id).await.unwrap()[0];
+    let path = env
+        .dir
+        .path()
+        .join("archive")
+        .join(s.object_key.as_ref().unwrap());
+    assert!(std::fs::read(&path).unwrap() == env.provider_bytes(SMALL, &s.backup_id).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_download_is_cut_as_stalled_and_resumes_when_the_host_recovers() {
+    let Some(env) = Env::new("trickle", "dir", &format!("uuid: {SMALL}"), "@yearly").await else {
+        return;
+    };
+    set_download_guard(&env, "64KiB", "2s");
+    // 500 bytes per second: far below 64KiB/s, yet a byte arrives well within every read timeout.
+    env.sim.add_fault(Fault::DownloadTrickle {
+        count: None,
+        chunk_bytes: 100,
+        every_millis: 200,
+    });
+    let started = std::time::Instant::now();
+    let child = env.cmd(&["backup-now", "--policy", "p"]).spawn().unwrap();
+    // The first connection is dropped after about one window and a second one made.
+    wait_for("a stalled connection to be replaced", 20, || async {
+        env.sim.shared.world().downloads >= 2
+    })
+    .await;
+    let first_cut = started.elapsed();
+    assert!(
+        first_cut < Duration::from_secs(10),
+        "cut within a few 2s windows: {first_cut:?}"
+    );
+    wait_for("a second stalled connection", 20, || async {
+        env.sim.shared.world().downloads >= 3
+    })
+    .await;
+    // The host recovers: the download resumes with Range and completes.
+    env.sim.shared.world().faults.clear();
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("backup-now finishes once the host recovers")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    env.record(&stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("download stalled")
+            && stderr.contains("64KiB/s")
+            && stderr.contains("cds.download_rate_window 2s"),
+        "the log names the rate and the window: {stderr}"
+    );
+    let served = env.sim.shared.world().download_bytes;
+    assert!(
+        served < 300_001 + 10_000,
+        "resumed with Range, not from the start: {served}"
+    );
+    assert_stored_file_is_the_providers(&env).await;
+    env.assert_no_leaks();
+    env.sim.stop().await;
+}
