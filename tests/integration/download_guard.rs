@@ -33,6 +33,7 @@ async fn setup(guard: RateGuard) -> (SimHandle, Downloader, ShardSource) {
         instance_uuid: REPLICA.into(),
         backup_id: backup.backup_id,
         expected_size: backup.backup_size,
+        max_size: 1 << 40,
         route: DownloadRoute::Public,
         fresh_urls: None,
     };
