@@ -412,6 +412,8 @@ impl Downloader {
                 };
                 match next {
                     Some(Ok(mut chunk)) => {
+                        // Skipped bytes count too: the host is sending, only not what we need.
+                        meter.record(Instant::now(), chunk.len() as u64);
                         if skip > 0 {
                             let drop = (skip as usize).min(chunk.len());
                             let _ = chunk.split_to(drop);
@@ -433,7 +435,6 @@ impl Downloader {
                                 ),
                             }));
                         }
-                        meter.record(Instant::now(), chunk.len() as u64);
                         checker.update(&chunk);
                         let writing = Instant::now();
                         sink.write(chunk).await?;
