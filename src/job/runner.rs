@@ -277,8 +277,16 @@ async fn run_job_steps(ctx: &Context, job_id: &str, cancel: &CancellationToken) 
             Err(Stop::Fail(err)) | Err(Stop::Transient(err)) => {
                 let chain = format!("{err:#}");
                 // Only the owner cleans up: another process's upload is not ours to abort.
-                if !ctx.store.holds(&ctx.claim(&job)).await.unwrap_or(false) {
-                    return lost_claim(ctx, &job, chain).await;
+                match ctx.store.holds(&ctx.claim(&job)).await {
+                    Ok(true) => {}
+                    Ok(false) => return lost_claim(ctx, &job, chain).await,
+                    Err(e) => {
+                        // Unknown owner: touch nothing, hand the job back so the next
+                        // dispatch (ours or another process's) decides with a working DB.
+                        tracing::error!(job_id = %job.id, error = %e, "cannot read the job's owner; leaving the job open");
+                        let _ = ctx.store.release_job(&job.id, &ctx.owner).await;
+                        return Outcome::Interrupted;
+                    }
                 }
                 let current = ctx.store.job(&job.id).await.unwrap_or(job.clone());
                 cleanup_partial(ctx, &current).await;

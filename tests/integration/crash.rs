@@ -98,11 +98,7 @@ async fn sigkill_at_random_points_loses_nothing_and_duplicates_nothing() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pid = daemon.id().unwrap();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
+    crate::support::signal(&daemon, "-TERM");
     let _ = tokio::time::timeout(Duration::from_secs(30), daemon.wait()).await;
     let out = daemon.wait_with_output().await.unwrap();
     env.record(&String::from_utf8_lossy(&out.stderr));

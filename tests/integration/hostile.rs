@@ -58,6 +58,16 @@ async fn new_job(ctx: &Context, uuid: &str) -> String {
     job.id
 }
 
+/// A fault that gives `field` the value `value` in every answer of `action` (`*`: all).
+fn tamper(action: &str, field: &str, value: serde_json::Value) -> Fault {
+    Fault::TamperAnswer {
+        action: action.into(),
+        count: None,
+        set: [(field.to_string(), value)].into_iter().collect(),
+        duplicate: false,
+    }
+}
+
 async fn run(ctx: &Context, id: &str) -> Outcome {
     let cancel = tokio_util::sync::CancellationToken::new();
     tokio::time::timeout(
@@ -178,33 +188,17 @@ async fn hostile_backup_records_fail_the_job_with_a_clear_error_and_a_metric() {
         return;
     };
     let (ctx, registry) = context(&env, "test:hostile").await;
-    let set = |pairs: &[(&str, serde_json::Value)]| {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect::<serde_json::Map<_, _>>()
-    };
     let long = "a".repeat(10_000);
     let cases: Vec<(&str, Fault, &str, &str)> = vec![
         (
             "path-like backup id",
-            Fault::TamperAnswer {
-                action: "DescribeBackups".into(),
-                count: None,
-                set: set(&[("BackupId", "../../evil".into())]),
-                duplicate: false,
-            },
+            tamper("DescribeBackups", "BackupId", "../../evil".into()),
             "backup_id",
             "path separator",
         ),
         (
             "10,000-byte backup id",
-            Fault::TamperAnswer {
-                action: "DescribeBackups".into(),
-                count: None,
-                set: set(&[("BackupId", long.clone().into())]),
-                duplicate: false,
-            },
+            tamper("DescribeBackups", "BackupId", long.into()),
             "backup_id",
             "longer than 128 bytes",
         ),
@@ -221,23 +215,13 @@ async fn hostile_backup_records_fail_the_job_with_a_clear_error_and_a_metric() {
         ),
         (
             "BackupSize 1e30",
-            Fault::TamperAnswer {
-                action: "*".into(),
-                count: None,
-                set: set(&[("BackupSize", serde_json::json!(1e30))]),
-                duplicate: false,
-            },
+            tamper("*", "BackupSize", serde_json::json!(1e30)),
             "backup_size",
             "implausible",
         ),
         (
             "path-like shard id",
-            Fault::TamperAnswer {
-                action: "DownloadBackup".into(),
-                count: None,
-                set: set(&[("ShardId", "../../shard".into())]),
-                duplicate: false,
-            },
+            tamper("DownloadBackup", "ShardId", "../../shard".into()),
             "shard_id",
             "path separator",
         ),
@@ -298,14 +282,8 @@ async fn a_download_without_a_size_is_cut_off_at_max_backup_size() {
         .unwrap()
         .replace("limits:\n", "limits:\n  max_backup_size: 1MiB\n");
     std::fs::write(&env.config, text).unwrap();
-    env.sim.add_fault(Fault::TamperAnswer {
-        action: "*".into(),
-        count: None,
-        set: [("BackupSize".to_string(), serde_json::Value::Null)]
-            .into_iter()
-            .collect(),
-        duplicate: false,
-    });
+    env.sim
+        .add_fault(tamper("*", "BackupSize", serde_json::Value::Null));
     let (ctx, _registry) = context(&env, "test:nosize").await;
     let id = new_job(&ctx, SMALL).await;
     let outcome = run(&ctx, &id).await;
@@ -429,11 +407,7 @@ async fn the_daemon_leaves_a_job_whose_owner_heartbeats_even_if_its_process_is_i
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(env.sim.calls("CreateBackup"), 1);
-    let pid = daemon.id().unwrap();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
+    crate::support::signal(&daemon, "-TERM");
     let _ = tokio::time::timeout(Duration::from_secs(30), daemon.wait()).await;
     env.sim.stop().await;
 }
@@ -649,11 +623,7 @@ async fn v1_backups_is_served_from_the_state_db_without_provider_calls() {
         before,
         "GET /v1/backups made provider calls"
     );
-    let pid = daemon.id().unwrap();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
+    crate::support::signal(&daemon, "-TERM");
     let _ = tokio::time::timeout(Duration::from_secs(30), daemon.wait()).await;
     env.sim.stop().await;
 }

@@ -3,7 +3,7 @@
 //! rotation on SIGHUP, and `limit` bounded and validated.
 
 use super::pipeline::Env;
-use crate::support::write_private;
+use crate::support::{signal, write_private};
 use std::time::Duration;
 
 const TOKEN: &str = "v1-bearer-token-do-not-echo-4f9a";
@@ -36,14 +36,6 @@ async fn get(url: &str, token: Option<&str>) -> (u16, Option<String>, String) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("{url} never answered");
-}
-
-fn signal(child: &tokio::process::Child, sig: &str) {
-    let pid = child.id().unwrap();
-    std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap();
 }
 
 fn set_http(env: &Env, http: &str) {

@@ -51,19 +51,11 @@ fn metric(text: &str, prefix: &str) -> Option<f64> {
 }
 
 fn sighup(child: &tokio::process::Child) {
-    let pid = child.id().unwrap();
-    std::process::Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .unwrap();
+    crate::support::signal(child, "-HUP");
 }
 
 fn sigterm(child: &tokio::process::Child) {
-    let pid = child.id().unwrap();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
+    crate::support::signal(child, "-TERM");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

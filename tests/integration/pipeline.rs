@@ -585,11 +585,7 @@ async fn a_killed_backup_now_is_finished_by_run_with_one_create_backup_and_no_or
 }
 
 fn rdbvault_sigterm(child: &tokio::process::Child) {
-    let pid = child.id().unwrap();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
+    support::signal(child, "-TERM");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -280,11 +280,7 @@ async fn reconcile_reports_unknown_objects_and_marks_vanished_copies_missing() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pid = daemon.id().unwrap();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
+    crate::support::signal(&daemon, "-TERM");
     let _ = tokio::time::timeout(Duration::from_secs(30), daemon.wait()).await;
     let out = daemon.wait_with_output().await.unwrap();
     let log = String::from_utf8_lossy(&out.stderr).to_string();

@@ -125,6 +125,15 @@ fn clean_env(mut cmd: Command) -> Command {
     cmd
 }
 
+/// Sends `sig` (`-TERM`, `-HUP`, ...) to a child process, as an operator's `kill` would.
+pub fn signal(child: &tokio::process::Child, sig: &str) {
+    let pid = child.id().expect("the child is still running");
+    Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+}
+
 pub struct Run {
     pub code: i32,
     pub stdout: String,
