@@ -1,5 +1,5 @@
 //! What each command does: wiring config, the CDS client, destinations and the simulator
-//! together, and mapping failures to the exit codes of PRODUCT.md §1.
+//! together, and mapping failures to the exit codes of docs/product.md §1.
 
 use crate::cds::{self, Action, Client, ClientConfig, ParamValue, Params};
 use crate::cli::{Cli, Command, SimArgs, exit};

@@ -1,10 +1,10 @@
-//! The command line: every command of PRODUCT.md §1, parsed with clap.
+//! The command line: every command of docs/product.md §1, parsed with clap.
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// Exit codes, as PRODUCT.md §1 defines them.
+/// Exit codes, as docs/product.md §1 defines them.
 pub mod exit {
     pub const SUCCESS: u8 = 0;
     /// A runtime failure: the API, a destination or the state DB failed.

@@ -1,4 +1,4 @@
-//! The configuration: the YAML schema of PRODUCT.md §2, loaded into typed values.
+//! The configuration: the YAML schema of docs/product.md §2, loaded into typed values.
 //!
 //! Loading has two steps:
 //! 1. serde reads the file into [`raw`] structs (`deny_unknown_fields` everywhere, so a typo is

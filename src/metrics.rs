@@ -1,4 +1,4 @@
-//! Every Prometheus metric rdbvault exports (PRODUCT.md §5), registered in an explicit
+//! Every Prometheus metric rdbvault exports (docs/product.md §5), registered in an explicit
 //! [`prometheus::Registry`] that the caller owns, never the global default one.
 //!
 //! Labels are bounded: policy, instance, destination, action and fixed enums. No job ids, no

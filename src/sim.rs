@@ -1,7 +1,7 @@
 //! A faithful stand-in for the CDS Redis API on loopback (`rdbvault sim`), used by the tests, by
 //! `demo`, and by anyone trying rdbvault without a cloud account.
 //!
-//! - [`auth`]: signature verification per `cds-api-notes.md` §1.9.
+//! - [`auth`]: signature verification per `docs/cds-api.md` §1.4.
 //! - [`state`]: instances, backups, download tokens, faults; the nine actions' logic.
 //! - [`http`]: the API, download and `/_sim/` control endpoints.
 //! - [`catalog`]: regions and the product catalogue from the reference's examples.

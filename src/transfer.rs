@@ -72,7 +72,7 @@ impl Stored {
     }
 }
 
-/// The manifest written beside every object (PRODUCT.md §4).
+/// The manifest written beside every object (docs/product.md §4).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct Manifest {
     pub instance_uuid: String,

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """An independent implementation of the server side of CDS signing, written from the provider's
-documentation (cds-api-notes.md §1.9) with only the Python standard library. It shares no code
+documentation (docs/cds-api.md §1.4) with only the Python standard library. It shares no code
 with rdbvault; the tests point `rdbvault api` at it to show the client speaks the spec, not just
 our own simulator.
 

@@ -143,7 +143,7 @@ impl Error {
 }
 
 /// The API codes that get a metric label of their own: `Success`, the error codes in the
-/// provider's reference (`cds-api-notes.md` §3.3), and the authentication codes this client
+/// provider's reference (`docs/cds-api.md` §2.2), and the authentication codes this client
 /// gives a hint for and the simulator sends (the provider documents none for auth).
 pub const KNOWN_CODES: &[&str] = &[
     "Success",

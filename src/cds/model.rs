@@ -1,7 +1,7 @@
 //! Typed requests and responses of the CDS Redis API, tolerant of the documented quirks.
 //!
 //! The same types serialise the simulator's answers, so field spellings live in one place.
-//! Quirks handled here (see `cds-api-notes.md` §3):
+//! Quirks handled here (see `docs/cds-api.md` §2.1):
 //! - success is `Code == "Success"`; `Message` varies (`Success.`, `success`, `succes`) and is
 //!   never looked at;
 //! - `TaskId` may be missing, `null` or `""`;

@@ -3,7 +3,7 @@
 //! Pure functions only: no clock, no randomness, no I/O. The caller injects the timestamp and the
 //! nonce, so the four published vectors in `cds-sign-vectors.json` pin the whole algorithm.
 //!
-//! The recipe (see `cds-api-notes.md` §1.2–§1.6):
+//! The recipe (see `docs/cds-api.md` §1.1–§1.3):
 //! 1. take every *query* parameter except `Signature` (for POST that is only the common ones: the
 //!    JSON body is not signed);
 //! 2. sort by name (bytewise), percent-encode name and value with RFC 3986 (`%20` for space,

@@ -1,4 +1,4 @@
-//! The job's states (PRODUCT.md §3) and the only transitions between them, as a pure function.
+//! The job's states (docs/product.md §3) and the only transitions between them, as a pure function.
 //!
 //! `pending → requested → snapshotting → transferring → verifying → stored`, or `failed` from any
 //! open state, or `missed` from `pending` (it could not start inside its start window).

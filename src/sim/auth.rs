@@ -1,8 +1,8 @@
-//! Signature verification exactly as `cds-api-notes.md` §1.9 describes it.
+//! Signature verification exactly as `docs/cds-api.md` §1.4 describes it.
 //!
 //! Simulator policy where the API is silent (marked as such in the README): timestamps more than
-//! 15 minutes from the simulator's clock are rejected (`RequestExpired`, 400), a nonce seen
-//! within that window is rejected (`SignatureNonceUsed`, 400), an unknown key id gives
+//! 15 minutes from the simulator's clock are rejected (`RequestExpired`, 400), a nonce seen in
+//! the last 30 minutes (twice that skew, the whole span of timestamps still accepted) is rejected (`SignatureNonceUsed`, 400), an unknown key id gives
 //! `InvalidAccessKeyId` (403) and a wrong signature `SignatureDoesNotMatch` (403).
 
 use crate::cds::sign::{self, API_VERSION, Method, SIGNATURE_METHOD, SIGNATURE_VERSION};
@@ -39,8 +39,9 @@ pub fn decode_query(raw: &str) -> BTreeMap<String, String> {
     out
 }
 
-/// Remembers nonces per access key for the skew window, so a replay inside it is caught and
-/// memory stays bounded.
+/// Remembers nonces per access key for twice the skew window (a request is accepted from 15
+/// minutes early to 15 minutes late, so its replay could come 30 minutes apart), so a replay is
+/// caught and memory stays bounded.
 #[derive(Debug, Default)]
 pub struct NonceCache {
     seen: HashMap<(String, String), DateTime<Utc>>,

@@ -1,6 +1,6 @@
 //! The regions and product catalogue the simulator serves, taken from the provider reference's
 //! examples (`DescribeRegins` sample) and the real catalogue recorded in the notes
-//! (`cds-api-notes.md` §3.5).
+//! (`docs/cds-api.md` §2.3).
 
 use crate::cds::model::{
     Architecture, ComputeRole, CpuRam, DbConfigCatalog, NetworkLink, Product, Region, Standards,
