@@ -2,8 +2,9 @@
 //!
 //! Simulator policy where the API is silent (marked as such in the README): timestamps more than
 //! 15 minutes from the simulator's clock are rejected (`RequestExpired`, 400), a nonce seen in
-//! the last 30 minutes (twice that skew, the whole span of timestamps still accepted) is rejected (`SignatureNonceUsed`, 400), an unknown key id gives
-//! `InvalidAccessKeyId` (403) and a wrong signature `SignatureDoesNotMatch` (403).
+//! the last 30 minutes (twice that skew: the whole span of timestamps still accepted) is
+//! rejected (`SignatureNonceUsed`, 400), an unknown key id gives `InvalidAccessKeyId` (403) and a
+//! wrong signature `SignatureDoesNotMatch` (403).
 
 use crate::cds::sign::{self, API_VERSION, Method, SIGNATURE_METHOD, SIGNATURE_VERSION};
 use chrono::{DateTime, NaiveDateTime, Utc};
