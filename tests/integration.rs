@@ -28,4 +28,5 @@ mod integration {
     mod retention;
     mod sim_protocol;
     mod stress;
+    mod week_one;
 }

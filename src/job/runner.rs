@@ -522,21 +522,7 @@ async fn wait_snapshot(
     let mine: Vec<_> = records.into_iter().filter(|b| b.desc == token).collect();
     let now = ctx.now();
     if mine.is_empty() {
-        let since = job
-            .create_sent_at
-            .or(job.requested_at)
-            .unwrap_or(job.created_at);
-        // How long to look for a backup whose CreateBackup outcome is unknown: the shorter of
-        // the grace and the policy's start window (the user's own tolerance for "not started").
-        let grace_ms = (ctx.poll.not_found_grace.as_millis() as i64)
-            .min((job.start_by - job.due_at).max(60_000));
-        if ms(now) - since > grace_ms {
-            return Err(Stop::Fail(anyhow!(
-                "no backup with Desc {token} appeared at the provider within {}s of CreateBackup; it probably never arrived (a new job will be made at the next run)",
-                grace_ms / 1000
-            )));
-        }
-        return Ok(false);
+        return token_not_found(ctx, job, now).await;
     }
     if let Some(bad) = mine.iter().find(|b| {
         matches!(
@@ -639,6 +625,69 @@ async fn wait_snapshot(
         ),
     )
     .await;
+    Ok(true)
+}
+
+/// How long a job looks for its token before it concludes `CreateBackup` did not take effect: a
+/// few polls (at least 10 s), at most `not_found_grace` and a third of the start window, so a
+/// resend still starts in time.
+fn token_search_window(ctx: &Context, job: &JobRow) -> Duration {
+    let start_window = Duration::from_millis((job.start_by - job.due_at).max(0) as u64);
+    (ctx.poll.max * 3)
+        .max(Duration::from_secs(10))
+        .min(ctx.poll.not_found_grace)
+        .min(start_window / 3)
+}
+
+/// No record carries the job's token. Within the search window: poll again. After it, the send
+/// surely did not take effect: send `CreateBackup` again (back to `pending`), or, once the start
+/// window has closed, fail with what the provider last answered.
+async fn token_not_found(ctx: &Context, job: &JobRow, now: DateTime<Utc>) -> Result<bool, Stop> {
+    let token = job.token();
+    let since = job
+        .create_sent_at
+        .or(job.requested_at)
+        .unwrap_or(job.created_at);
+    let window = token_search_window(ctx, job);
+    if ms(now) - since <= window.as_millis() as i64 {
+        return Ok(false);
+    }
+    // The last answer that left the outcome unknown is in the journal.
+    let cause = ctx
+        .store
+        .events(&job.id)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .rev()
+        .find(|e| e.kind == "unknown-outcome")
+        .map(|e| e.message)
+        .unwrap_or_else(|| "CreateBackup was accepted, yet no record carries the token".into());
+    if job.state() != State::Requested || ms(now) > job.start_by {
+        return Err(Stop::Fail(anyhow!(
+            "CreateBackup was sent {} time(s) and no backup with Desc {token} appeared at the provider (searched {}s after the last send); the start window closed at {}; last answer: {cause}",
+            job.attempts,
+            window.as_secs(),
+            from_ms(job.start_by).format("%Y-%m-%d %H:%M:%S UTC")
+        )));
+    }
+    ctx.event(
+        job,
+        "resend",
+        &format!(
+            "no backup with Desc {token} after {}s: CreateBackup did not take effect ({cause}); sending it again",
+            window.as_secs()
+        ),
+    )
+    .await;
+    ctx.store
+        .advance(
+            &ctx.claim(job),
+            State::Requested,
+            Event::CreateNotFound,
+            ms(now),
+        )
+        .await?;
     Ok(true)
 }
 

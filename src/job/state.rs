@@ -1,7 +1,9 @@
 //! The job's states (docs/product.md §3) and the only transitions between them, as a pure function.
 //!
 //! `pending → requested → snapshotting → transferring → verifying → stored`, or `failed` from any
-//! open state, or `missed` from `pending` (it could not start inside its start window).
+//! open state, or `missed` from `pending` (it could not start inside its start window). One way
+//! back: `requested → pending` when no backup carries the job's token after a bounded search,
+//! so `CreateBackup` is sent again.
 
 use std::fmt;
 use std::str::FromStr;
@@ -89,6 +91,9 @@ pub enum Event {
     Fail,
     /// It could not start inside its start window.
     Miss,
+    /// No record carries the job's token after a bounded search: `CreateBackup` did not take
+    /// effect, so it may be sent again.
+    CreateNotFound,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -109,6 +114,7 @@ pub fn transition(from: State, event: Event) -> Result<State, InvalidTransition>
         (S::Transferring, E::TransferDone) => S::Verifying,
         (S::Verifying, E::Verified) => S::Stored,
         (S::Pending, E::Miss) => S::Missed,
+        (S::Requested, E::CreateNotFound) => S::Pending,
         (s, E::Fail) if !s.is_terminal() => S::Failed,
         _ => return Err(InvalidTransition { from, event }),
     };
@@ -132,6 +138,7 @@ mod tests {
             (S::Transferring, E::TransferDone, S::Verifying),
             (S::Verifying, E::Verified, S::Stored),
             (S::Pending, E::Miss, S::Missed),
+            (S::Requested, E::CreateNotFound, S::Pending),
             (S::Pending, E::Fail, S::Failed),
             (S::Requested, E::Fail, S::Failed),
             (S::Snapshotting, E::Fail, S::Failed),
@@ -146,6 +153,7 @@ mod tests {
             E::Verified,
             E::Fail,
             E::Miss,
+            E::CreateNotFound,
         ];
         // Every (state, event) pair: allowed ones give the listed state, all others are refused.
         for from in S::ALL {

@@ -182,8 +182,10 @@ fn advance_sql(to: State) -> &'static str {
         State::Failed => {
             "UPDATE jobs SET state = 'failed', finished_at = ?1, owner = NULL WHERE id = ?2 AND state = ?3 AND owner = ?4"
         }
+        // Back to pending only to send `CreateBackup` again: the send journal is cleared and
+        // the next attempt is due now.
         State::Pending => {
-            "UPDATE jobs SET state = 'pending', due_at = ?1 WHERE id = ?2 AND state = ?3 AND owner = ?4"
+            "UPDATE jobs SET state = 'pending', create_sent_at = NULL, next_attempt_at = ?1 WHERE id = ?2 AND state = ?3 AND owner = ?4"
         }
     }
 }
