@@ -97,6 +97,9 @@ enum Stop {
     /// A transfer failed for a reason that may pass (download host, destination): the shard
     /// is transferred again while the deadline allows. Outside `transfer_all` it is a failure.
     Transient(anyhow::Error),
+    /// The bytes did not verify (size or checksum): a corruption in transit is worth one more
+    /// download from a fresh URL, a few times. Outside `transfer_all` it is a failure.
+    Corrupt(anyhow::Error),
     Miss(String),
     /// The job's row names another owner now: stop, touch nothing.
     LostClaim(String),
@@ -274,7 +277,7 @@ async fn run_job_steps(ctx: &Context, job_id: &str, cancel: &CancellationToken) 
                 finished_metrics(ctx, &job, "missed", 0, now);
                 return Outcome::Missed(reason);
             }
-            Err(Stop::Fail(err)) | Err(Stop::Transient(err)) => {
+            Err(Stop::Fail(err)) | Err(Stop::Transient(err)) | Err(Stop::Corrupt(err)) => {
                 let chain = format!("{err:#}");
                 // Only the owner cleans up: another process's upload is not ours to abort.
                 match ctx.store.holds(&ctx.claim(&job)).await {
@@ -691,11 +694,16 @@ async fn token_not_found(ctx: &Context, job: &JobRow, now: DateTime<Utc>) -> Res
     Ok(true)
 }
 
+/// How many times one backup is downloaded when its bytes fail verification before the job
+/// fails: a corruption in transit rarely repeats; a bad backup at the provider always does.
+const MAX_DOWNLOADS_PER_SHARD: u32 = 3;
+
 async fn transfer_all(ctx: &Context, job: &JobRow, cancel: &CancellationToken) -> Step {
     let shards = ctx.store.shards(&job.id).await?;
     let started = ctx.now();
     for shard in shards.iter().filter(|s| s.state != "stored") {
         let mut attempt = 1u32;
+        let mut downloads = 1u32;
         loop {
             let _permit = tokio::select! {
                 _ = cancel.cancelled() => return Err(Stop::Cancelled),
@@ -732,6 +740,30 @@ async fn transfer_all(ctx: &Context, job: &JobRow, cancel: &CancellationToken) -
                     drop(_permit);
                     ctx.sleep(wait, cancel).await?;
                     attempt += 1;
+                }
+                Err(Stop::Corrupt(e)) => {
+                    // A flipped byte or a short body: download again from a fresh URL, at once,
+                    // up to MAX_DOWNLOADS_PER_SHARD in all and within the deadline.
+                    let wait = Duration::from_secs(2);
+                    if downloads >= MAX_DOWNLOADS_PER_SHARD
+                        || ctx.now() + chrono::Duration::from_std(wait).unwrap_or_default()
+                            > from_ms(job.deadline_at)
+                    {
+                        return Err(Stop::Fail(e.context(format!(
+                            "{downloads} download(s) of this backup failed verification"
+                        ))));
+                    }
+                    ctx.event(
+                        job,
+                        "retry",
+                        &format!(
+                            "download {downloads} failed verification: {e:#}; downloading again from a fresh URL"
+                        ),
+                    )
+                    .await;
+                    drop(_permit);
+                    ctx.sleep(wait, cancel).await?;
+                    downloads += 1;
                 }
                 Err(other) => return Err(other),
             }
@@ -1012,13 +1044,12 @@ async fn transfer_one(
                 shard.backup_id,
                 job.instance_uuid
             );
-            if matches!(
-                e,
-                transfer::Error::Download(_) | transfer::Error::Destination(_)
-            ) {
-                Err(Stop::Transient(err))
-            } else {
-                Err(Stop::Fail(err))
+            match e {
+                transfer::Error::Download(_) | transfer::Error::Destination(_) => {
+                    Err(Stop::Transient(err))
+                }
+                transfer::Error::Verification(_) => Err(Stop::Corrupt(err)),
+                _ => Err(Stop::Fail(err)),
             }
         }
     }

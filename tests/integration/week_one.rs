@@ -82,3 +82,59 @@ async fn a_create_backup_that_never_takes_effect_fails_with_its_cause_when_the_w
     );
     env.sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_flipped_byte_in_transit_gets_a_fresh_download_instead_of_failing_the_night() {
+    for destination in ["dir", "s3"] {
+        let Some(env) = Env::new("reflip", destination, &format!("uuid: {SMALL}"), "@yearly").await
+        else {
+            return;
+        };
+        env.sim.add_fault(Fault::DownloadCorrupt {
+            count: Some(1),
+            offset: Some(1000),
+        });
+        let r = env.run(&["backup-now", "--policy", "p"]).await;
+        assert_eq!(r.code, 0, "{destination}: {}", r.all());
+        assert_eq!(env.sim.shared.world.lock().unwrap().corruptions_served, 1);
+        let store = env.store().await;
+        let job = store.list_jobs(None, None, 1).await.unwrap().remove(0);
+        let events = store.events(&job.id).await.unwrap();
+        assert!(
+            events.iter().any(|e| e.kind == "retry"
+                && e.message.contains("failed verification")
+                && e.message.contains("checksum mismatch")),
+            "the mismatch is journaled: {events:?}"
+        );
+        let shard = &store.shards(&job.id).await.unwrap()[0];
+        let stored = match destination {
+            "dir" => std::fs::read(
+                env.dir
+                    .path()
+                    .join("archive")
+                    .join(shard.object_key.as_ref().unwrap()),
+            )
+            .unwrap(),
+            _ => env.get(shard.object_key.as_ref().unwrap()).await,
+        };
+        assert!(stored == env.provider_bytes(SMALL, &shard.backup_id).await);
+
+        // A backup that is bad every time fails after a bounded number of downloads.
+        env.sim.add_fault(Fault::DownloadCorrupt {
+            count: None,
+            offset: Some(1000),
+        });
+        let served_before = env.sim.shared.world.lock().unwrap().corruptions_served;
+        let r = env.run(&["backup-now", "--policy", "p"]).await;
+        assert_eq!(r.code, 3, "{}", r.all());
+        let served = env.sim.shared.world.lock().unwrap().corruptions_served - served_before;
+        assert_eq!(served, 3, "three downloads, then the job fails");
+        let job = store.list_jobs(None, None, 1).await.unwrap().remove(0);
+        assert!(
+            job.error.as_deref().unwrap_or("").contains("3 download(s)"),
+            "{:?}",
+            job.error
+        );
+        env.sim.stop().await;
+    }
+}
