@@ -139,7 +139,7 @@ pub async fn fire(
                     .with_label_values(&[policy.name.as_str(), "overlap"])
                     .inc();
                 tracing::warn!(policy = %policy.name, instance = %inst.instance_uuid, open_job = %open_job,
-                    "previous job of this instance is still open; this run is skipped");
+                    "this policy's previous job of this instance is still open; this run is skipped");
             }
         }
     }

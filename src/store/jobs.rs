@@ -146,7 +146,8 @@ pub struct NewJob {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inserted {
     Created,
-    /// The instance already has an open job (this one), so nothing was created.
+    /// An open job is in the way (this one: the same policy's, or for a job run at once any
+    /// job of the instance), so nothing was created.
     InstanceBusy {
         open_job: String,
     },
@@ -191,12 +192,18 @@ fn advance_sql(to: State) -> &'static str {
 }
 
 impl Store {
-    /// Creates a pending job unless the instance already has an open one.
+    /// Creates a pending job. A job run at once by its creator (`owner` set: `backup-now`) is
+    /// created only if the instance has no open job at all, so it never runs beside another;
+    /// a scheduled job only if its policy has no open job for the instance (jobs of different
+    /// policies queue per instance in [`Store::claimable_jobs`]).
     pub async fn insert_job(&self, job: &NewJob) -> Result<Inserted> {
         let result = sqlx::query(
             "INSERT INTO jobs (id, policy, instance_uuid, instance_name, region_id, destination, trigger, state,
                                due_at, start_by, deadline_at, created_at, owner, heartbeat_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, CASE WHEN ? IS NULL THEN NULL ELSE ? END)",
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12,
+                    CASE WHEN ?12 IS NULL THEN NULL ELSE ?11 END
+             WHERE ?12 IS NULL OR NOT EXISTS (
+                 SELECT 1 FROM jobs WHERE instance_uuid = ?3 AND state NOT IN ('stored','failed','missed'))",
         )
         .bind(job.id.clone())
         .bind(job.policy.clone())
@@ -210,25 +217,26 @@ impl Store {
         .bind(job.deadline_at)
         .bind(job.created_at)
         .bind(job.owner.clone())
-        .bind(job.owner.clone())
-        .bind(job.created_at)
         .execute(self.pool())
         .await;
         match result {
-            Ok(_) => Ok(Inserted::Created),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                let open: Option<(String,)> = sqlx::query_as(
-                    "SELECT id FROM jobs WHERE instance_uuid = ? AND state NOT IN ('stored','failed','missed')",
-                )
-                .bind(job.instance_uuid.clone())
-                .fetch_optional(self.pool())
-                .await?;
-                Ok(Inserted::InstanceBusy {
-                    open_job: open.map(|r| r.0).unwrap_or_default(),
-                })
-            }
-            Err(e) => Err(e.into()),
+            Ok(r) if r.rows_affected() == 1 => return Ok(Inserted::Created),
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
+            Err(e) => return Err(e.into()),
         }
+        // Name the open job in the way: the same policy's first, else any of the instance.
+        let open: Option<(String,)> = sqlx::query_as(
+            "SELECT id FROM jobs WHERE instance_uuid = ? AND state NOT IN ('stored','failed','missed')
+             ORDER BY policy = ? DESC, due_at LIMIT 1",
+        )
+        .bind(job.instance_uuid.clone())
+        .bind(job.policy.clone())
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(Inserted::InstanceBusy {
+            open_job: open.map(|r| r.0).unwrap_or_default(),
+        })
     }
 
     /// One job by its full id.
@@ -279,7 +287,10 @@ impl Store {
     }
 
     /// Open jobs that are due and that no process holds: new ones and those whose owner has
-    /// not renewed its heartbeat since `stale_before` (its lease lapsed). Liveness is judged by
+    /// not renewed its heartbeat since `stale_before` (its lease lapsed). Per instance, one at a
+    /// time (the provider makes one backup of an instance at a time): a job waits while another
+    /// job of its instance is held by a live process or already started, and pending jobs of
+    /// one instance go in due order. Liveness is judged by
     /// the heartbeat alone, never by looking for the owner's process (another user's process,
     /// another container's or another host's cannot be seen).
     pub async fn claimable_jobs(&self, now: i64, stale_before: i64) -> Result<Vec<JobRow>> {
@@ -287,6 +298,14 @@ impl Store {
             "SELECT {JOB_COLUMNS} FROM jobs
              WHERE state NOT IN ('stored','failed','missed') AND due_at <= ?1
                AND (owner IS NULL OR heartbeat_at IS NULL OR heartbeat_at < ?2)
+               AND NOT EXISTS (
+                 SELECT 1 FROM jobs o
+                 WHERE o.instance_uuid = jobs.instance_uuid AND o.id <> jobs.id
+                   AND o.state NOT IN ('stored','failed','missed')
+                   AND ((o.owner IS NOT NULL AND o.heartbeat_at >= ?2)
+                        OR (jobs.state = 'pending' AND o.state <> 'pending')
+                        OR (jobs.state = 'pending' AND o.state = 'pending' AND o.due_at <= ?1
+                            AND (o.due_at < jobs.due_at OR (o.due_at = jobs.due_at AND o.id < jobs.id)))))
              ORDER BY due_at, id"
         )))
         .bind(now)

@@ -138,3 +138,94 @@ async fn one_flipped_byte_in_transit_gets_a_fresh_download_instead_of_failing_th
         env.sim.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_policies_on_one_instance_queue_instead_of_skipping_each_other() {
+    let Some(env) = Env::new("queue", "dir", &format!("uuid: {SMALL}"), "*/2 * * * * *").await
+    else {
+        return;
+    };
+    // A second policy for the same instance, to S3; its jittered run is pending, due in 10 s.
+    let mut text = std::fs::read_to_string(&env.config).unwrap();
+    text.push_str(&format!(
+        "  - name: daily\n    schedule: {{ cron: \"@yearly\", start_window: 1m, completion_window: 5m, catch_up: none }}\n    instances:\n      - uuid: {SMALL}\n    destination: s3\n    retention: {{ destination: {{ keep_last: 3 }} }}\n"
+    ));
+    std::fs::write(&env.config, text).unwrap();
+    let store = env.store().await;
+    let now = chrono::Utc::now();
+    let due = now + chrono::Duration::seconds(10);
+    let daily = rdbvault::store::jobs::NewJob {
+        id: uuid::Uuid::now_v7().to_string(),
+        policy: "daily".into(),
+        instance_uuid: SMALL.into(),
+        instance_name: "small-replica".into(),
+        region_id: String::new(),
+        destination: "s3".into(),
+        trigger: "schedule",
+        due_at: rdbvault::store::ms(due),
+        start_by: rdbvault::store::ms(due + chrono::Duration::minutes(1)),
+        deadline_at: rdbvault::store::ms(due + chrono::Duration::minutes(5)),
+        created_at: rdbvault::store::ms(now),
+        owner: None,
+    };
+    assert_eq!(
+        store.insert_job(&daily).await.unwrap(),
+        rdbvault::store::jobs::Inserted::Created
+    );
+    let mut daemon = env.cmd(&["run"]).spawn().unwrap();
+    let mut waited = 0;
+    loop {
+        let jobs = store.list_jobs(None, None, 100).await.unwrap();
+        let frequent = jobs
+            .iter()
+            .filter(|j| j.policy == "p" && j.state == "stored")
+            .count();
+        let daily_done = jobs.iter().any(|j| j.id == daily.id && j.state == "stored");
+        if frequent >= 2 && daily_done {
+            break;
+        }
+        waited += 1;
+        assert!(
+            waited < 600,
+            "both policies must get their backups: {} of p stored, daily {:?}",
+            frequent,
+            jobs.iter()
+                .find(|j| j.id == daily.id)
+                .map(|j| j.state.clone())
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    crate::support::signal(&daemon, "-TERM");
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), daemon.wait()).await;
+    // The frequent policy was not skipped while the other's job waited for its due time.
+    let first_frequent = store
+        .list_jobs(Some("p"), None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.created_at)
+        .min()
+        .unwrap();
+    assert!(
+        first_frequent < daily.due_at,
+        "policy p got no job while daily's job was pending"
+    );
+    // Never two backups of the instance at once: the provider makes one at a time.
+    let mut spans: Vec<(i64, i64, String)> = store
+        .list_jobs(None, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|j| Some((j.create_sent_at?, j.finished_at?, j.policy)))
+        .collect();
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(
+            w[0].1 <= w[1].0,
+            "jobs of one instance overlapped: {:?} and {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    env.sim.stop().await;
+}
