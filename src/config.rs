@@ -253,6 +253,10 @@ pub struct Retention {
     /// `None`: rdbvault never deletes provider backups for this policy.
     pub provider: Option<KeepRules>,
     pub max_deletions_per_run: u32,
+    /// `retention.provider.reclaim_uncopied_after`: a provider backup of a failed or missed job
+    /// (no verified copy) older than this is deleted once a newer verified set of the instance
+    /// exists, never the instance's newest provider backup. `None`: never.
+    pub reclaim_uncopied_after: Option<Duration>,
 }
 
 /// One thing wrong with a config file.
@@ -1254,6 +1258,7 @@ impl Validator<'_> {
                 destination: KeepRules::default(),
                 provider: None,
                 max_deletions_per_run: 10,
+                reclaim_uncopied_after: None,
             };
         };
         let destination = match &r.destination {
@@ -1266,10 +1271,29 @@ impl Validator<'_> {
                 KeepRules::default()
             }
         };
+        if let Some(d) = &r.destination
+            && d.reclaim_uncopied_after.is_some()
+        {
+            self.problem(
+                &format!("{path}.destination.reclaim_uncopied_after"),
+                "reclaim_uncopied_after applies to provider backups only; move it under retention.provider",
+            );
+        }
         let provider = r
             .provider
             .as_ref()
             .map(|k| self.keep(&format!("{path}.provider"), k));
+        let reclaim_uncopied_after = r
+            .provider
+            .as_ref()
+            .and_then(|k| k.reclaim_uncopied_after.as_ref())
+            .map(|t| {
+                self.duration(
+                    &format!("{path}.provider.reclaim_uncopied_after"),
+                    Some(t),
+                    Duration::from_secs(7 * 86_400),
+                )
+            });
         let max_deletions_per_run = self.positive(
             &format!("{path}.max_deletions_per_run"),
             r.max_deletions_per_run,
@@ -1279,6 +1303,7 @@ impl Validator<'_> {
             destination,
             provider,
             max_deletions_per_run,
+            reclaim_uncopied_after,
         }
     }
 }

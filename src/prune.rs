@@ -360,6 +360,27 @@ pub async fn prune_policy_from(
         if let Some(why) = &plan.blocked {
             blocked(ctx, &mut report, policy, &instance, Location::Provider, why);
         }
+        let mut reclaimable =
+            reclaim_candidates(ctx, policy, &provider_sets, &dest_sets, &stray).await;
+        let planned = plan.decisions.iter().filter(|d| !d.keep).count();
+        if !reclaimable.is_empty()
+            && planned + reclaimable.len() > policy.retention.max_deletions_per_run as usize
+        {
+            let why = format!(
+                "reclaiming {} uncopied provider backup(s) besides {planned} deletion(s) would exceed max_deletions_per_run ({}): none reclaimed",
+                reclaimable.len(),
+                policy.retention.max_deletions_per_run
+            );
+            blocked(
+                ctx,
+                &mut report,
+                policy,
+                &instance,
+                Location::Provider,
+                &why,
+            );
+            reclaimable.clear();
+        }
         for d in &plan.decisions {
             let (Some(recs), Some(s)) = (
                 groups.get(&d.id),
@@ -367,8 +388,16 @@ pub async fn prune_policy_from(
             ) else {
                 continue;
             };
+            let reclaim = reclaimable.contains(&d.id);
             let (keep, reasons) = if stray.contains(&d.id) {
                 (true, vec![Reason::NoVerifiedCopyOfThisBackup])
+            } else if let (true, Some(after)) = (reclaim, policy.retention.reclaim_uncopied_after) {
+                (
+                    false,
+                    vec![Reason::ReclaimUncopied(
+                        crate::config::units::format_duration(after),
+                    )],
+                )
             } else {
                 (d.keep, d.reasons.clone())
             };
@@ -393,14 +422,14 @@ pub async fn prune_policy_from(
             };
             // Belt and braces: never delete what the plan must not have chosen, and never a
             // record whose own backup id lacks a verified copy.
-            let deletable = s.created_by_rdbvault && s.verified && !s.pinned;
+            let deletable = s.created_by_rdbvault && (s.verified || reclaim) && !s.pinned;
             if !keep && !dry_run && deletable {
                 let mut result = Ok(());
                 for r in recs {
                     let copied = job_of_desc(&r.desc)
                         .and_then(|job| verified_backups.get(job))
                         .is_some_and(|ids| ids.contains(&r.backup_id));
-                    if !copied {
+                    if !copied && !reclaim {
                         result = Err(format!(
                             "backup {} has no verified copy: not deleted",
                             r.backup_id
@@ -460,6 +489,46 @@ fn blocked(
         location,
         why.to_string(),
     ));
+}
+
+/// Provider sets `retention.provider.reclaim_uncopied_after` lets go of: made by a job of this
+/// policy that failed or was missed (so no verified copy exists), older than the rule, with a
+/// newer verified set of the instance at the destination, and not the instance's newest provider
+/// backup. Pinned sets and records that only carry a copied `Desc` are never candidates.
+async fn reclaim_candidates(
+    ctx: &Context,
+    policy: &Policy,
+    provider_sets: &[Set],
+    dest_sets: &[Set],
+    stray: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let Some(after) = policy.retention.reclaim_uncopied_after else {
+        return out;
+    };
+    let now = ctx.clock.now();
+    let age = chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX);
+    let newest = provider_sets.iter().map(|s| s.time).max();
+    for s in provider_sets {
+        let candidate = s.created_by_rdbvault
+            && !s.verified
+            && !s.pinned
+            && !stray.contains(&s.id)
+            && now - s.time > age
+            && newest.is_some_and(|n| s.time < n)
+            && dest_sets.iter().any(|d| d.verified && d.time > s.time);
+        if !candidate {
+            continue;
+        }
+        // Only a job this DB knows ended without a copy: never an open job's backup.
+        if let Ok(job) = ctx.store.job(&s.id).await
+            && job.policy == policy.name
+            && matches!(job.state.as_str(), "failed" | "missed")
+        {
+            out.insert(s.id.clone());
+        }
+    }
+    out
 }
 
 /// The provider copies the inventory records for one instance, as `DescribeBackups` would list

@@ -81,6 +81,9 @@ pub enum Reason {
     /// Kept: a provider backup carrying rdbvault's token whose own backup id has no verified
     /// copy (an extra backup made with a copied `Desc`, a late shard).
     NoVerifiedCopyOfThisBackup,
+    /// Deleted: a failed or missed job's provider backup, older than
+    /// `retention.provider.reclaim_uncopied_after`, with a newer verified set of the instance.
+    ReclaimUncopied(String),
 }
 
 impl fmt::Display for Reason {
@@ -114,6 +117,10 @@ impl fmt::Display for Reason {
             Reason::NoVerifiedCopyOfThisBackup => write!(
                 f,
                 "no verified copy of this backup id: never deleted at the provider"
+            ),
+            Reason::ReclaimUncopied(d) => write!(
+                f,
+                "reclaim_uncopied_after {d}: a failed job's backup, never copied, and a newer verified set exists"
             ),
         }
     }

@@ -183,4 +183,6 @@ pub struct RawKeep {
     pub keep_yearly: Option<u32>,
     pub keep_within: Option<Text>,
     pub min_verified: Option<u32>,
+    /// Only under `retention.provider`.
+    pub reclaim_uncopied_after: Option<Text>,
 }

@@ -229,3 +229,84 @@ async fn two_policies_on_one_instance_queue_instead_of_skipping_each_other() {
     }
     env.sim.stop().await;
 }
+
+/// Backup ids at the provider for SMALL that carry `token`.
+async fn provider_ids_with(env: &Env, token: &str) -> Vec<String> {
+    let (c, _) = crate::support::client(&env.sim);
+    c.describe_backups(SMALL)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|b| b.desc == token)
+        .map(|b| b.backup_id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reclaim_uncopied_after_deletes_old_failed_backups_but_never_the_newest() {
+    let Some(env) = Env::new("reclaim", "dir", &format!("uuid: {SMALL}"), "@yearly").await else {
+        return;
+    };
+    edit_config(
+        &env,
+        "retention: { destination: { keep_last: 3 } }",
+        "retention: { destination: { keep_last: 3 }, provider: { keep_last: 5, reclaim_uncopied_after: 1s } }",
+    );
+    let corrupt = || Fault::DownloadCorrupt {
+        count: None,
+        offset: Some(1000),
+    };
+    let store = env.store().await;
+    let newest_token = |store: rdbvault::store::Store| async move {
+        store
+            .list_jobs(None, None, 1)
+            .await
+            .unwrap()
+            .remove(0)
+            .token()
+    };
+    // A failed job (its backup never verified), then a good one.
+    env.sim.add_fault(corrupt());
+    assert_eq!(env.run(&["backup-now", "--policy", "p"]).await.code, 3);
+    let failed = newest_token(store.clone()).await;
+    env.sim.shared.world.lock().unwrap().faults.clear();
+    assert_eq!(env.run(&["backup-now", "--policy", "p"]).await.code, 0);
+    let good = newest_token(store.clone()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    let r = env.run(&["prune", "--dry-run"]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.lines().any(|l| l.contains("would delete")
+            && l.contains("reclaim_uncopied_after 1s")
+            && l.contains(failed.trim_start_matches("rdbvault:"))),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(provider_ids_with(&env, &failed).await.len(), 1, "a dry run");
+
+    let r = env.run(&["prune"]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        provider_ids_with(&env, &failed).await.is_empty(),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(provider_ids_with(&env, &good).await.len(), 1);
+
+    // A failed job whose backup is the instance's newest is never reclaimed.
+    env.sim.add_fault(corrupt());
+    assert_eq!(env.run(&["backup-now", "--policy", "p"]).await.code, 3);
+    let newest_failed = newest_token(store.clone()).await;
+    env.sim.shared.world.lock().unwrap().faults.clear();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let r = env.run(&["prune"]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        provider_ids_with(&env, &newest_failed).await.len(),
+        1,
+        "{}",
+        r.stdout
+    );
+    env.sim.stop().await;
+}
