@@ -313,9 +313,15 @@ pub async fn plan_policies(
         all.rows.extend(r.rows);
         all.blocked.extend(r.blocked);
         all.problems.extend(r.problems);
+        all.unknown_to_state_db.extend(r.unknown_to_state_db);
     }
+    // Every policy that lists an instance sees its unknown backups: say each once.
+    all.unknown_to_state_db.sort();
+    all.unknown_to_state_db.dedup();
     if let Some(i) = instance {
         all.rows.retain(|r| r.instance_uuid.eq_ignore_ascii_case(i));
+        all.unknown_to_state_db
+            .retain(|u| u.instance_uuid.eq_ignore_ascii_case(i));
     }
     Ok(all)
 }

@@ -51,6 +51,18 @@ pub struct Report {
     pub blocked: Vec<(String, String, Location, String)>,
     /// Problems that kept a side from being planned (e.g. the provider list failed).
     pub problems: Vec<String>,
+    /// Provider backups with rdbvault's token for a job this state DB does not know (another
+    /// rdbvault's, or a DB that was replaced): listed once, never planned, never touched.
+    pub unknown_to_state_db: Vec<UnknownBackup>,
+}
+
+/// A provider backup that carries rdbvault's token for a job unknown to this state DB.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct UnknownBackup {
+    pub instance_uuid: String,
+    pub backup_id: String,
+    /// The job id in its `Desc`.
+    pub job_id: String,
 }
 
 impl Report {
@@ -276,16 +288,28 @@ pub async fn prune_policy_from(
         for r in records {
             let key = match job_of_desc(&r.desc) {
                 Some(job) => {
-                    // A job of another policy on the same instance is that policy's business.
-                    let known_here = job_times.contains_key(job);
-                    let other_policy = !known_here
-                        && ctx
-                            .store
-                            .job(job)
-                            .await
-                            .is_ok_and(|j| j.policy != policy.name);
-                    if other_policy {
-                        continue;
+                    if !job_times.contains_key(job) {
+                        match ctx.store.job(job).await {
+                            // A job of another policy on the same instance is that policy's
+                            // business.
+                            Ok(j) if j.policy != policy.name => continue,
+                            Ok(_) => {}
+                            Err(crate::store::Error::NotFound(_)) => {
+                                report.unknown_to_state_db.push(UnknownBackup {
+                                    instance_uuid: instance.clone(),
+                                    backup_id: r.backup_id.clone(),
+                                    job_id: job.to_string(),
+                                });
+                                continue;
+                            }
+                            Err(e) => {
+                                report.problems.push(format!(
+                                    "policy {}: backup {}: cannot look up job {job}: {e}",
+                                    policy.name, r.backup_id
+                                ));
+                                continue;
+                            }
+                        }
                     }
                     // A job with verified copies owns only those backup ids; any other record
                     // with its token (an extra backup made with a copied `Desc`) is a set of
@@ -639,5 +663,11 @@ pub fn print(report: &Report, dry_run: bool, with_verified: bool) {
     }
     for p in &report.problems {
         println!("PROBLEM {p}");
+    }
+    for u in &report.unknown_to_state_db {
+        println!(
+            "UNKNOWN provider backup {} of {}: its Desc names job {}, unknown to this state DB (another rdbvault's, or a replaced DB); never touched",
+            u.backup_id, u.instance_uuid, u.job_id
+        );
     }
 }

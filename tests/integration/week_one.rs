@@ -310,3 +310,68 @@ async fn reclaim_uncopied_after_deletes_old_failed_backups_but_never_the_newest(
     );
     env.sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_backup_unknown_to_this_state_db_is_listed_once_and_never_planned() {
+    let Some(env) = Env::new("unknown", "dir", &format!("uuid: {SMALL}"), "@yearly").await else {
+        return;
+    };
+    let mut text = std::fs::read_to_string(&env.config).unwrap();
+    text.push_str(&format!(
+        "  - name: q\n    schedule: {{ cron: \"@yearly\", start_window: 1m, completion_window: 5m, catch_up: none }}\n    instances:\n      - uuid: {SMALL}\n    destination: dir\n    retention: {{ destination: {{ keep_last: 3 }}, provider: {{ keep_last: 1 }} }}\n"
+    ));
+    std::fs::write(&env.config, text).unwrap();
+    edit_config(
+        &env,
+        "retention: { destination: { keep_last: 3 } }",
+        "retention: { destination: { keep_last: 3 }, provider: { keep_last: 1 } }",
+    );
+    for policy in ["p", "q"] {
+        let r = env.run(&["backup-now", "--policy", policy]).await;
+        assert_eq!(r.code, 0, "{}", r.all());
+    }
+    // Another rdbvault (or a replaced state DB) made this one.
+    let (c, _) = crate::support::client(&env.sim);
+    c.create_backup(SMALL, "rdbvault:0190aaaa-not-in-this-db")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+
+    let r = env.run(&["backups", "--json"]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let unknown = v["unknown_to_state_db"].as_array().unwrap();
+    assert_eq!(
+        unknown.len(),
+        1,
+        "listed once, not once per policy: {unknown:?}"
+    );
+    assert_eq!(unknown[0]["job_id"], "0190aaaa-not-in-this-db");
+    assert!(
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|row| row["set"] != "0190aaaa-not-in-this-db"),
+        "not planned under any policy"
+    );
+    let r = env.run(&["backups"]).await;
+    assert_eq!(
+        r.stdout.matches("unknown to this state DB").count(),
+        1,
+        "{}",
+        r.stdout
+    );
+    // Prune never touches it.
+    let r = env.run(&["prune"]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let still: Vec<_> = c
+        .describe_backups(SMALL)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|b| b.desc == "rdbvault:0190aaaa-not-in-this-db")
+        .collect();
+    assert_eq!(still.len(), 1);
+    env.sim.stop().await;
+}
