@@ -96,13 +96,15 @@ fn rejected(registry: &prometheus::Registry, field: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_path_like_instance_uuid_is_refused_and_non_ascii_ids_still_work() {
     for destination in ["dir", "s3"] {
+        // Unique, so the place an escape would land (next to the test's temp dir) is ours.
+        let escape = format!("x-{}", uuid::Uuid::new_v4().simple());
         let Some(env) = Env::new("hostile-uuid", destination, "name: \"h-*\"", "@yearly").await
         else {
             return;
         };
         for spec in [
             InstanceSpec {
-                uuid: Some("../../../x".into()),
+                uuid: Some(format!("../../../{escape}")),
                 name: "h-escape".into(),
                 backup_size: Some(100_000),
                 ..Default::default()
@@ -149,7 +151,7 @@ async fn a_path_like_instance_uuid_is_refused_and_non_ascii_ids_still_work() {
                 "{rel} was written outside the destination"
             );
         }
-        assert!(!root.parent().unwrap().join("x").exists());
+        assert!(!root.parent().unwrap().join(&escape).exists());
         let store = env.store().await;
         let jobs = store.list_jobs(None, None, 10).await.unwrap();
         let by_name = |n: &str| jobs.iter().find(|j| j.instance_name == n).unwrap().clone();
