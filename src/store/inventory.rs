@@ -97,6 +97,20 @@ impl Store {
 }
 
 impl Store {
+    /// Per (instance, location) of `policy`: how many backup sets (a job, or a provider backup
+    /// rdbvault does not know) have a verified copy that is neither missing nor deleted.
+    pub async fn verified_set_counts(&self, policy: &str) -> Result<Vec<(String, String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT instance_uuid, location, COUNT(DISTINCT COALESCE(job_id, backup_id))
+             FROM backups
+             WHERE policy = ? AND deleted_at IS NULL AND verified = 1 AND missing = 0
+             GROUP BY instance_uuid, location",
+        )
+        .bind(policy.to_string())
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     /// Every copy of a policy, deleted ones included (`deleted_at` set).
     pub async fn copies_with_deleted(
         &self,
