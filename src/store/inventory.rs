@@ -103,7 +103,8 @@ impl Store {
 
 impl Store {
     /// Per (instance, location) of `policy`: how many backup sets (a job, or a provider backup
-    /// rdbvault does not know) have a verified copy that is neither missing nor deleted.
+    /// rdbvault does not know) have a verified copy that is neither missing nor deleted. Reads
+    /// only the partial index of such copies (`backups_live_verified`), never the history.
     pub async fn verified_set_counts(&self, policy: &str) -> Result<Vec<(String, String, i64)>> {
         Ok(sqlx::query_as(
             "SELECT instance_uuid, location, COUNT(DISTINCT COALESCE(job_id, backup_id))

@@ -51,6 +51,10 @@ impl Store {
     /// An instance the policy no longer selects gets no job in the next run and so drops out;
     /// a run that created no job at all (the API was down, the selectors match nothing)
     /// changes nothing.
+    ///
+    /// Runs every few seconds in the daemon, so it never reads a policy's whole job history:
+    /// the recent jobs come from a range of `jobs_by_policy_created`, the open ones from the
+    /// partial index of open jobs (`+policy` keeps the planner off `jobs_by_policy`).
     pub async fn selected_instances(&self, policy: &str) -> Result<Vec<String>> {
         let rows: Vec<(String,)> = sqlx::query_as(
             "WITH latest AS (
@@ -62,11 +66,12 @@ impl Store {
                     OR EXISTS (SELECT 1 FROM jobs j WHERE j.id = s.last_job_id
                                AND (j.finished_at IS NULL OR j.finished_at >= latest.at)))
              UNION
-             SELECT j.instance_uuid FROM jobs j, latest
-             WHERE j.policy = ?1 AND (latest.at IS NULL OR j.created_at >= latest.at)
+             SELECT j.instance_uuid FROM jobs j INDEXED BY jobs_by_policy_created
+             WHERE j.policy = ?1
+               AND j.created_at >= COALESCE((SELECT at FROM latest), -9223372036854775808)
              UNION
              SELECT j.instance_uuid FROM jobs j
-             WHERE j.policy = ?1 AND j.state NOT IN ('stored', 'failed', 'missed')
+             WHERE +j.policy = ?1 AND j.state NOT IN ('stored', 'failed', 'missed')
              ORDER BY 1",
         )
         .bind(policy.to_string())
