@@ -272,6 +272,93 @@ pub struct JobDetail {
     shards: Vec<crate::store::ShardRow>,
     #[serde(skip_serializing_if = "Option::is_none")]
     events: Option<Vec<crate::store::jobs::EventRow>>,
+    /// The last re-verification of each stored copy that has had one.
+    reverify: Vec<CopyCheck>,
+    /// Whether a stored copy of the job failed its last re-verification (the job stays
+    /// `stored`: it did store a verified copy; the copy went bad afterwards).
+    reverify_failed: bool,
+}
+
+/// The last re-verification (`verify`, or the daemon's `verify:` rounds) of one stored copy.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CopyCheck {
+    pub backup_id: String,
+    pub shard_id: String,
+    pub destination: String,
+    pub object_key: Option<String>,
+    pub ok: bool,
+    /// When, RFC 3339 (UTC).
+    pub at: String,
+    /// Why it failed; absent when it passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl CopyCheck {
+    fn of(c: &crate::store::inventory::CopyRow) -> Option<CopyCheck> {
+        let at = c.last_check_at?;
+        Some(CopyCheck {
+            backup_id: c.backup_id.clone(),
+            shard_id: c.shard_id.clone(),
+            destination: c.destination.clone(),
+            object_key: c.object_key.clone(),
+            ok: c.last_check_error.is_none(),
+            at: from_ms(at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            error: c.last_check_error.clone(),
+        })
+    }
+
+    /// The time in the local zone, as the other times of `jobs show`.
+    fn local_at(&self) -> String {
+        chrono::DateTime::parse_from_rfc3339(&self.at)
+            .map(|t| local(t.timestamp_millis()))
+            .unwrap_or_else(|_| self.at.clone())
+    }
+
+    /// The time in UTC, as the other times of `backups`.
+    fn utc_at(&self) -> String {
+        chrono::DateTime::parse_from_rfc3339(&self.at)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|_| self.at.clone())
+    }
+}
+
+/// The re-verification results of a job's stored copies.
+async fn job_checks(store: &Store, job_id: &str) -> Result<Vec<CopyCheck>, crate::store::Error> {
+    Ok(store
+        .checked_copies_of_job(job_id)
+        .await?
+        .iter()
+        .filter_map(CopyCheck::of)
+        .collect())
+}
+
+/// A job's state for the `jobs` table and `jobs show`: `stored (copy failed re-verify)` when a
+/// stored copy failed its last re-verification.
+fn state_label(state: &str, checks: &[CopyCheck]) -> String {
+    if checks.iter().any(|c| !c.ok) {
+        format!("{state} (copy failed re-verify)")
+    } else {
+        state.to_string()
+    }
+}
+
+impl JobDetail {
+    async fn load(
+        store: &Store,
+        job: JobRow,
+        events: Option<Vec<crate::store::jobs::EventRow>>,
+    ) -> Result<JobDetail, crate::store::Error> {
+        let shards = store.shards(&job.id).await?;
+        let reverify = job_checks(store, &job.id).await?;
+        Ok(JobDetail {
+            reverify_failed: reverify.iter().any(|c| !c.ok),
+            job,
+            shards,
+            events,
+            reverify,
+        })
+    }
 }
 
 /// The JSON of `jobs --json` and `GET /v1/jobs`.
@@ -283,12 +370,7 @@ pub async fn jobs_json(
 ) -> Result<Vec<JobDetail>, crate::store::Error> {
     let mut out = Vec::new();
     for job in store.list_jobs(policy, state, limit).await? {
-        let shards = store.shards(&job.id).await?;
-        out.push(JobDetail {
-            job,
-            shards,
-            events: None,
-        });
+        out.push(JobDetail::load(store, job, None).await?);
     }
     Ok(out)
 }
@@ -372,13 +454,12 @@ pub async fn jobs(cfg: &Config, args: JobsArgs) -> Result<(), Failure> {
     };
     if let Some(JobsCommand::Show { id, json }) = args.command {
         let job = store.find_job(&id).await.map_err(rt)?;
-        let shards = store.shards(&job.id).await.map_err(rt)?;
         let events = store.events(&job.id).await.map_err(rt)?;
+        let detail = JobDetail::load(&store, job, None).await.map_err(rt)?;
         if json {
             let detail = JobDetail {
-                job,
-                shards,
                 events: Some(events),
+                ..detail
             };
             println!(
                 "{}",
@@ -387,10 +468,16 @@ pub async fn jobs(cfg: &Config, args: JobsArgs) -> Result<(), Failure> {
             );
             return Ok(());
         }
+        let JobDetail {
+            job,
+            shards,
+            reverify,
+            ..
+        } = detail;
         println!("job        {}", job.id);
         println!("policy     {}", job.policy);
         println!("instance   {} ({})", job.instance_name, job.instance_uuid);
-        println!("state      {}", job.state);
+        println!("state      {}", state_label(&job.state, &reverify));
         println!("trigger    {}", job.trigger);
         println!("destination {}", job.destination);
         for (label, v) in [
@@ -422,6 +509,12 @@ pub async fn jobs(cfg: &Config, args: JobsArgs) -> Result<(), Failure> {
             );
             if let Some(k) = &s.object_key {
                 println!("           object {k}");
+            }
+            for c in reverify.iter().filter(|c| c.backup_id == s.backup_id) {
+                match &c.error {
+                    None => println!("           re-verified OK at {}", c.local_at()),
+                    Some(e) => println!("           re-verified FAILED at {}: {e}", c.local_at()),
+                }
             }
         }
         println!("events:");
@@ -458,23 +551,42 @@ pub async fn jobs(cfg: &Config, args: JobsArgs) -> Result<(), Failure> {
         println!("no jobs yet in {}", cfg.state.path.display());
         return Ok(());
     }
+    // A stored job whose copy failed re-verification says so in STATE, and ERROR names the
+    // copy, when and why.
+    let mut table = Vec::with_capacity(rows.len());
+    for j in rows {
+        let checks = job_checks(&store, &j.id).await.map_err(rt)?;
+        let state = state_label(&j.state, &checks);
+        let error = match (&j.error, checks.iter().find(|c| !c.ok)) {
+            (Some(e), _) => e.clone(),
+            (None, Some(c)) => format!(
+                "backup {} re-verified FAILED at {}: {}",
+                c.backup_id,
+                c.local_at(),
+                c.error.as_deref().unwrap_or("")
+            ),
+            (None, None) => String::new(),
+        };
+        table.push((j, state, error));
+    }
+    let state_width = table.iter().map(|r| r.1.len()).max().unwrap_or(0).max(12);
     println!(
-        "{:<36}  {:<14} {:<18} {:<12} {:<19} {:>8} {:>10}  ERROR",
+        "{:<36}  {:<14} {:<18} {:<state_width$} {:<19} {:>8} {:>10}  ERROR",
         "ID", "POLICY", "INSTANCE", "STATE", "DUE", "TOOK", "BYTES"
     );
-    for j in rows {
+    for (j, state, error) in table {
         let name = if j.instance_name.is_empty() {
             &j.instance_uuid
         } else {
             &j.instance_name
         };
-        let error: String = j.error.as_deref().unwrap_or("").chars().take(60).collect();
+        let error: String = error.chars().take(120).collect();
         println!(
-            "{:<36}  {:<14} {:<18} {:<12} {:<19} {:>8} {:>10}  {}",
+            "{:<36}  {:<14} {:<18} {:<state_width$} {:<19} {:>8} {:>10}  {}",
             j.id,
             j.policy,
             name,
-            j.state,
+            state,
             local(j.due_at),
             duration_of(&j),
             human_bytes(j.bytes),
@@ -756,17 +868,121 @@ pub async fn backups(cfg: Config, args: crate::cli::BackupsArgs) -> Result<(), F
         crate::prune::ProviderView::Live,
     )
     .await?;
+    let checks = set_checks(&ctx.store, &all).await?;
     if args.json {
         println!(
             "{}",
             // cannot fail: rows of strings and numbers, no non-string map keys.
-            serde_json::to_string_pretty(&all).expect("serialisable")
+            serde_json::to_string_pretty(&inventory_json(&all, &checks)).expect("serialisable")
         );
     } else {
-        crate::prune::print(&all, true, true);
+        print_inventory(&all, &checks);
     }
     ctx.store.close().await;
     Ok(())
+}
+
+/// Per report row (same order), the re-verification results of its destination copies.
+async fn set_checks(
+    store: &Store,
+    report: &crate::prune::Report,
+) -> anyhow::Result<Vec<Vec<CopyCheck>>> {
+    let mut out = Vec::with_capacity(report.rows.len());
+    for r in &report.rows {
+        if r.location != crate::retention::Location::Destination {
+            out.push(Vec::new());
+            continue;
+        }
+        let checks = job_checks(store, &r.set)
+            .await?
+            .into_iter()
+            .filter(|c| r.backup_ids.contains(&c.backup_id))
+            .collect();
+        out.push(checks);
+    }
+    Ok(out)
+}
+
+/// The JSON of `backups --json` and `GET /v1/backups`: the report, each row with `reverify`
+/// (the last re-verification of each of its copies) and `reverify_failed`.
+pub fn inventory_json(
+    report: &crate::prune::Report,
+    checks: &[Vec<CopyCheck>],
+) -> serde_json::Value {
+    // cannot fail: rows of strings and numbers, no non-string map keys.
+    let mut v = serde_json::to_value(report).expect("serialisable");
+    if let Some(rows) = v.get_mut("rows").and_then(|r| r.as_array_mut()) {
+        for (row, c) in rows.iter_mut().zip(checks) {
+            if let Some(o) = row.as_object_mut() {
+                o.insert("reverify_failed".into(), c.iter().any(|c| !c.ok).into());
+                o.insert(
+                    "reverify".into(),
+                    serde_json::to_value(c).expect("serialisable"),
+                );
+            }
+        }
+    }
+    v
+}
+
+/// [`inventory`] as JSON with each set's re-verification results ([`inventory_json`]).
+///
+/// # Errors
+/// See [`inventory`].
+pub async fn inventory_with_checks(
+    ctx: &job::Context,
+    policy: Option<&str>,
+    instance: Option<&str>,
+    view: crate::prune::ProviderView,
+) -> anyhow::Result<serde_json::Value> {
+    let report = inventory(ctx, policy, instance, view).await?;
+    let checks = set_checks(&ctx.store, &report).await?;
+    Ok(inventory_json(&report, &checks))
+}
+
+/// The `backups` table: [`crate::prune::print`]'s columns, with VERIF saying
+/// `FAILED <time>` (UTC) for a set whose copy failed its last re-verification.
+fn print_inventory(report: &crate::prune::Report, checks: &[Vec<CopyCheck>]) {
+    let verif: Vec<String> = report
+        .rows
+        .iter()
+        .zip(checks)
+        .map(|(r, c)| match c.iter().find(|c| !c.ok) {
+            Some(failed) => format!("FAILED {}", failed.utc_at()),
+            None if r.verified => "yes".into(),
+            None => "NO".into(),
+        })
+        .collect();
+    let w = verif.iter().map(String::len).max().unwrap_or(0).max(6);
+    println!(
+        "{:<11} {:<12} {:<18} {:<19} {:<36} {:<w$} DECISION: REASONS",
+        "LOCATION", "POLICY", "INSTANCE", "TIME (UTC)", "SET (job or backup id)", "VERIF",
+    );
+    for (r, verif) in report.rows.iter().zip(&verif) {
+        let name = if r.instance_name.is_empty() {
+            &r.instance_uuid
+        } else {
+            &r.instance_name
+        };
+        let decision = if r.keep { "keep" } else { "would delete" };
+        let reasons: Vec<String> = r.reasons.iter().map(ToString::to_string).collect();
+        println!(
+            "{:<11} {:<12} {:<18} {:<19} {:<36} {:<w$} {decision}: {}",
+            format!("{:?}", r.location).to_lowercase(),
+            r.policy,
+            name,
+            r.time.format("%Y-%m-%d %H:%M:%S"),
+            r.set,
+            verif,
+            reasons.join(", ")
+        );
+    }
+    for (policy, instance, location, why) in &report.blocked {
+        println!("BLOCKED {policy} {instance} {location:?}: {why}");
+    }
+    for p in &report.problems {
+        println!("PROBLEM {p}");
+    }
 }
 
 /// Re-reads copies and records the result; returns the bad ones.
@@ -798,15 +1014,22 @@ pub async fn verify_copies(
         }
         let result = crate::verify::check_copy(&handles[&c.destination], c, None, &|_| {}).await;
         let now = ms(chrono::Utc::now());
+        // A verdict on the copy is recorded with its time and reason (`jobs`, `jobs show` and
+        // `backups` show it); an unreadable destination says nothing about the copy, so it
+        // is reported but leaves the record as it was.
         match &result {
-            Ok(_) => store.set_verified(c.id, true, false, now).await?,
-            Err(crate::verify::Bad::Missing(_)) => {
+            Ok(_) => store.record_check(c.id, None, false, now).await?,
+            Err(b @ crate::verify::Bad::Missing(_)) => {
                 bad += 1;
-                store.set_verified(c.id, false, true, now).await?;
+                store
+                    .record_check(c.id, Some(&b.to_string()), true, now)
+                    .await?;
             }
-            Err(crate::verify::Bad::Corrupt(_)) => {
+            Err(b @ crate::verify::Bad::Corrupt(_)) => {
                 bad += 1;
-                store.set_verified(c.id, false, false, now).await?;
+                store
+                    .record_check(c.id, Some(&b.to_string()), false, now)
+                    .await?;
             }
             Err(crate::verify::Bad::Unreadable(_)) => bad += 1,
         }

@@ -87,7 +87,7 @@ pub async fn rebuild_gauges(ctx: &Context) -> anyhow::Result<()> {
                 .with_label_values(&[name, field]);
         }
     }
-    crate::reconcile::refresh_verified_gauge(ctx, None).await?;
+    crate::reconcile::refresh_verified_gauge(ctx).await?;
     for job in ctx.store.last_finished().await? {
         let labels = [job.policy.as_str(), job.instance_uuid.as_str()];
         let at = job.finished_at.unwrap_or(job.created_at) as f64 / 1000.0;
@@ -178,14 +178,14 @@ pub async fn dispatch(
                     );
                     tracker.spawn(async move {
                         let outcome = job::run_job(&ctx2, &job.id, &cancel2).await;
+                        // Whatever the outcome: a new copy counts at once, and an instance whose
+                        // first job failed is exported at 0. Retention (which may wait for the
+                        // instance's DescribeBackups pacing) then recounts.
+                        if let Err(e) = crate::reconcile::refresh_verified_gauge(&ctx2).await {
+                            tracing::error!(error = %format!("{e:#}"), "cannot refresh rdbvault_verified_backups");
+                        }
                         if outcome == Outcome::Stored {
                             tracing::info!(job_id = %job.id, policy = %job.policy, instance = %job.instance_uuid, "job stored");
-                            // The new copy counts at once; retention (which may wait for the
-                            // instance's DescribeBackups pacing) then recounts.
-                            let scope = Some((job.policy.as_str(), job.instance_uuid.as_str()));
-                            if let Err(e) = crate::reconcile::refresh_verified_gauge(&ctx2, scope).await {
-                                tracing::error!(error = %format!("{e:#}"), "cannot refresh rdbvault_verified_backups");
-                            }
                             // A new verified copy may let retention drop an old one of this
                             // instance; the others have not changed.
                             prune_policy_logged(&ctx2, &job.policy, Some(&job.instance_uuid)).await;
@@ -238,8 +238,7 @@ pub async fn prune_policy_logged(ctx: &Context, policy_name: &str, instance: Opt
             tracing::error!(policy = %policy.name, error = %format!("{e:#}"), "retention failed")
         }
     }
-    let scope = instance.map(|i| (policy_name, i));
-    if let Err(e) = crate::reconcile::refresh_verified_gauge(ctx, scope).await {
+    if let Err(e) = crate::reconcile::refresh_verified_gauge(ctx).await {
         tracing::error!(error = %format!("{e:#}"), "cannot refresh rdbvault_verified_backups");
     }
 }
@@ -265,7 +264,7 @@ pub async fn prune_daily(ctx: Context, cancel: CancellationToken) {
         for p in &ctx.config.policies {
             prune_policy_logged(&ctx, &p.name, None).await;
         }
-        let _ = crate::reconcile::refresh_verified_gauge(&ctx, None).await;
+        let _ = crate::reconcile::refresh_verified_gauge(&ctx).await;
         wait = Duration::from_secs(24 * 3600);
     }
 }
@@ -300,6 +299,27 @@ pub async fn reverify(ctx: Context, cancel: CancellationToken) {
             if let Err(e) = result {
                 tracing::error!(policy = %policy.name, error = %format!("{e:#}"), "re-verification failed to run");
             }
+        }
+        if let Err(e) = crate::reconcile::refresh_verified_gauge(&ctx).await {
+            tracing::error!(error = %format!("{e:#}"), "cannot refresh rdbvault_verified_backups");
+        }
+    }
+}
+
+/// How often the daemon recounts `rdbvault_verified_backups` from the state DB, on top of the
+/// recount after each job: so it follows what other processes write there (`backup-now`,
+/// `verify`, `prune`) and the instances each scheduled run selects.
+pub const VERIFIED_GAUGE_EVERY: Duration = Duration::from_secs(15);
+
+/// Recounts `rdbvault_verified_backups` every [`VERIFIED_GAUGE_EVERY`] until `cancel`.
+pub async fn refresh_verified_gauge_loop(ctx: Context, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(VERIFIED_GAUGE_EVERY) => {}
+        }
+        if let Err(e) = crate::reconcile::refresh_verified_gauge(&ctx).await {
+            tracing::error!(error = %format!("{e:#}"), "cannot refresh rdbvault_verified_backups");
         }
     }
 }
@@ -405,6 +425,10 @@ fn spawn_generation(
 ) {
     tracker.spawn(prune_daily(ctx.clone(), generation.child_token()));
     tracker.spawn(reverify(ctx.clone(), generation.child_token()));
+    tracker.spawn(refresh_verified_gauge_loop(
+        ctx.clone(),
+        generation.child_token(),
+    ));
     tracker.spawn(crate::scheduler::run(
         ctx.clone(),
         ctx.config.clone(),

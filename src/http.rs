@@ -255,7 +255,7 @@ async fn v1_backups(
     axum::extract::Query(q): axum::extract::Query<BackupsQuery>,
 ) -> axum::response::Response {
     let ctx = s.ctx.read().expect("context lock").clone();
-    match crate::commands::inventory(
+    match crate::commands::inventory_with_checks(
         &ctx,
         q.policy.as_deref(),
         q.instance.as_deref(),

@@ -11,7 +11,7 @@ use crate::config::DestinationKind;
 use crate::destination::Handle;
 use crate::job::Context;
 use crate::store::ms;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Findings {
@@ -140,48 +140,79 @@ pub async fn reconcile(ctx: &Context) -> anyhow::Result<Findings> {
             }
         }
     }
-    refresh_verified_gauge(ctx, None).await?;
+    refresh_verified_gauge(ctx).await?;
     Ok(f)
 }
 
-/// `rdbvault_verified_backups{policy,instance,location}` from the inventory: every series, or
-/// only those of one (policy, instance) after a job of it.
-pub async fn refresh_verified_gauge(
-    ctx: &Context,
-    scope: Option<(&str, &str)>,
-) -> anyhow::Result<()> {
-    let copies = ctx
-        .store
-        .copies(scope.map(|s| s.0), scope.map(|s| s.1))
-        .await?;
-    let mut counts: std::collections::BTreeMap<(String, String, String), BTreeSet<String>> =
-        Default::default();
-    for c in copies.iter().filter(|c| c.verified == 1 && c.missing == 0) {
-        counts
-            .entry((
-                c.policy.clone(),
-                c.instance_uuid.clone(),
-                c.location.clone(),
-            ))
-            .or_default()
-            .insert(c.job_id.clone().unwrap_or_else(|| c.backup_id.clone()));
-    }
-    match scope {
-        None => ctx.metrics.verified_backups.reset(),
-        Some((p, i)) => {
+/// What `rdbvault_verified_backups{policy,instance,location}` should say: for every configured
+/// policy and every instance it selects ([`crate::store::Store::selected_instances`]), both
+/// locations, 0 when the instance has no verified copy there (so an instance that never had a
+/// good backup is exported, and can alert). Instances the policy no longer selects, and
+/// policies no longer in the config, are left out.
+///
+/// # Errors
+/// The state DB failed.
+pub async fn verified_gauge_values(
+    store: &crate::store::Store,
+    config: &crate::config::Config,
+) -> anyhow::Result<BTreeMap<(String, String, String), i64>> {
+    let mut out = BTreeMap::new();
+    for policy in &config.policies {
+        let counts: BTreeMap<(String, String), i64> = store
+            .verified_set_counts(&policy.name)
+            .await?
+            .into_iter()
+            .map(|(i, l, n)| ((i, l), n))
+            .collect();
+        for instance in store.selected_instances(&policy.name).await? {
             for location in ["provider", "destination"] {
-                let _ = ctx
-                    .metrics
-                    .verified_backups
-                    .remove_label_values(&[p, i, location]);
+                let n = counts
+                    .get(&(instance.clone(), location.to_string()))
+                    .copied()
+                    .unwrap_or(0);
+                out.insert(
+                    (policy.name.clone(), instance.clone(), location.to_string()),
+                    n,
+                );
             }
         }
     }
-    for ((p, i, l), sets) in counts {
-        ctx.metrics
-            .verified_backups
+    Ok(out)
+}
+
+/// Brings `rdbvault_verified_backups` in line with the state DB ([`verified_gauge_values`]):
+/// sets every wanted series and removes the others (an instance that left its policy, a policy
+/// that left the config), without ever resetting the whole vector, so no scrape sees a series
+/// missing that should be there.
+///
+/// # Errors
+/// The state DB failed; the gauge is left as it was.
+pub async fn refresh_verified_gauge(ctx: &Context) -> anyhow::Result<()> {
+    let wanted = verified_gauge_values(&ctx.store, &ctx.config).await?;
+    let gauge = &ctx.metrics.verified_backups;
+    let present: Vec<(String, String, String)> = prometheus::core::Collector::collect(gauge)
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .map(|m| {
+            let label = |name: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_string())
+                    .unwrap_or_default()
+            };
+            (label("policy"), label("instance"), label("location"))
+        })
+        .collect();
+    for key in present {
+        if !wanted.contains_key(&key) {
+            let _ = gauge.remove_label_values(&[&key.0, &key.1, &key.2]);
+        }
+    }
+    for ((p, i, l), n) in wanted {
+        gauge
             .with_label_values(&[p.as_str(), i.as_str(), l.as_str()])
-            .set(sets.len() as i64);
+            .set(n);
     }
     Ok(())
 }

@@ -24,6 +24,10 @@ pub struct CopyRow {
     pub pinned: i64,
     pub missing: i64,
     pub deleted_at: Option<i64>,
+    /// When the copy was last re-read by `verify` or the daemon's re-verification.
+    pub last_check_at: Option<i64>,
+    /// Why that re-read failed; `None` when it passed (or never ran).
+    pub last_check_error: Option<String>,
 }
 
 /// A copy to record.
@@ -84,7 +88,8 @@ impl Store {
     ) -> Result<Vec<CopyRow>> {
         Ok(sqlx::query_as::<_, CopyRow>(
             "SELECT id, location, policy, instance_uuid, instance_name, job_id, backup_id, shard_id, destination,
-                    object_key, size, sha256, rdb_version, requested_at, verified, verified_at, pinned, missing, deleted_at
+                    object_key, size, sha256, rdb_version, requested_at, verified, verified_at, pinned, missing, deleted_at,
+                    last_check_at, last_check_error
              FROM backups
              WHERE deleted_at IS NULL AND (?1 IS NULL OR policy = ?1) AND (?2 IS NULL OR instance_uuid = ?2)
              ORDER BY requested_at DESC, id DESC",
@@ -97,6 +102,21 @@ impl Store {
 }
 
 impl Store {
+    /// Per (instance, location) of `policy`: how many backup sets (a job, or a provider backup
+    /// rdbvault does not know) have a verified copy that is neither missing nor deleted. Reads
+    /// only the partial index of such copies (`backups_live_verified`), never the history.
+    pub async fn verified_set_counts(&self, policy: &str) -> Result<Vec<(String, String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT instance_uuid, location, COUNT(DISTINCT COALESCE(job_id, backup_id))
+             FROM backups
+             WHERE policy = ? AND deleted_at IS NULL AND verified = 1 AND missing = 0
+             GROUP BY instance_uuid, location",
+        )
+        .bind(policy.to_string())
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     /// Every copy of a policy, deleted ones included (`deleted_at` set).
     pub async fn copies_with_deleted(
         &self,
@@ -105,7 +125,8 @@ impl Store {
     ) -> Result<Vec<CopyRow>> {
         Ok(sqlx::query_as::<_, CopyRow>(
             "SELECT id, location, policy, instance_uuid, instance_name, job_id, backup_id, shard_id, destination,
-                    object_key, size, sha256, rdb_version, requested_at, verified, verified_at, pinned, missing, deleted_at
+                    object_key, size, sha256, rdb_version, requested_at, verified, verified_at, pinned, missing, deleted_at,
+                    last_check_at, last_check_error
              FROM backups WHERE policy = ?1 AND (?2 IS NULL OR instance_uuid = ?2)
              ORDER BY requested_at DESC, id DESC",
         )
@@ -163,12 +184,55 @@ impl Store {
         Ok(())
     }
 
+    /// Records the result of re-reading a destination copy: `error` is `None` when it passed.
+    /// The copy's state follows (verified, or unverified and maybe missing), and the time and
+    /// reason are kept for `jobs`, `jobs show` and `backups`.
+    pub async fn record_check(
+        &self,
+        id: i64,
+        error: Option<&str>,
+        missing: bool,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE backups SET verified = ?1, missing = ?2,
+               verified_at = CASE WHEN ?1 THEN ?3 ELSE verified_at END,
+               last_check_at = ?3, last_check_error = ?4
+             WHERE id = ?5",
+        )
+        .bind(error.is_none())
+        .bind(i64::from(missing))
+        .bind(now)
+        .bind(error.map(str::to_string))
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The live destination copies of one job that have been re-verified, by backup id.
+    pub async fn checked_copies_of_job(&self, job_id: &str) -> Result<Vec<CopyRow>> {
+        Ok(sqlx::query_as::<_, CopyRow>(
+            "SELECT id, location, policy, instance_uuid, instance_name, job_id, backup_id, shard_id, destination,
+                    object_key, size, sha256, rdb_version, requested_at, verified, verified_at, pinned, missing, deleted_at,
+                    last_check_at, last_check_error
+             FROM backups
+             WHERE job_id = ? AND location = 'destination' AND deleted_at IS NULL
+               AND last_check_at IS NOT NULL
+             ORDER BY backup_id",
+        )
+        .bind(job_id.to_string())
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     /// Live destination copies whose id, job id or backup id is one of `ids` (all of them when
     /// `ids` is empty).
     pub async fn destination_copies(&self, ids: &[String]) -> Result<Vec<CopyRow>> {
         let all = sqlx::query_as::<_, CopyRow>(
             "SELECT id, location, policy, instance_uuid, instance_name, job_id, backup_id, shard_id, destination,
-                    object_key, size, sha256, rdb_version, requested_at, verified, verified_at, pinned, missing, deleted_at
+                    object_key, size, sha256, rdb_version, requested_at, verified, verified_at, pinned, missing, deleted_at,
+                    last_check_at, last_check_error
              FROM backups WHERE location = 'destination' AND deleted_at IS NULL
              ORDER BY requested_at DESC, id DESC",
         )

@@ -234,3 +234,68 @@ async fn metrics_health_v1_and_reload_as_an_operator_sees_them() {
     let _ = tokio::time::timeout(Duration::from_secs(30), daemon.wait_with_output()).await;
     env.sim.stop().await;
 }
+
+/// An instance whose backups never verify has no copy at all, and that is exactly when
+/// `RdbvaultTooFewVerifiedCopies` must fire: its series are exported at 0, not left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_never_had_a_verified_copy_is_exported_at_zero() {
+    let Some(env) = Env::new("never", "dir", &format!("uuid: {SMALL}"), "*/3 * * * * *").await
+    else {
+        return;
+    };
+    let port = free_port();
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
+    std::fs::write(&env.config, &text).unwrap();
+    // Every download has a flipped byte: every job fails verification, nothing is ever stored.
+    env.sim
+        .add_fault(rdbvault::sim::state::Fault::DownloadCorrupt {
+            count: None,
+            offset: None,
+        });
+    let daemon = env.cmd(&["run"]).spawn().unwrap();
+    let store = env.store().await;
+    for _ in 0..300 {
+        if !store
+            .list_jobs(None, Some(rdbvault::job::State::Failed), 1)
+            .await
+            .unwrap()
+            .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let failed = store
+        .list_jobs(None, Some(rdbvault::job::State::Failed), 1)
+        .await
+        .unwrap();
+    assert!(!failed.is_empty(), "a job should have failed verification");
+    let series = |location: &str| {
+        format!(
+            r#"rdbvault_verified_backups{{instance="{SMALL}",location="{location}",policy="p"}} "#
+        )
+    };
+    let mut body = String::new();
+    for _ in 0..50 {
+        body = get(&format!("http://127.0.0.1:{port}/metrics")).await.1;
+        if metric(&body, &series("destination")).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&body, &series("destination")), Some(0.0), "{body}");
+    assert_eq!(metric(&body, &series("provider")), Some(0.0), "{body}");
+    assert!(
+        store
+            .list_jobs(None, Some(rdbvault::job::State::Stored), 1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing may have been stored"
+    );
+    sigterm(&daemon);
+    let _ = tokio::time::timeout(Duration::from_secs(30), daemon.wait_with_output()).await;
+    env.sim.stop().await;
+}

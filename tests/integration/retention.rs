@@ -303,3 +303,141 @@ async fn reconcile_reports_unknown_objects_and_marks_vanished_copies_missing() {
     );
     env.sim.stop().await;
 }
+
+/// A copy that fails re-verification leaves its job `stored`, but every view of the job and of
+/// the inventory names the bad copy and when the check found it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_failed_reverification_shows_in_jobs_and_backups() {
+    let Some(env) = Env::new("reverify", "dir", &format!("uuid: {SMALL}"), "@yearly").await else {
+        return;
+    };
+    let r = env.run(&["backup-now", "--policy", "p"]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let store = env.store().await;
+    let job = store.list_jobs(None, None, 1).await.unwrap().remove(0);
+    let copy = store.destination_copies(&[]).await.unwrap().remove(0);
+    assert_eq!(copy.job_id.as_deref(), Some(job.id.as_str()));
+
+    // A first verify passes and says so.
+    assert_eq!(env.run(&["verify", "--all"]).await.code, 0);
+    let show = env.run(&["jobs", "show", &job.id]).await;
+    assert!(
+        show.stdout.contains("re-verified OK at "),
+        "{}",
+        show.stdout
+    );
+
+    // One byte flipped in the stored file.
+    let path = env
+        .dir
+        .path()
+        .join("archive")
+        .join(copy.object_key.as_deref().unwrap());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let r = env.run(&["verify", "--all"]).await;
+    assert_eq!(r.code, 3, "{}", r.all());
+
+    let bad = store.destination_copies(&[]).await.unwrap().remove(0);
+    let at_ms = bad.last_check_at.expect("the check's time is recorded");
+    let reason = bad
+        .last_check_error
+        .clone()
+        .expect("the reason is recorded");
+    assert_eq!(bad.verified, 0);
+    let local = rdbvault::store::from_ms(at_ms)
+        .with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let utc = rdbvault::store::from_ms(at_ms)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let rfc3339 =
+        rdbvault::store::from_ms(at_ms).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert_eq!(
+        store.job(&job.id).await.unwrap().state,
+        "stored",
+        "the job did store a verified copy; only the copy went bad"
+    );
+
+    // `jobs`: the state says it, and the row names the copy and the time.
+    let jobs = env.run(&["jobs"]).await;
+    assert_eq!(jobs.code, 0, "{}", jobs.all());
+    let line = jobs
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&job.id))
+        .unwrap_or_else(|| panic!("{}", jobs.stdout))
+        .to_string();
+    assert!(line.contains("stored (copy failed re-verify)"), "{line}");
+    assert!(line.contains(&bad.backup_id), "{line}");
+    assert!(line.contains(&local), "{line}");
+
+    // `jobs show`: the shard's line.
+    let show = env.run(&["jobs", "show", &job.id]).await;
+    assert!(
+        show.stdout
+            .contains(&format!("re-verified FAILED at {local}: {reason}")),
+        "{}",
+        show.stdout
+    );
+    assert!(
+        show.stdout.contains("stored (copy failed re-verify)"),
+        "{}",
+        show.stdout
+    );
+
+    // `backups`: VERIF says FAILED and when (UTC, like the table's other times).
+    let backups = env.run(&["backups"]).await;
+    assert_eq!(backups.code, 0, "{}", backups.all());
+    let row = backups
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("destination") && l.contains(&job.id))
+        .unwrap_or_else(|| panic!("{}", backups.stdout))
+        .to_string();
+    assert!(row.contains(&format!("FAILED {utc}")), "{row}");
+
+    // The JSON of all three: additive fields naming the copy, the time and the reason, with
+    // the existing fields unchanged.
+    let check = |v: &serde_json::Value| {
+        assert_eq!(v["reverify_failed"], true, "{v}");
+        let c = &v["reverify"][0];
+        assert_eq!(c["backup_id"], bad.backup_id.as_str(), "{v}");
+        assert_eq!(c["ok"], false, "{v}");
+        assert_eq!(c["at"], rfc3339.as_str(), "{v}");
+        assert_eq!(c["error"], reason.as_str(), "{v}");
+        assert_eq!(c["object_key"], bad.object_key.as_deref().unwrap(), "{v}");
+    };
+    let json = |r: crate::support::Run| -> serde_json::Value {
+        assert_eq!(r.code, 0, "{}", r.all());
+        serde_json::from_str(&r.stdout).unwrap()
+    };
+    let listed = json(env.run(&["jobs", "--json"]).await);
+    let listed = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == job.id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(listed["state"], "stored");
+    check(&listed);
+    let shown = json(env.run(&["jobs", "show", &job.id, "--json"]).await);
+    assert_eq!(shown["state"], "stored");
+    assert!(shown["events"].as_array().is_some());
+    check(&shown);
+    let inventory = json(env.run(&["backups", "--json"]).await);
+    let set = inventory["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["location"] == "destination" && r["set"] == job.id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(set["verified"], false);
+    check(&set);
+    env.sim.stop().await;
+}
