@@ -805,7 +805,7 @@ pub async fn prune(cfg: Config, policy: Option<&str>, dry_run: bool) -> Result<(
         crate::prune::ProviderView::Live,
     )
     .await?;
-    crate::prune::print(&all, dry_run, false);
+    crate::prune::print(&all, dry_run, None);
     let deleted = all
         .rows
         .iter()
@@ -940,8 +940,8 @@ pub async fn inventory_with_checks(
     Ok(inventory_json(&report, &checks))
 }
 
-/// The `backups` table: [`crate::prune::print`]'s columns, with VERIF saying
-/// `FAILED <time>` (UTC) for a set whose copy failed its last re-verification.
+/// The `backups` table: [`crate::prune::print`] with VERIF saying `FAILED <time>` (UTC) for a
+/// set whose copy failed its last re-verification.
 fn print_inventory(report: &crate::prune::Report, checks: &[Vec<CopyCheck>]) {
     let verif: Vec<String> = report
         .rows
@@ -953,36 +953,7 @@ fn print_inventory(report: &crate::prune::Report, checks: &[Vec<CopyCheck>]) {
             None => "NO".into(),
         })
         .collect();
-    let w = verif.iter().map(String::len).max().unwrap_or(0).max(6);
-    println!(
-        "{:<11} {:<12} {:<18} {:<19} {:<36} {:<w$} DECISION: REASONS",
-        "LOCATION", "POLICY", "INSTANCE", "TIME (UTC)", "SET (job or backup id)", "VERIF",
-    );
-    for (r, verif) in report.rows.iter().zip(&verif) {
-        let name = if r.instance_name.is_empty() {
-            &r.instance_uuid
-        } else {
-            &r.instance_name
-        };
-        let decision = if r.keep { "keep" } else { "would delete" };
-        let reasons: Vec<String> = r.reasons.iter().map(ToString::to_string).collect();
-        println!(
-            "{:<11} {:<12} {:<18} {:<19} {:<36} {:<w$} {decision}: {}",
-            format!("{:?}", r.location).to_lowercase(),
-            r.policy,
-            name,
-            r.time.format("%Y-%m-%d %H:%M:%S"),
-            r.set,
-            verif,
-            reasons.join(", ")
-        );
-    }
-    for (policy, instance, location, why) in &report.blocked {
-        println!("BLOCKED {policy} {instance} {location:?}: {why}");
-    }
-    for p in &report.problems {
-        println!("PROBLEM {p}");
-    }
+    crate::prune::print(report, true, Some(&verif));
 }
 
 /// Re-reads copies and records the result; returns the bad ones.

@@ -613,18 +613,21 @@ async fn delete_destination_set(
     Ok(())
 }
 
-/// Prints a report as a table.
-pub fn print(report: &Report, dry_run: bool, with_verified: bool) {
+/// Prints a report as a table. `verif`: a VERIF column, one label per row (`backups`).
+pub fn print(report: &Report, dry_run: bool, verif: Option<&[String]>) {
+    let w = verif
+        .map(|v| v.iter().map(String::len).max().unwrap_or(0).max(6))
+        .unwrap_or(0);
     println!(
-        "{:<11} {:<12} {:<18} {:<19} {:<36} {:<6} DECISION: REASONS",
+        "{:<11} {:<12} {:<18} {:<19} {:<36} {:<w$} DECISION: REASONS",
         "LOCATION",
         "POLICY",
         "INSTANCE",
         "TIME (UTC)",
         "SET (job or backup id)",
-        if with_verified { "VERIF" } else { "" },
+        if verif.is_some() { "VERIF" } else { "" },
     );
-    for r in &report.rows {
+    for (i, r) in report.rows.iter().enumerate() {
         let name = if r.instance_name.is_empty() {
             &r.instance_uuid
         } else {
@@ -644,17 +647,13 @@ pub fn print(report: &Report, dry_run: bool, with_verified: bool) {
         };
         let reasons: Vec<String> = r.reasons.iter().map(ToString::to_string).collect();
         println!(
-            "{:<11} {:<12} {:<18} {:<19} {:<36} {:<6} {decision}: {}{outcome}",
+            "{:<11} {:<12} {:<18} {:<19} {:<36} {:<w$} {decision}: {}{outcome}",
             format!("{:?}", r.location).to_lowercase(),
             r.policy,
             name,
             r.time.format("%Y-%m-%d %H:%M:%S"),
             r.set,
-            if with_verified {
-                if r.verified { "yes" } else { "NO" }
-            } else {
-                ""
-            },
+            verif.and_then(|v| v.get(i)).map_or("", String::as_str),
             reasons.join(", ")
         );
     }
