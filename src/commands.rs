@@ -353,11 +353,65 @@ pub fn policies_json(cfg: &Config, now: chrono::DateTime<chrono::Utc>) -> serde_
     )
 }
 
+/// Opens the state DB for a command that only reads it (`jobs`, `backups`, `fetch`): never
+/// creates or migrates it. A DB that does not exist is a configuration problem (exit 2): the
+/// message names the config file, the resolved path and how it was resolved.
+async fn open_for_reading(cfg: &Config) -> Result<Store, Failure> {
+    Store::open_read_only(&cfg.state.path)
+        .await
+        .map_err(|e| match e {
+            crate::store::Error::Missing { .. } => {
+                Failure::Usage(format!("{}: state.path: {e}", cfg.source.display()))
+            }
+            other => Failure::Runtime(other.into()),
+        })
+}
+
+/// The clients a read-only command needs (the API for the provider's side, one S3 client per
+/// destination) around a read-only state DB; like `daemon::build_context`, which opens the DB
+/// for writing.
+async fn read_only_context(cfg: Arc<Config>, store: Store) -> Result<job::Context, Failure> {
+    let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    let cds = crate::app::cds_client(&cfg.cds, metrics.api.clone())?;
+    let downloader = crate::transfer::source::Downloader::new(
+        cds.clone(),
+        crate::transfer::source::RateGuard {
+            min_bytes_per_second: cfg.cds.download_min_rate,
+            window: cfg.cds.download_rate_window,
+        },
+    )?;
+    let mut s3 = std::collections::HashMap::new();
+    for d in cfg.destinations.values() {
+        if let config::DestinationKind::S3(s3_cfg) = &d.kind {
+            s3.insert(d.name.clone(), crate::destination::s3_client(s3_cfg).await?);
+        }
+    }
+    Ok(job::Context {
+        transfers: Arc::new(tokio::sync::Semaphore::new(
+            cfg.limits.max_concurrent_transfers,
+        )),
+        poll: job::PollSettings {
+            initial: cfg.cds.poll_interval,
+            max: cfg.cds.poll_max_interval,
+            ..job::PollSettings::default()
+        },
+        config: cfg,
+        store,
+        cds,
+        downloader,
+        s3,
+        metrics,
+        owner: crate::daemon::owner_id("backups"),
+        clock: crate::clock::system(),
+        progress: None,
+        prune_lock: Arc::default(),
+    })
+}
+
 /// `jobs` and `jobs show ID`.
 pub async fn jobs(cfg: &Config, args: JobsArgs) -> Result<(), Failure> {
-    let store = Store::open(&cfg.state.path)
-        .await
-        .map_err(|e| Failure::Runtime(e.into()))?;
+    let store = open_for_reading(cfg).await?;
     let rt = |e: crate::store::Error| match e {
         crate::store::Error::NotFound(_) | crate::store::Error::Ambiguous(_) => {
             Failure::Usage(e.to_string())
@@ -738,11 +792,9 @@ pub async fn backups(cfg: Config, args: crate::cli::BackupsArgs) -> Result<(), F
     }
     let cfg = Arc::new(cfg);
     policies_named(&cfg, args.policy.as_deref())?;
-    let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())
-        .map_err(|e| Failure::Runtime(e.into()))?;
-    let ctx =
-        crate::daemon::build_context(cfg.clone(), crate::daemon::owner_id("backups"), metrics)
-            .await?;
+    // Listing is a dry run: it reads the DB and never creates or changes it.
+    let store = open_for_reading(&cfg).await?;
+    let ctx = read_only_context(cfg.clone(), store).await?;
     let all = inventory(
         &ctx,
         args.policy.as_deref(),
@@ -869,9 +921,7 @@ pub async fn fetch(
     output: &std::path::Path,
     force: bool,
 ) -> Result<(), Failure> {
-    let store = Store::open(&cfg.state.path)
-        .await
-        .map_err(|e| Failure::Runtime(e.into()))?;
+    let store = open_for_reading(&cfg).await?;
     let copies = store
         .destination_copies(&[id.to_string()])
         .await

@@ -22,6 +22,7 @@ mod integration {
     mod http_api;
     mod online;
     mod operations;
+    mod paths;
     mod permissions;
     mod pipeline;
     mod rdb_fixtures;
