@@ -18,6 +18,7 @@ mod integration {
     mod crash;
     mod deploy;
     mod download_guard;
+    mod fetch;
     mod hostile;
     mod http_api;
     mod online;
