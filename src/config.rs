@@ -137,8 +137,22 @@ pub enum ServerSideEncryption {
     Kms { key_id: Option<String> },
 }
 
+/// Where an S3 destination's keys come from when it names no key files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S3Credentials {
+    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`, else `AWS_PROFILE` and the shared config
+    /// files; never the EC2 instance metadata service or ECS container credentials. The default
+    /// for a destination with its own `endpoint` (`credentials: static`).
+    Static,
+    /// The whole AWS default chain, the instance role included. The default for a destination
+    /// without an `endpoint` (real AWS); opt in elsewhere with `credentials: instance_profile`.
+    DefaultChain,
+}
+
 #[derive(Debug, Clone)]
 pub struct S3Destination {
+    /// The destination's name under `destinations`, for messages.
+    pub name: String,
     pub bucket: String,
     /// Empty, or ending with `/`.
     pub prefix: String,
@@ -149,9 +163,10 @@ pub struct S3Destination {
     pub server_side_encryption: Option<ServerSideEncryption>,
     pub part_size: u64,
     pub upload_concurrency: usize,
-    /// S3 keys from files (systemd credentials); otherwise the AWS default chain.
+    /// S3 keys from files (systemd credentials); otherwise per `credentials`.
     pub access_key_id_file: Option<PathBuf>,
     pub secret_access_key_file: Option<PathBuf>,
+    pub credentials: S3Credentials,
 }
 
 #[derive(Debug, Clone)]
@@ -890,7 +905,7 @@ impl Validator<'_> {
                         "`path` belongs to type: file; an s3 destination uses bucket and prefix",
                     );
                 }
-                DestinationKind::S3(Box::new(self.s3(&base, d)))
+                DestinationKind::S3(Box::new(self.s3(name, &base, d)))
             }
             Some("file") => {
                 let s3_keys = [
@@ -906,6 +921,7 @@ impl Validator<'_> {
                     ("upload_concurrency", d.upload_concurrency.is_some()),
                     ("access_key_id_file", d.access_key_id_file.is_some()),
                     ("secret_access_key_file", d.secret_access_key_file.is_some()),
+                    ("credentials", d.credentials.is_some()),
                 ];
                 for (key, present) in s3_keys {
                     if present {
@@ -939,7 +955,7 @@ impl Validator<'_> {
         })
     }
 
-    fn s3(&mut self, base: &str, d: &RawDestination) -> S3Destination {
+    fn s3(&mut self, name: &str, base: &str, d: &RawDestination) -> S3Destination {
         let bucket = match &d.bucket {
             Some(t) if !t.0.trim().is_empty() => t.0.trim().to_string(),
             _ => {
@@ -1022,10 +1038,38 @@ impl Validator<'_> {
         if d.access_key_id_file.is_some() != d.secret_access_key_file.is_some() {
             self.problem(
                 base,
-                "set both access_key_id_file and secret_access_key_file, or neither (then the AWS default chain is used)",
+                "set both access_key_id_file and secret_access_key_file, or neither (then the environment, a profile or, with credentials: instance_profile, the instance role)",
+            );
+        }
+        // A store with its own endpoint (CDS object storage, MinIO, SeaweedFS) has no instance
+        // role: asking the metadata service would only wait for a timeout, or hand a foreign
+        // store the host's AWS role. Only real AWS gets the whole chain unless asked.
+        let default_credentials = if endpoint.is_some() {
+            S3Credentials::Static
+        } else {
+            S3Credentials::DefaultChain
+        };
+        let credentials = self.choice(
+            &format!("{base}.credentials"),
+            d.credentials.as_ref(),
+            &[
+                ("static", S3Credentials::Static),
+                ("instance_profile", S3Credentials::DefaultChain),
+            ],
+            default_credentials,
+        );
+        if credentials == S3Credentials::DefaultChain
+            && d.credentials.is_some()
+            && d.access_key_id_file.is_some()
+        {
+            self.problem(
+                &format!("{base}.credentials"),
+                "credentials: instance_profile and access_key_id_file / secret_access_key_file exclude each other; keep one",
             );
         }
         S3Destination {
+            name: name.to_string(),
+            credentials,
             bucket,
             prefix,
             region: d.region.as_ref().map(|t| t.0.trim().to_string()),
@@ -1510,5 +1554,47 @@ policies:
         std::fs::write(&conf, text).unwrap();
         let cds = load_cds(&conf, true).unwrap();
         assert_eq!(cds.access_key_id_file, Some(dir.path().join("keys/cds_id")));
+    }
+
+    #[test]
+    fn s3_credentials_default_by_endpoint_and_a_bad_value_is_located() {
+        let with = |dest: &str| {
+            MINIMAL.replace(
+                "  local: { type: file, path: /tmp/x }",
+                &format!(
+                    "  local: {{ type: file, path: /tmp/x }}\n  s3: {{ type: s3, bucket: b{dest} }}"
+                ),
+            )
+        };
+        let creds = |text: &str| {
+            let c = parse(text, Path::new("t.yaml")).unwrap();
+            let DestinationKind::S3(s3) = &c.destinations["s3"].kind else {
+                unreachable!()
+            };
+            (s3.name.clone(), s3.credentials)
+        };
+        assert_eq!(creds(&with("")), ("s3".into(), S3Credentials::DefaultChain));
+        let endpoint = ", endpoint: http://127.0.0.1:9000";
+        assert_eq!(creds(&with(endpoint)).1, S3Credentials::Static);
+        assert_eq!(
+            creds(&with(&format!("{endpoint}, credentials: instance_profile"))).1,
+            S3Credentials::DefaultChain
+        );
+        assert_eq!(
+            creds(&with(", credentials: static")).1,
+            S3Credentials::Static
+        );
+        let err = parse(&with(", credentials: imds"), Path::new("t.yaml")).unwrap_err();
+        let text = err.to_string();
+        assert_eq!(
+            err.problems[0].path, "destinations.s3.credentials",
+            "{text}"
+        );
+        assert!(err.problems[0].line.is_some(), "{text}");
+        assert!(text.contains("static, instance_profile"), "{text}");
+        let both =
+            ", credentials: instance_profile, access_key_id_file: /k, secret_access_key_file: /s";
+        let err = parse(&with(both), Path::new("t.yaml")).unwrap_err();
+        assert_eq!(err.problems[0].path, "destinations.s3.credentials");
     }
 }

@@ -28,6 +28,7 @@ mod integration {
     mod pipeline;
     mod rdb_fixtures;
     mod retention;
+    mod s3_credentials;
     mod sim_protocol;
     mod stress;
 }
