@@ -95,9 +95,10 @@ pub enum Command {
     Fetch {
         /// Provider backup id or job id
         id: String,
-        #[arg(short, long, value_name = "FILE")]
+        /// The file to write; an existing directory means DIR/<object name>
+        #[arg(short, long, value_name = "FILE|DIR")]
         output: PathBuf,
-        /// Overwrite FILE if it exists
+        /// Overwrite the file if it exists
         #[arg(long)]
         force: bool,
     },

@@ -9,6 +9,10 @@
 //!    `file:line:column` (from [`locate`]) and its YAML path.
 //!
 //! Credentials are not read here: see [`credentials`]; commands that talk to the API load them.
+//!
+//! Every path in the file (`state.path`, a file destination's `path`, the `*_file` keys) comes
+//! out absolute: a relative one is resolved from the config file's directory ([`resolve_path`]),
+//! so no user of [`Config`] ever depends on the working directory.
 
 pub mod credentials;
 pub mod locate;
@@ -66,6 +70,7 @@ pub struct CdsConfig {
 
 #[derive(Debug, Clone)]
 pub struct StateConfig {
+    /// Absolute (see [`resolve_path`]); default `rdbvault.db` beside the config file.
     pub path: PathBuf,
     /// How long a job's owner may go without renewing its heartbeat before another process
     /// takes the job over. The only test of liveness: no process table is consulted, so it
@@ -132,8 +137,22 @@ pub enum ServerSideEncryption {
     Kms { key_id: Option<String> },
 }
 
+/// Where an S3 destination's keys come from when it names no key files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S3Credentials {
+    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`, else `AWS_PROFILE` and the shared config
+    /// files; never the EC2 instance metadata service or ECS container credentials. The default
+    /// for a destination with its own `endpoint` (`credentials: static`).
+    Static,
+    /// The whole AWS default chain, the instance role included. The default for a destination
+    /// without an `endpoint` (real AWS); opt in elsewhere with `credentials: instance_profile`.
+    DefaultChain,
+}
+
 #[derive(Debug, Clone)]
 pub struct S3Destination {
+    /// The destination's name under `destinations`, for messages.
+    pub name: String,
     pub bucket: String,
     /// Empty, or ending with `/`.
     pub prefix: String,
@@ -144,9 +163,10 @@ pub struct S3Destination {
     pub server_side_encryption: Option<ServerSideEncryption>,
     pub part_size: u64,
     pub upload_concurrency: usize,
-    /// S3 keys from files (systemd credentials); otherwise the AWS default chain.
+    /// S3 keys from files (systemd credentials); otherwise per `credentials`.
     pub access_key_id_file: Option<PathBuf>,
     pub secret_access_key_file: Option<PathBuf>,
+    pub credentials: S3Credentials,
 }
 
 #[derive(Debug, Clone)]
@@ -349,6 +369,7 @@ pub fn parse(text: &str, source: &Path) -> Result<Config, Errors> {
     let mut v = Validator {
         index: &index,
         problems: Vec::new(),
+        base: base_dir(source),
     };
     let config = v.config(raw, source);
     if v.problems.is_empty() {
@@ -379,6 +400,7 @@ pub fn load_cds(path: &Path, explicit: bool) -> Result<CdsConfig, Errors> {
     let mut v = Validator {
         index: &index,
         problems: Vec::new(),
+        base: base_dir(path),
     };
     let cds = v.cds(&raw.cds);
     if v.problems.is_empty() {
@@ -446,6 +468,38 @@ fn explain_serde_message(message: &str) -> String {
 struct Validator<'a> {
     index: &'a locate::Index,
     problems: Vec<Problem>,
+    /// The config file's directory, absolute: relative paths in the file are taken from here.
+    base: Option<PathBuf>,
+}
+
+/// The directory relative paths in a config file are resolved from: the file's own directory
+/// (as named, symlinks not followed), made absolute. `None` only if the working directory is
+/// gone, in which case relative paths stay as written.
+pub fn base_dir(source: &Path) -> Option<PathBuf> {
+    let absolute = std::path::absolute(source).ok()?;
+    absolute.parent().map(Path::to_path_buf)
+}
+
+/// A path written in the config, made absolute: a relative one is taken from `base` (the config
+/// file's directory, [`base_dir`]), never from the process's working directory, so every command
+/// finds the same state DB, archive and key files wherever it is started. Absolute paths, paths
+/// starting with `$CREDENTIALS_DIRECTORY` (expanded when the file is read) and SQLite's
+/// `:memory:` are left as they are. `.` components are dropped for readable messages.
+pub fn resolve_path(base: Option<&Path>, path: &Path) -> PathBuf {
+    let text = path.to_string_lossy();
+    let keep = path.is_absolute()
+        || text.starts_with("$CREDENTIALS_DIRECTORY")
+        || text.starts_with("${CREDENTIALS_DIRECTORY}")
+        || text == ":memory:"
+        || path.as_os_str().is_empty();
+    match base {
+        Some(base) if !keep => base
+            .join(path)
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect(),
+        _ => path.to_path_buf(),
+    }
 }
 
 /// The closest of `candidates` to `given`, if it is close enough to be a likely typo.
@@ -469,6 +523,11 @@ fn did_you_mean(s: Option<&str>) -> String {
 }
 
 impl Validator<'_> {
+    /// See [`resolve_path`].
+    fn path(&self, path: &Path) -> PathBuf {
+        resolve_path(self.base.as_deref(), path)
+    }
+
     fn problem(&mut self, path: &str, message: impl Into<String>) {
         let loc = self.index.value(path);
         self.problems.push(Problem {
@@ -551,11 +610,12 @@ impl Validator<'_> {
             );
         }
         let state = StateConfig {
-            path: raw
-                .state
-                .path
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("./rdbvault.db")),
+            path: self.path(
+                raw.state
+                    .path
+                    .as_deref()
+                    .unwrap_or(Path::new("rdbvault.db")),
+            ),
             job_lease: job_lease.max(Duration::from_secs(2)),
         };
         let listen = match &raw.http.listen {
@@ -568,7 +628,7 @@ impl Validator<'_> {
                 SocketAddr::from(([127, 0, 0, 1], 9750))
             }),
         };
-        let token_file = raw.http.token_file.clone();
+        let token_file = raw.http.token_file.as_deref().map(|p| self.path(p));
         if !listen.ip().is_loopback() && token_file.is_none() {
             // /v1/* tells anyone who can connect every instance, bucket and copy.
             self.problem(
@@ -808,8 +868,8 @@ impl Validator<'_> {
             poll_interval,
             poll_max_interval,
             endpoint,
-            access_key_id_file: raw.access_key_id_file.clone(),
-            access_key_secret_file: raw.access_key_secret_file.clone(),
+            access_key_id_file: raw.access_key_id_file.as_deref().map(|p| self.path(p)),
+            access_key_secret_file: raw.access_key_secret_file.as_deref().map(|p| self.path(p)),
             timeout,
             time_zone,
             retry,
@@ -849,7 +909,7 @@ impl Validator<'_> {
                         "`path` belongs to type: file; an s3 destination uses bucket and prefix",
                     );
                 }
-                DestinationKind::S3(Box::new(self.s3(&base, d)))
+                DestinationKind::S3(Box::new(self.s3(name, &base, d)))
             }
             Some("file") => {
                 let s3_keys = [
@@ -865,6 +925,7 @@ impl Validator<'_> {
                     ("upload_concurrency", d.upload_concurrency.is_some()),
                     ("access_key_id_file", d.access_key_id_file.is_some()),
                     ("secret_access_key_file", d.secret_access_key_file.is_some()),
+                    ("credentials", d.credentials.is_some()),
                 ];
                 for (key, present) in s3_keys {
                     if present {
@@ -876,7 +937,7 @@ impl Validator<'_> {
                 }
                 match &d.path {
                     Some(p) if !p.as_os_str().is_empty() => {
-                        DestinationKind::File(FileDestination { path: p.clone() })
+                        DestinationKind::File(FileDestination { path: self.path(p) })
                     }
                     _ => {
                         self.problem(&base, "a file destination needs `path`");
@@ -898,7 +959,7 @@ impl Validator<'_> {
         })
     }
 
-    fn s3(&mut self, base: &str, d: &RawDestination) -> S3Destination {
+    fn s3(&mut self, name: &str, base: &str, d: &RawDestination) -> S3Destination {
         let bucket = match &d.bucket {
             Some(t) if !t.0.trim().is_empty() => t.0.trim().to_string(),
             _ => {
@@ -981,10 +1042,38 @@ impl Validator<'_> {
         if d.access_key_id_file.is_some() != d.secret_access_key_file.is_some() {
             self.problem(
                 base,
-                "set both access_key_id_file and secret_access_key_file, or neither (then the AWS default chain is used)",
+                "set both access_key_id_file and secret_access_key_file, or neither (then the environment, a profile or, with credentials: instance_profile, the instance role)",
+            );
+        }
+        // A store with its own endpoint (CDS object storage, MinIO, SeaweedFS) has no instance
+        // role: asking the metadata service would only wait for a timeout, or hand a foreign
+        // store the host's AWS role. Only real AWS gets the whole chain unless asked.
+        let default_credentials = if endpoint.is_some() {
+            S3Credentials::Static
+        } else {
+            S3Credentials::DefaultChain
+        };
+        let credentials = self.choice(
+            &format!("{base}.credentials"),
+            d.credentials.as_ref(),
+            &[
+                ("static", S3Credentials::Static),
+                ("instance_profile", S3Credentials::DefaultChain),
+            ],
+            default_credentials,
+        );
+        if credentials == S3Credentials::DefaultChain
+            && d.credentials.is_some()
+            && d.access_key_id_file.is_some()
+        {
+            self.problem(
+                &format!("{base}.credentials"),
+                "credentials: instance_profile and access_key_id_file / secret_access_key_file exclude each other; keep one",
             );
         }
         S3Destination {
+            name: name.to_string(),
+            credentials,
             bucket,
             prefix,
             region: d.region.as_ref().map(|t| t.0.trim().to_string()),
@@ -994,8 +1083,8 @@ impl Validator<'_> {
             server_side_encryption: sse,
             part_size,
             upload_concurrency,
-            access_key_id_file: d.access_key_id_file.clone(),
-            secret_access_key_file: d.secret_access_key_file.clone(),
+            access_key_id_file: d.access_key_id_file.as_deref().map(|p| self.path(p)),
+            secret_access_key_file: d.secret_access_key_file.as_deref().map(|p| self.path(p)),
         }
     }
 
@@ -1329,7 +1418,9 @@ policies:
         assert_eq!(c.cds.endpoint.as_str(), "https://cdsapi.capitalonline.net/");
         assert_eq!(c.cds.timeout, Duration::from_secs(30));
         assert_eq!(c.http.listen.to_string(), "127.0.0.1:9750");
-        assert_eq!(c.state.path, PathBuf::from("./rdbvault.db"));
+        // Beside the config file, wherever the command runs.
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(c.state.path, here.join("rdbvault.db"));
         assert_eq!(c.limits.max_concurrent_jobs, 4);
         let p = &c.policies[0];
         assert_eq!(p.schedule.timezone, Tz::UTC);
@@ -1433,5 +1524,102 @@ policies:
             p.message
         );
         assert_eq!(p.line, Some(9));
+    }
+
+    #[test]
+    fn relative_paths_are_resolved_from_the_config_files_directory() {
+        let text = r#"
+cds:
+  access_key_id_file: keys/cds_id
+  access_key_secret_file: $CREDENTIALS_DIRECTORY/cds_secret
+state: { path: ./state/rdbvault.db }
+http: { token_file: ../token }
+destinations:
+  local: { type: file, path: archive }
+  abs: { type: file, path: /srv/archive }
+  s3: { type: s3, bucket: b, access_key_id_file: s3_id, secret_access_key_file: /run/s3_secret }
+policies:
+  - name: p
+    schedule: { cron: "@daily" }
+    instances: [ { name: "prod-*" } ]
+    destination: local
+    retention: { destination: { keep_last: 3 } }
+"#;
+        let c = parse(text, Path::new("/etc/rdbvault/conf.yaml")).unwrap();
+        let etc = Path::new("/etc/rdbvault");
+        assert_eq!(c.state.path, etc.join("state/rdbvault.db"));
+        assert_eq!(c.http.token_file, Some(etc.join("../token")));
+        assert_eq!(c.cds.access_key_id_file, Some(etc.join("keys/cds_id")));
+        assert_eq!(
+            c.cds.access_key_secret_file,
+            Some(PathBuf::from("$CREDENTIALS_DIRECTORY/cds_secret")),
+            "expanded when read, never joined"
+        );
+        let file = |name: &str| match &c.destinations[name].kind {
+            DestinationKind::File(f) => f.path.clone(),
+            DestinationKind::S3(_) => unreachable!(),
+        };
+        assert_eq!(file("local"), etc.join("archive"));
+        assert_eq!(file("abs"), PathBuf::from("/srv/archive"));
+        let DestinationKind::S3(s3) = &c.destinations["s3"].kind else {
+            unreachable!()
+        };
+        assert_eq!(s3.access_key_id_file, Some(etc.join("s3_id")));
+        assert_eq!(
+            s3.secret_access_key_file,
+            Some(PathBuf::from("/run/s3_secret"))
+        );
+        // A config named relatively resolves from where it is, made absolute.
+        let c = parse(text, Path::new("sub/conf.yaml")).unwrap();
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(c.state.path, here.join("sub/state/rdbvault.db"));
+        // The `cds` section alone (rdbvault api) follows the same rule.
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("c.yaml");
+        std::fs::write(&conf, text).unwrap();
+        let cds = load_cds(&conf, true).unwrap();
+        assert_eq!(cds.access_key_id_file, Some(dir.path().join("keys/cds_id")));
+    }
+
+    #[test]
+    fn s3_credentials_default_by_endpoint_and_a_bad_value_is_located() {
+        let with = |dest: &str| {
+            MINIMAL.replace(
+                "  local: { type: file, path: /tmp/x }",
+                &format!(
+                    "  local: {{ type: file, path: /tmp/x }}\n  s3: {{ type: s3, bucket: b{dest} }}"
+                ),
+            )
+        };
+        let creds = |text: &str| {
+            let c = parse(text, Path::new("t.yaml")).unwrap();
+            let DestinationKind::S3(s3) = &c.destinations["s3"].kind else {
+                unreachable!()
+            };
+            (s3.name.clone(), s3.credentials)
+        };
+        assert_eq!(creds(&with("")), ("s3".into(), S3Credentials::DefaultChain));
+        let endpoint = ", endpoint: http://127.0.0.1:9000";
+        assert_eq!(creds(&with(endpoint)).1, S3Credentials::Static);
+        assert_eq!(
+            creds(&with(&format!("{endpoint}, credentials: instance_profile"))).1,
+            S3Credentials::DefaultChain
+        );
+        assert_eq!(
+            creds(&with(", credentials: static")).1,
+            S3Credentials::Static
+        );
+        let err = parse(&with(", credentials: imds"), Path::new("t.yaml")).unwrap_err();
+        let text = err.to_string();
+        assert_eq!(
+            err.problems[0].path, "destinations.s3.credentials",
+            "{text}"
+        );
+        assert!(err.problems[0].line.is_some(), "{text}");
+        assert!(text.contains("static, instance_profile"), "{text}");
+        let both =
+            ", credentials: instance_profile, access_key_id_file: /k, secret_access_key_file: /s";
+        let err = parse(&with(both), Path::new("t.yaml")).unwrap_err();
+        assert_eq!(err.problems[0].path, "destinations.s3.credentials");
     }
 }

@@ -370,8 +370,9 @@ pub async fn rebuild_context(old: &Context, config: Arc<Config>) -> anyhow::Resu
     Ok(ctx)
 }
 
-/// The clients, limits and poll settings a config asks for, around a state DB and metrics.
-async fn context_with(
+/// The clients, limits and poll settings a config asks for, around a state DB and metrics
+/// (also a read-only one, for the commands that only list).
+pub async fn context_with(
     config: Arc<Config>,
     store: Store,
     metrics: Metrics,

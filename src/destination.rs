@@ -3,15 +3,46 @@
 //! This module owns building the S3 client from the config and the write-access probe that
 //! `check-config --online` runs. The streaming transfer itself lands with the pipeline.
 
-use crate::config::{Destination, DestinationKind, FileDestination, S3Destination, credentials};
+use crate::config::{
+    Destination, DestinationKind, FileDestination, S3Credentials, S3Destination, credentials,
+};
 use anyhow::{Context as _, bail};
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, ProvideCredentials as _, Region};
+
+/// The credentials of a destination that may not ask the network for them: the environment,
+/// then `AWS_PROFILE` / the shared config files. No web identity, no ECS container endpoint,
+/// no EC2 instance metadata service. Resolved once here so a destination without keys fails at
+/// once, naming what to set, instead of after a metadata-service timeout.
+async fn static_credentials(
+    cfg: &S3Destination,
+) -> anyhow::Result<aws_config::meta::credentials::CredentialsProviderChain> {
+    use aws_config::environment::EnvironmentVariableCredentialsProvider;
+    use aws_config::meta::credentials::CredentialsProviderChain;
+    use aws_config::profile::ProfileFileCredentialsProvider;
+    let chain = CredentialsProviderChain::first_try(
+        "Environment",
+        EnvironmentVariableCredentialsProvider::new(),
+    )
+    .or_else("Profile", ProfileFileCredentialsProvider::builder().build());
+    if let Err(e) = chain.provide_credentials().await {
+        tracing::debug!(destination = %cfg.name, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "no static S3 credentials");
+        bail!(
+            "destination `{name}` (s3://{bucket}/{prefix}): no S3 credentials found; set access_key_id_file and secret_access_key_file on destinations.{name}, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with a profile in ~/.aws/credentials. A destination with its own endpoint never asks the EC2/ECS instance role unless it says `credentials: instance_profile`",
+            name = cfg.name,
+            bucket = cfg.bucket,
+            prefix = cfg.prefix,
+        );
+    }
+    Ok(chain)
+}
 
 /// Builds an S3 client for a destination: its region (else `AWS_REGION`, else `us-east-1`), its
-/// endpoint and addressing style, and its key files if set (else the AWS default chain).
+/// endpoint and addressing style, and its key files if set; else, per its `credentials`, the
+/// environment and profiles only ([`S3Credentials::Static`], the default with an `endpoint`) or
+/// the whole AWS default chain with the instance role ([`S3Credentials::DefaultChain`]).
 ///
 /// # Errors
-/// Unreadable or world-readable key files.
+/// Unreadable or world-readable key files; no static credentials where they are required.
 pub async fn s3_client(cfg: &S3Destination) -> anyhow::Result<aws_sdk_s3::Client> {
     let region = cfg
         .region
@@ -23,10 +54,18 @@ pub async fn s3_client(cfg: &S3Destination) -> anyhow::Result<aws_sdk_s3::Client
     if let (Some(id_file), Some(secret_file)) =
         (&cfg.access_key_id_file, &cfg.secret_access_key_file)
     {
-        let id = credentials::read_secret_file(id_file)
-            .with_context(|| format!("S3 access key id for bucket {}", cfg.bucket))?;
-        let secret = credentials::read_secret_file(secret_file)
-            .with_context(|| format!("S3 secret access key for bucket {}", cfg.bucket))?;
+        let id = credentials::read_secret_file(id_file).with_context(|| {
+            format!(
+                "destinations.{}.access_key_id_file (bucket {})",
+                cfg.name, cfg.bucket
+            )
+        })?;
+        let secret = credentials::read_secret_file(secret_file).with_context(|| {
+            format!(
+                "destinations.{}.secret_access_key_file (bucket {})",
+                cfg.name, cfg.bucket
+            )
+        })?;
         loader = loader.credentials_provider(Credentials::new(
             id,
             secret,
@@ -34,6 +73,8 @@ pub async fn s3_client(cfg: &S3Destination) -> anyhow::Result<aws_sdk_s3::Client
             None,
             "rdbvault-config",
         ));
+    } else if cfg.credentials == S3Credentials::Static {
+        loader = loader.credentials_provider(static_credentials(cfg).await?);
     }
     let shared = loader.load().await;
     let mut builder = aws_sdk_s3::config::Builder::from(&shared).force_path_style(cfg.path_style);

@@ -29,6 +29,20 @@ pub enum Error {
         path: PathBuf,
         source: sqlx::migrate::MigrateError,
     },
+    /// A read-only command found no DB: it never creates one.
+    #[error(
+        "the state DB {path} does not exist: nothing has run with this config yet, or state.path names another file (a relative state.path is taken from the config file's directory, not the working directory); `backup-now` or `run` creates it"
+    )]
+    Missing { path: PathBuf },
+    /// A read-only command found a DB that this binary's migrations have not been applied to.
+    #[error(
+        "the state DB {path} has an older schema ({found}) than this rdbvault needs (migration {needed}); open it once with a command that writes, e.g. `rdbvault prune --dry-run` or by restarting the daemon, which upgrades it, then try again"
+    )]
+    Outdated {
+        path: PathBuf,
+        found: String,
+        needed: i64,
+    },
     #[error("state DB query failed: {0}")]
     Query(#[from] sqlx::Error),
     #[error("no job matches `{0}`")]
@@ -101,6 +115,94 @@ impl Store {
             pool,
             path: path.to_path_buf(),
         })
+    }
+
+    /// Opens an existing DB for reading only, for commands that only look (`jobs`, `backups`,
+    /// `fetch`): never creates the file, never migrates, never chmods. A DB whose schema lacks
+    /// a migration of this binary is refused with a clear message rather than failing later on
+    /// a missing column.
+    ///
+    /// # Errors
+    /// [`Error::Missing`], [`Error::Outdated`], or the file cannot be opened.
+    pub async fn open_read_only(path: &Path) -> Result<Store> {
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => {
+                return Err(Error::Open {
+                    path: path.to_path_buf(),
+                    source: sqlx::Error::Io(std::io::Error::other("not a regular file")),
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::Missing {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(e) => {
+                return Err(Error::Open {
+                    path: path.to_path_buf(),
+                    source: sqlx::Error::Io(e),
+                });
+            }
+        }
+        // No journal_mode: setting it is a write; the DB keeps the WAL mode it was made with.
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .create_if_missing(false)
+            .busy_timeout(Duration::from_secs(15));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .map_err(|source| Error::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if let Err(e) = Self::check_schema(path, &pool).await {
+            pool.close().await;
+            return Err(e);
+        }
+        Ok(Store {
+            pool,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Every migration this binary embeds must have been applied.
+    async fn check_schema(path: &Path, pool: &sqlx::SqlitePool) -> Result<()> {
+        let needed = sqlx::migrate!("./migrations")
+            .iter()
+            .map(|m| m.version)
+            .max()
+            .unwrap_or(0);
+        let has_table: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_optional(pool)
+        .await?;
+        let applied: Vec<i64> = if has_table.is_some() {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1")
+                .fetch_all(pool)
+                .await?
+        } else {
+            Vec::new()
+        };
+        let missing = sqlx::migrate!("./migrations")
+            .iter()
+            .any(|m| !applied.contains(&m.version));
+        if missing {
+            return Err(Error::Outdated {
+                path: path.to_path_buf(),
+                found: match applied.iter().max() {
+                    Some(v) => format!("migration {v}"),
+                    None => "no rdbvault migrations at all".into(),
+                },
+                needed,
+            });
+        }
+        Ok(())
     }
 
     async fn connect_and_migrate(
@@ -255,6 +357,50 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         Store::open(&path).await.unwrap().close().await;
         assert_eq!(mode(&path), 0o600);
+    }
+
+    #[tokio::test]
+    async fn read_only_open_never_creates_and_refuses_an_old_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let err = Store::open_read_only(&path).await.unwrap_err();
+        assert!(matches!(err, Error::Missing { .. }), "{err}");
+        assert!(err.to_string().contains("config file's directory"), "{err}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "no file made"
+        );
+
+        // A current DB opens and reads; writes are refused.
+        let store = Store::open(&path).await.unwrap();
+        store
+            .insert_job(&new_job("a", "i", Some("me")))
+            .await
+            .unwrap();
+        store.close().await;
+        let ro = Store::open_read_only(&path).await.unwrap();
+        assert_eq!(ro.job("a").await.unwrap().id, "a");
+        assert!(ro.insert_job(&new_job("b", "j", None)).await.is_err());
+        ro.close().await;
+
+        // A DB that predates this binary's migrations is refused before any query.
+        let old = dir.path().join("old.db");
+        let pool = sqlx::SqlitePool::connect_with(
+            SqliteConnectOptions::new()
+                .filename(&old)
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+        sqlx::query("CREATE TABLE jobs (id TEXT)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        let err = Store::open_read_only(&old).await.unwrap_err();
+        assert!(matches!(err, Error::Outdated { .. }), "{err}");
+        assert!(err.to_string().contains("prune --dry-run"), "{err}");
     }
 
     fn new_job(id: &str, instance: &str, owner: Option<&str>) -> crate::store::jobs::NewJob {

@@ -18,14 +18,17 @@ mod integration {
     mod crash;
     mod deploy;
     mod download_guard;
+    mod fetch;
     mod hostile;
     mod http_api;
     mod online;
     mod operations;
+    mod paths;
     mod permissions;
     mod pipeline;
     mod rdb_fixtures;
     mod retention;
+    mod s3_credentials;
     mod sim_protocol;
     mod stress;
     mod week_one;

@@ -129,6 +129,7 @@ pub struct RawDestination {
     pub upload_concurrency: Option<u32>,
     pub access_key_id_file: Option<PathBuf>,
     pub secret_access_key_file: Option<PathBuf>,
+    pub credentials: Option<Text>,
     // file
     pub path: Option<PathBuf>,
 }
