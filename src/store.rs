@@ -145,6 +145,7 @@ impl Store {
                 });
             }
         }
+        tighten_private(path);
         // No journal_mode: setting it is a write; the DB keeps the WAL mode it was made with.
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -265,7 +266,7 @@ impl Store {
 /// # Errors
 /// The file does not exist and cannot be created.
 fn prepare_private_file(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
     if path.as_os_str().is_empty() || path.to_str() == Some(":memory:") {
         return Ok(());
     }
@@ -277,6 +278,15 @@ fn prepare_private_file(path: &Path) -> std::io::Result<()> {
         .truncate(false)
         .mode(crate::private_fs::FILE_MODE)
         .open(path)?;
+    tighten_private(path);
+    Ok(())
+}
+
+/// Chmods an existing DB, `-wal` and `-shm` that other users can read to 0600 (logged; a
+/// failing chmod, say of a file owned by another user, is a warning, never fatal). Read-only
+/// opens do it too: they create nothing, but need not leave a backup index world-readable.
+fn tighten_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
     for suffix in ["", "-wal", "-shm"] {
         let mut name = path.as_os_str().to_os_string();
         name.push(suffix);
@@ -302,7 +312,6 @@ fn prepare_private_file(path: &Path) -> std::io::Result<()> {
             ),
         }
     }
-    Ok(())
 }
 
 impl Error {
