@@ -414,12 +414,6 @@ async fn the_daemon_leaves_a_job_whose_owner_heartbeats_even_if_its_process_is_i
     env.sim.stop().await;
 }
 
-fn edit_config(env: &Env, from: &str, to: &str) {
-    let text = std::fs::read_to_string(&env.config).unwrap();
-    assert!(text.contains(from), "config has no {from:?}");
-    std::fs::write(&env.config, text.replace(from, to)).unwrap();
-}
-
 /// Backup ids at the provider for SMALL, by `Desc`.
 async fn provider_records(env: &Env) -> Vec<(String, String)> {
     let (c, _) = crate::support::client(&env.sim);
@@ -437,8 +431,7 @@ async fn provider_prune_never_deletes_a_backup_that_only_carries_a_copied_desc()
     else {
         return;
     };
-    edit_config(
-        &env,
+    env.edit_config(
         "retention: { destination: { keep_last: 3 } }",
         "retention: { destination: { keep_last: 3 }, provider: { keep_last: 1 } }",
     );
@@ -518,16 +511,15 @@ async fn retention_deletes_through_the_destination_each_copy_was_recorded_in() {
     let (k0, k1) = (key_of(0).await, key_of(1).await);
     // The policy moves to a new directory; a different file with the oldest copy's key lives there.
     std::fs::create_dir_all(root.join("archive2")).unwrap();
-    edit_config(
-        &env,
+    env.edit_config(
         "  dir:\n    type: file\n",
         &format!(
             "  dir2:\n    type: file\n    path: {}/archive2\n  dir:\n    type: file\n",
             root.display()
         ),
     );
-    edit_config(&env, "destination: dir", "destination: dir2");
-    edit_config(&env, "keep_last: 3", "keep_last: 2");
+    env.edit_config("destination: dir", "destination: dir2");
+    env.edit_config("keep_last: 3", "keep_last: 2");
     let decoy = root.join("archive2").join(&k0);
     std::fs::create_dir_all(decoy.parent().unwrap()).unwrap();
     std::fs::write(&decoy, b"not rdbvault's copy").unwrap();
@@ -545,12 +537,11 @@ async fn retention_deletes_through_the_destination_each_copy_was_recorded_in() {
     );
 
     // The old destination leaves the config: its copies are kept, and prune says why.
-    edit_config(
-        &env,
+    env.edit_config(
         "  dir:\n    type: file\n",
         "  gone_dir_was_here:\n    type: file\n",
     );
-    edit_config(&env, "keep_last: 2", "keep_last: 1");
+    env.edit_config("keep_last: 2", "keep_last: 1");
     let r = env.run(&["prune", "--policy", "p"]).await;
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(root.join("archive").join(&k1).exists(), "{}", r.stdout);
@@ -575,11 +566,7 @@ async fn v1_backups_is_served_from_the_state_db_without_provider_calls() {
         .local_addr()
         .unwrap()
         .port();
-    edit_config(
-        &env,
-        "listen: 127.0.0.1:0",
-        &format!("listen: 127.0.0.1:{port}"),
-    );
+    env.edit_config("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
     let mut daemon = env.cmd(&["run"]).spawn().unwrap();
     let url = format!("http://127.0.0.1:{port}/v1/backups");
     // The daemon's own start-up prune lists the provider once; wait until that is done.

@@ -154,6 +154,13 @@ policies:
         r
     }
 
+    /// Replaces `from` by `to` in the config file (which must contain it).
+    pub(crate) fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains(from), "config has no {from:?}");
+        std::fs::write(&self.config, text.replace(from, to)).unwrap();
+    }
+
     pub(crate) fn record(&self, text: &str) {
         self.output.lock().unwrap().push_str(text);
     }

@@ -5,12 +5,6 @@
 use super::pipeline::{Env, SMALL};
 use rdbvault::sim::state::Fault;
 
-fn edit_config(env: &Env, from: &str, to: &str) {
-    let text = std::fs::read_to_string(&env.config).unwrap();
-    assert!(text.contains(from), "config has no {from:?}");
-    std::fs::write(&env.config, text.replace(from, to)).unwrap();
-}
-
 fn create_fails(count: Option<u32>) -> Fault {
     Fault::ApiError {
         action: "CreateBackup".into(),
@@ -58,7 +52,7 @@ async fn a_create_backup_that_never_takes_effect_fails_with_its_cause_when_the_w
     else {
         return;
     };
-    edit_config(&env, "start_window: 1m", "start_window: 24s");
+    env.edit_config("start_window: 1m", "start_window: 24s");
     env.sim.add_fault(create_fails(None));
     let started = std::time::Instant::now();
     let r = env.run(&["backup-now", "--policy", "p"]).await;
@@ -247,9 +241,7 @@ async fn reclaim_uncopied_after_deletes_old_failed_backups_but_never_the_newest(
     let Some(env) = Env::new("reclaim", "dir", &format!("uuid: {SMALL}"), "@yearly").await else {
         return;
     };
-    edit_config(
-        &env,
-        "retention: { destination: { keep_last: 3 } }",
+    env.edit_config("retention: { destination: { keep_last: 3 } }",
         "retention: { destination: { keep_last: 3 }, provider: { keep_last: 5, reclaim_uncopied_after: 1s } }",
     );
     let corrupt = || Fault::DownloadCorrupt {
@@ -321,8 +313,7 @@ async fn a_token_backup_unknown_to_this_state_db_is_listed_once_and_never_planne
         "  - name: q\n    schedule: {{ cron: \"@yearly\", start_window: 1m, completion_window: 5m, catch_up: none }}\n    instances:\n      - uuid: {SMALL}\n    destination: dir\n    retention: {{ destination: {{ keep_last: 3 }}, provider: {{ keep_last: 1 }} }}\n"
     ));
     std::fs::write(&env.config, text).unwrap();
-    edit_config(
-        &env,
+    env.edit_config(
         "retention: { destination: { keep_last: 3 } }",
         "retention: { destination: { keep_last: 3 }, provider: { keep_last: 1 } }",
     );
