@@ -467,7 +467,7 @@ pub async fn prune_policy_from(
                                 .mark_provider_deleted(&r.backup_id, ms(ctx.clock.now()))
                                 .await;
                         }
-                        Err(e) if e.code() == Some("ResourceNotFound") => {
+                        Err(e) if e.is_not_found() => {
                             let _ = ctx
                                 .store
                                 .mark_provider_deleted(&r.backup_id, ms(ctx.clock.now()))

@@ -99,6 +99,12 @@ impl Error {
         self.code.as_deref()
     }
 
+    /// True when the provider says the instance or backup does not exist (`ResourceNotFound`):
+    /// for a delete, the goal is reached.
+    pub fn is_not_found(&self) -> bool {
+        self.code() == Some("ResourceNotFound")
+    }
+
     /// The label value for `rdbvault_api_requests_total{code}`: the API `Code` if it is a known
     /// one, else the HTTP status, else `timeout`, `request` or `transport`; anything else is
     /// `other` (see [`metric_code_label`]).
@@ -356,5 +362,16 @@ mod tests {
         }
         assert_eq!(api(400, "WhoKnows").metric_code(), "other");
         assert_eq!(api(999, "").metric_code(), "other");
+    }
+
+    #[test]
+    fn only_resource_not_found_means_gone() {
+        assert!(api(404, "ResourceNotFound").is_not_found());
+        assert!(api(200, "ResourceNotFound").is_not_found());
+        assert!(
+            !api(404, "").is_not_found(),
+            "a bare 404 may be a wrong endpoint"
+        );
+        assert!(!api(409, "ResourceInUse").is_not_found());
     }
 }

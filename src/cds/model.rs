@@ -332,6 +332,15 @@ impl Backup {
     pub fn is_finished(&self) -> bool {
         self.status == Self::FINISHED
     }
+
+    /// True when the provider says the backup failed. Only `finished` is documented; the
+    /// spellings of failure seen or plausible (`failed`, `error`, `fail`, any case) all count.
+    pub fn is_failed(&self) -> bool {
+        matches!(
+            self.status.to_ascii_lowercase().as_str(),
+            "failed" | "error" | "fail"
+        )
+    }
 }
 
 /// `DownloadBackup` data: the backup record plus its shard and its download URLs.
@@ -455,5 +464,19 @@ mod tests {
             format_provider_time(t, &chrono_tz::Asia::Shanghai),
             "2020-08-21 18:11:04"
         );
+    }
+
+    #[test]
+    fn failure_spellings_count_as_failed_and_nothing_else_does() {
+        let with = |status: &str| Backup {
+            status: status.into(),
+            ..Default::default()
+        };
+        for s in ["failed", "FAILED", "Error", "fail"] {
+            assert!(with(s).is_failed(), "{s}");
+        }
+        for s in ["finished", "running", "", "failing"] {
+            assert!(!with(s).is_failed(), "{s}");
+        }
     }
 }

@@ -527,12 +527,7 @@ async fn wait_snapshot(
     if mine.is_empty() {
         return token_not_found(ctx, job, now).await;
     }
-    if let Some(bad) = mine.iter().find(|b| {
-        matches!(
-            b.status.to_ascii_lowercase().as_str(),
-            "failed" | "error" | "fail"
-        )
-    }) {
+    if let Some(bad) = mine.iter().find(|b| b.is_failed()) {
         return Err(Stop::Fail(anyhow!(
             "the provider reports backup {} of instance {} as {:?}",
             bad.backup_id,
