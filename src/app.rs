@@ -366,7 +366,7 @@ pub fn describe_config(cfg: &Config, now: chrono::DateTime<chrono::Utc>) -> Stri
 }
 
 async fn check_config(cfg: &Config, online: bool) -> Result<(), Failure> {
-    print!("{}", describe_config(cfg, chrono::Utc::now()));
+    print!("{}", describe_config(cfg, crate::clock::wall_now()));
     if !online {
         return Ok(());
     }

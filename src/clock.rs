@@ -1,5 +1,6 @@
-//! The only place that reads wall-clock time, so code that depends on "now" can be tested with a
-//! clock that is set by hand.
+//! The only place that reads wall-clock time. Decisions (deadlines, windows, retention ages,
+//! job timestamps) take an injected [`SharedClock`], so tests can set "now" by hand; display and
+//! process-liveness code (tables, `/readyz` ages, the watchdog) calls [`wall_now`].
 
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex};
@@ -47,6 +48,12 @@ impl Clock for ManualClock {
 
 /// A shared clock handle.
 pub type SharedClock = Arc<dyn Clock>;
+
+/// Wall time for display and process liveness only; anything that decides uses a
+/// [`SharedClock`].
+pub fn wall_now() -> DateTime<Utc> {
+    Utc::now()
+}
 
 pub fn system() -> SharedClock {
     Arc::new(SystemClock)

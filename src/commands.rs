@@ -49,7 +49,9 @@ fn local(ms_value: i64) -> String {
 
 fn duration_of(job: &JobRow) -> String {
     let start = job.create_sent_at.unwrap_or(job.created_at);
-    let end = job.finished_at.unwrap_or_else(|| ms(chrono::Utc::now()));
+    let end = job
+        .finished_at
+        .unwrap_or_else(|| ms(crate::clock::wall_now()));
     let secs = ((end - start).max(0) as f64 / 1000.0).round() as u64;
     config::units::format_duration(std::time::Duration::from_secs(secs))
 }
@@ -1004,7 +1006,7 @@ pub async fn verify_copies(
             );
         }
         let result = crate::verify::check_copy(&handles[&c.destination], c, None, &|_| {}).await;
-        let now = ms(chrono::Utc::now());
+        let now = ms(crate::clock::wall_now());
         // A verdict on the copy is recorded with its time and reason (`jobs`, `jobs show` and
         // `backups` show it); an unreadable destination says nothing about the copy, so it
         // is reported but leaves the record as it was.

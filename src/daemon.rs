@@ -458,7 +458,7 @@ async fn watchdog(ctx: Context, cancel: CancellationToken) {
             _ = tokio::time::sleep(period / 2) => {}
         }
         let beat = ctx.metrics.scheduler_heartbeat.get();
-        let age = chrono::Utc::now().timestamp_millis() as f64 / 1000.0 - beat;
+        let age = crate::clock::wall_now().timestamp_millis() as f64 / 1000.0 - beat;
         if beat > 0.0 && age < crate::http::HEARTBEAT_STALE_SECS {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
         } else {

@@ -165,7 +165,7 @@ async fn readyz(State(s): State<Arc<HttpState>>) -> impl IntoResponse {
         problems.push(format!("state DB is not writable: {e}"));
     }
     let heartbeat = s.metrics.scheduler_heartbeat.get();
-    let age = chrono::Utc::now().timestamp_millis() as f64 / 1000.0 - heartbeat;
+    let age = crate::clock::wall_now().timestamp_millis() as f64 / 1000.0 - heartbeat;
     if heartbeat == 0.0 || age > HEARTBEAT_STALE_SECS {
         problems.push(format!("scheduler heartbeat is stale ({age:.0}s old)"));
     }
@@ -270,7 +270,11 @@ async fn v1_backups(
 
 async fn v1_policies(State(s): State<Arc<HttpState>>) -> axum::response::Response {
     let config = s.ctx.read().expect("context lock").config.clone();
-    axum::Json(crate::commands::policies_json(&config, chrono::Utc::now())).into_response()
+    axum::Json(crate::commands::policies_json(
+        &config,
+        crate::clock::wall_now(),
+    ))
+    .into_response()
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ impl ApiMetrics {
         let code = code.as_str();
         if code == "Success" {
             self.last_success_ms.store(
-                chrono::Utc::now().timestamp_millis(),
+                crate::clock::wall_now().timestamp_millis(),
                 std::sync::atomic::Ordering::Relaxed,
             );
         }

@@ -127,6 +127,11 @@ pub fn redis_base_url(endpoint: &Url) -> Url {
 }
 
 impl Client {
+    /// The clock the client signs with; the downloader measures deadlines with it too.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
     /// # Errors
     /// Fails only if the TLS stack cannot be initialised.
     pub fn new(

@@ -892,7 +892,7 @@ async fn transfer_one(
         rdbvault_version: env!("CARGO_PKG_VERSION").into(),
         job_id: job.id.clone(),
         requested_at,
-        stored_at: Utc::now(),
+        stored_at: ctx.now(),
         object_key: key.clone(),
     };
     let progress_fn = ctx.progress.clone();

@@ -235,7 +235,7 @@ impl Downloader {
             if cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            if Utc::now() > deadline {
+            if self.cds.clock().now() > deadline {
                 return Err(Error::Deadline);
             }
             if failures >= MAX_ATTEMPTS_WITHOUT_PROGRESS {
@@ -440,7 +440,7 @@ impl Downloader {
                         sink.write(chunk).await?;
                         meter.exclude(writing.elapsed());
                         progress(checker.bytes());
-                        if Utc::now() > deadline {
+                        if self.cds.clock().now() > deadline {
                             return Err(Error::Deadline);
                         }
                     }
