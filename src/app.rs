@@ -2,38 +2,13 @@
 //! together, and mapping failures to the exit codes of docs/product.md §1.
 
 use crate::cds::{self, Action, Client, ClientConfig, ParamValue, Params};
-use crate::cli::{Cli, Command, SimArgs, exit};
+use crate::cli::{Cli, Command, SimArgs};
 use crate::config::{self, Config, DestinationKind, credentials};
 use crate::metrics::ApiMetrics;
 use anyhow::Context as _;
 use std::fmt::Write as _;
 
-/// A command's failure, carrying its exit code.
-#[derive(Debug, thiserror::Error)]
-pub enum Failure {
-    /// The config file is invalid (exit 2).
-    #[error(transparent)]
-    Config(#[from] config::Errors),
-    /// The command line is wrong (exit 2).
-    #[error("{0}")]
-    Usage(String),
-    /// Something failed at run time (exit 1).
-    #[error(transparent)]
-    Runtime(#[from] anyhow::Error),
-    /// A backup or a verification failed (exit 3).
-    #[error("{0}")]
-    Failed(String),
-}
-
-impl Failure {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Failure::Config(_) | Failure::Usage(_) => exit::USAGE,
-            Failure::Runtime(_) => exit::RUNTIME,
-            Failure::Failed(_) => exit::FAILED,
-        }
-    }
-}
+pub use crate::failure::Failure;
 
 /// Runs the parsed command line.
 ///
@@ -126,8 +101,7 @@ async fn run_daemon(cfg: Config) -> Result<(), Failure> {
     // A token file that cannot be used is a configuration problem: exit 2 before anything runs.
     let token = crate::http::load_token(&cfg).map_err(|e| Failure::Usage(e.to_string()))?;
     let cfg = std::sync::Arc::new(cfg);
-    let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())
-        .map_err(|e| Failure::Runtime(e.into()))?;
+    let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())?;
     let ctx = crate::daemon::build_context(cfg.clone(), crate::daemon::owner_id("daemon"), metrics)
         .await?;
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
@@ -211,12 +185,9 @@ async fn api(
         )));
     }
     let registry = prometheus::Registry::new();
-    let metrics = ApiMetrics::register(&registry).map_err(|e| Failure::Runtime(e.into()))?;
+    let metrics = ApiMetrics::register(&registry)?;
     let client = cds_client(cds_cfg, metrics)?;
-    let resp = client
-        .call(action, &params)
-        .await
-        .map_err(|e| Failure::Runtime(e.into()))?;
+    let resp = client.call(action, &params).await?;
     println!(
         "{}",
         // cannot fail: a serde_json::Value always serialises.
@@ -372,7 +343,7 @@ async fn check_config(cfg: &Config, online: bool) -> Result<(), Failure> {
     }
     println!("online checks:");
     let registry = prometheus::Registry::new();
-    let metrics = ApiMetrics::register(&registry).map_err(|e| Failure::Runtime(e.into()))?;
+    let metrics = ApiMetrics::register(&registry)?;
     let client = cds_client(&cfg.cds, metrics)?;
     let mut failures = Vec::new();
     match client.describe_db_instances(&Params::new()).await {

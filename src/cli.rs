@@ -5,15 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Exit codes, as docs/product.md §1 defines them.
-pub mod exit {
-    pub const SUCCESS: u8 = 0;
-    /// A runtime failure: the API, a destination or the state DB failed.
-    pub const RUNTIME: u8 = 1;
-    /// Bad usage or configuration; the message names the file and line or the YAML path.
-    pub const USAGE: u8 = 2;
-    /// A backup or a verification failed.
-    pub const FAILED: u8 = 3;
-}
+pub use crate::failure::exit;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -71,8 +71,7 @@ pub async fn backup_now(
         )));
     };
     let cfg = Arc::new(cfg);
-    let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())
-        .map_err(|e| Failure::Runtime(e.into()))?;
+    let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())?;
     let mut ctx =
         crate::daemon::build_context(cfg.clone(), crate::daemon::owner_id("backup-now"), metrics)
             .await?;
@@ -80,8 +79,7 @@ pub async fn backup_now(
     let all = ctx
         .cds
         .describe_db_instances(&crate::cds::Params::new())
-        .await
-        .map_err(|e| Failure::Runtime(e.into()))?;
+        .await?;
     let mut selected: Vec<_> = crate::scheduler::select(&policy, &all)
         .into_iter()
         .cloned()
@@ -145,12 +143,7 @@ pub async fn backup_now(
         let mut job = crate::scheduler::new_job(&policy, inst, now, "manual", now);
         // Owned from birth: no dispatcher can claim it between its insert and its first step.
         job.owner = Some(ctx.owner.clone());
-        match ctx
-            .store
-            .insert_job(&job)
-            .await
-            .map_err(|e| Failure::Runtime(e.into()))?
-        {
+        match ctx.store.insert_job(&job).await? {
             Inserted::Created => {
                 eprintln!(
                     "job {} for {} ({}) started",
@@ -195,11 +188,7 @@ pub async fn backup_now(
     while let Some(r) = tasks.join_next().await {
         let (id, outcome) =
             r.map_err(|e| Failure::Runtime(anyhow::anyhow!("job task failed: {e}")))?;
-        let job = ctx
-            .store
-            .job(&id)
-            .await
-            .map_err(|e| Failure::Runtime(e.into()))?;
+        let job = ctx.store.job(&id).await?;
         match outcome {
             Outcome::Stored => {
                 let shards = ctx.store.shards(&id).await.unwrap_or_default();
@@ -461,8 +450,7 @@ async fn open_for_reading(cfg: &Config) -> Result<Store, Failure> {
 /// destination) around a read-only state DB; like `daemon::build_context`, which opens the DB
 /// for writing.
 async fn read_only_context(cfg: Arc<Config>, store: Store) -> Result<job::Context, Failure> {
-    let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())
-        .map_err(|e| Failure::Runtime(e.into()))?;
+    let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())?;
     let owner = crate::daemon::owner_id("backups");
     Ok(crate::daemon::context_with(cfg, store, metrics, owner, Arc::default()).await?)
 }
@@ -685,8 +673,7 @@ policies:
     let config_path = root.join("rdbvault.yaml");
     std::fs::write(&config_path, &yaml).context("cannot write the demo config")?;
     let cfg = Arc::new(config::load(&config_path)?);
-    let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())
-        .map_err(|e| Failure::Runtime(e.into()))?;
+    let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())?;
     let mut ctx =
         crate::daemon::build_context(cfg.clone(), crate::daemon::owner_id("demo"), metrics).await?;
     ctx.poll = job::PollSettings {
@@ -817,8 +804,7 @@ fn policies_named<'a>(
 pub async fn prune(cfg: Config, policy: Option<&str>, dry_run: bool) -> Result<(), Failure> {
     let cfg = Arc::new(cfg);
     policies_named(&cfg, policy)?;
-    let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())
-        .map_err(|e| Failure::Runtime(e.into()))?;
+    let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())?;
     let ctx = crate::daemon::build_context(cfg.clone(), crate::daemon::owner_id("prune"), metrics)
         .await?;
     let all = plan_policies(
@@ -855,17 +841,12 @@ pub async fn prune(cfg: Config, policy: Option<&str>, dry_run: bool) -> Result<(
 /// `backups [--policy P] [--instance UUID] [--json]`, `backups pin|unpin ID`.
 pub async fn backups(cfg: Config, args: crate::cli::BackupsArgs) -> Result<(), Failure> {
     if let Some(cmd) = args.command {
-        let store = Store::open(&cfg.state.path)
-            .await
-            .map_err(|e| Failure::Runtime(e.into()))?;
+        let store = Store::open(&cfg.state.path).await?;
         let (id, pin) = match cmd {
             crate::cli::BackupsCommand::Pin { id } => (id, true),
             crate::cli::BackupsCommand::Unpin { id } => (id, false),
         };
-        let n = store
-            .set_pinned(&id, pin)
-            .await
-            .map_err(|e| Failure::Runtime(e.into()))?;
+        let n = store.set_pinned(&id, pin).await?;
         if n == 0 {
             return Err(Failure::Usage(format!(
                 "no backup or job `{id}` in the inventory; see `rdbvault backups`"
@@ -1038,13 +1019,8 @@ pub async fn verify(cfg: Config, ids: Vec<String>, all: bool) -> Result<(), Fail
             "name the copies to verify (job or backup ids), or pass --all".into(),
         ));
     }
-    let store = Store::open(&cfg.state.path)
-        .await
-        .map_err(|e| Failure::Runtime(e.into()))?;
-    let copies = store
-        .destination_copies(&ids)
-        .await
-        .map_err(|e| Failure::Runtime(e.into()))?;
+    let store = Store::open(&cfg.state.path).await?;
+    let copies = store.destination_copies(&ids).await?;
     if copies.is_empty() {
         return Err(Failure::Usage(if all {
             "no stored copies to verify yet".into()
@@ -1181,10 +1157,7 @@ pub async fn fetch(
 ) -> Result<(), Failure> {
     use tokio::signal::unix::{SignalKind, signal};
     let store = open_for_reading(&cfg).await?;
-    let copies = store
-        .destination_copies(&[id.to_string()])
-        .await
-        .map_err(|e| Failure::Runtime(e.into()))?;
+    let copies = store.destination_copies(&[id.to_string()]).await?;
     store.close().await;
     let copy = match copies.as_slice() {
         [] => {

@@ -5,17 +5,26 @@
 //! every step in SQLite, prunes old copies by retention policy, and exports Prometheus metrics.
 //!
 //! # Layout
-//! - [`cli`]: the command line (clap) and exit codes.
-//! - [`app`]: what each command does, wiring the parts below together.
-//! - [`config`]: the YAML schema, parsing into typed values, validation with locations.
-//! - [`cds`]: the signed CDS Redis API client.
-//! - [`sim`]: a faithful CDS Redis API simulator (`rdbvault sim`), used by tests and `demo`.
-//! - [`rdb`]: the RDB file format: header, CRC64 trailer, streaming verification, a generator.
-//! - [`destination`]: where copies go (S3, a directory).
-//! - [`metrics`]: every Prometheus metric, in an explicit registry.
-//! - [`clock`]: the only code that reads wall time.
-//! - [`secret`]: a string that never prints.
-//! - [`private_fs`]: files 0600 and directories 0700, whatever the umask.
+//! Every module, from the bottom (no dependency on the others) up:
+//! - Foundations: [`clock`] (the only reader of wall time), [`secret`] (a string that never
+//!   prints), [`private_fs`] (files 0600, directories 0700 whatever the umask), [`metrics`]
+//!   (every Prometheus metric, in an explicit registry), [`failure`] (command failures and exit
+//!   codes).
+//! - Inputs and formats: [`config`] (the YAML schema, parsing, validation with locations),
+//!   [`cds`] (the signed CDS Redis API client and its typed answers), [`rdb`] (the RDB format:
+//!   header, CRC64 trailer, streaming verification, a generator), [`store`] (the SQLite state DB:
+//!   jobs, shards, parts, events, the inventory, schedule state).
+//! - Moving bytes: [`destination`] (S3 or a directory: clients, handles, the write probe),
+//!   [`transfer`] (streaming a provider backup into a destination, verified on the way; provider
+//!   ids checked and encoded for keys).
+//! - Decisions: [`job`] (the job's states and the runner that drives one job), [`scheduler`]
+//!   (cron, jitter, catch-up; creates jobs), [`retention`] (the pure keep/delete plan),
+//!   [`prune`] (gathers sets, plans, deletes), [`reconcile`] (the state DB against what the
+//!   destinations and the provider hold), [`verify`] (re-reading a stored copy).
+//! - Processes and faces: [`daemon`] (`run`: dispatch, heartbeat, maintenance, reload, drain),
+//!   [`http`] (`/metrics`, `/healthz`, `/readyz`, `/v1/jobs`, `/v1/backups`, `/v1/policies`),
+//!   [`commands`] (the foreground commands), [`app`] (dispatching the command line), [`cli`]
+//!   (clap definitions), [`sim`] (a faithful CDS Redis API simulator, used by tests and `demo`).
 //!
 //! # Error handling rules
 //! - Library modules return their own error types (`cds::Error`, `config::Errors`); commands use
@@ -35,6 +44,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod destination;
+pub mod failure;
 pub mod http;
 pub mod job;
 pub mod metrics;
