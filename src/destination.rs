@@ -84,6 +84,13 @@ pub async fn s3_client(cfg: &S3Destination) -> anyhow::Result<aws_sdk_s3::Client
     Ok(aws_sdk_s3::Client::from_conf(builder.build()))
 }
 
+/// One S3 SDK failure as text: what was being done and where, then the SDK's error with its
+/// sources (the service's code and message when it answered). The one formatting of S3 errors,
+/// shared by the handles here and the upload sink.
+pub fn sdk_error_text(what: &str, e: impl std::error::Error) -> String {
+    format!("{what}: {}", aws_sdk_s3::error::DisplayErrorContext(e))
+}
+
 /// A short human description: `s3://bucket/prefix/` or `file:/path`.
 pub fn describe(dest: &Destination) -> String {
     match &dest.kind {
@@ -230,11 +237,10 @@ impl Handle {
                 {
                     Ok(h) => Ok(Some(h.content_length().unwrap_or(0).max(0) as u64)),
                     Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
-                    Err(e) => Err(anyhow::anyhow!(
-                        "HeadObject {}: {}",
-                        self.locate(key),
-                        aws_sdk_s3::error::DisplayErrorContext(e)
-                    )),
+                    Err(e) => Err(anyhow::anyhow!(sdk_error_text(
+                        &format!("HeadObject {}", self.locate(key)),
+                        e
+                    ))),
                 }
             }
             Handle::File { root } => {
@@ -261,11 +267,10 @@ impl Handle {
                     .send()
                     .await
                     .map_err(|e| {
-                        anyhow::anyhow!(
-                            "GetObject {}: {}",
-                            self.locate(key),
-                            aws_sdk_s3::error::DisplayErrorContext(e)
-                        )
+                        anyhow::anyhow!(sdk_error_text(
+                            &format!("GetObject {}", self.locate(key)),
+                            e
+                        ))
                     })?;
                 Ok(Box::new(out.body.into_async_read()))
             }
@@ -306,11 +311,10 @@ impl Handle {
                     .send()
                     .await
                     .map_err(|e| {
-                        anyhow::anyhow!(
-                            "DeleteObject {}: {}",
-                            self.locate(key),
-                            aws_sdk_s3::error::DisplayErrorContext(e)
-                        )
+                        anyhow::anyhow!(sdk_error_text(
+                            &format!("DeleteObject {}", self.locate(key)),
+                            e
+                        ))
                     })?;
                 Ok(())
             }
@@ -343,12 +347,10 @@ impl Handle {
                         .send()
                         .await
                         .map_err(|e| {
-                            anyhow::anyhow!(
-                                "ListObjectsV2 s3://{}/{}: {}",
-                                cfg.bucket,
-                                cfg.prefix,
-                                aws_sdk_s3::error::DisplayErrorContext(e)
-                            )
+                            anyhow::anyhow!(sdk_error_text(
+                                &format!("ListObjectsV2 s3://{}/{}", cfg.bucket, cfg.prefix),
+                                e
+                            ))
                         })?;
                     keys.extend(
                         out.contents()

@@ -40,10 +40,7 @@ fn s3_error<E: std::error::Error + Send + Sync + 'static>(
     what: &str,
     e: aws_sdk_s3::error::SdkError<E>,
 ) -> Error {
-    Error::Destination(format!(
-        "{what}: {}",
-        aws_sdk_s3::error::DisplayErrorContext(e)
-    ))
+    Error::Destination(crate::destination::sdk_error_text(what, e))
 }
 
 /// Percent-encodes a key for `x-amz-copy-source`, keeping `/`.
