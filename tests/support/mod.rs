@@ -209,67 +209,74 @@ fn port_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
+/// Starts `weed mini` in `dir` on ports `base`..`base + 4` (and each + 10000 for gRPC) with
+/// S3 authentication on and `bucket` made, plus a watchdog that stops it when this test process
+/// ends; waits until the bucket answers. The one launcher behind [`seaweedfs`] and
+/// [`PrivateSeaweedFs`].
+fn spawn_weed(dir: &Path, base: u16, bucket: &str, access_key: &str, secret_key: &str) -> String {
+    let s3_port = base + 3;
+    let script = format!(
+        "weed mini -dir={dir} -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port={b} -volume.port={v} \
+         -filer.port={f} -s3.port={s3_port} -admin.ui=false -admin.port={a} -webdav=false \
+         -s3.port.iceberg=0 -s3.port.lance=0 -bucket={bucket} >>{dir}/weed.log 2>&1 & w=$!; \
+         while kill -0 {parent} 2>/dev/null && kill -0 $w 2>/dev/null; do sleep 0.5; done; kill $w 2>/dev/null; wait",
+        dir = dir.display(),
+        b = base,
+        v = base + 1,
+        f = base + 2,
+        a = base + 4,
+        parent = std::process::id(),
+    );
+    // Not waited on: the script's watchdog stops weed when this test process ends, and the
+    // process outlives every test that shares it.
+    #[allow(clippy::zombie_processes)]
+    Command::new("bash")
+        .args(["-c", &script])
+        .env("AWS_ACCESS_KEY_ID", access_key)
+        .env("AWS_SECRET_ACCESS_KEY", secret_key)
+        .spawn()
+        .expect("bash runs");
+    let endpoint = format!("http://127.0.0.1:{s3_port}");
+    for _ in 0..150 {
+        std::thread::sleep(Duration::from_millis(200));
+        // Ready when the pre-created bucket answers (403 without credentials is fine).
+        if let Ok(out) = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("{endpoint}/{bucket}"),
+            ])
+            .output()
+        {
+            let code = String::from_utf8_lossy(&out.stdout).to_string();
+            if code == "200" || code == "403" {
+                return endpoint;
+            }
+        }
+    }
+    let log = std::fs::read_to_string(dir.join("weed.log")).unwrap_or_default();
+    panic!("SeaweedFS did not start on {endpoint}:\n{log}");
+}
+
 fn start_seaweedfs() -> SeaweedFs {
     let dir = tempfile::tempdir().unwrap();
     let access_key = "rdbvault-test-s3-key".to_string();
     let secret_key = "rdbvault-test-s3-secret-value".to_string();
     for attempt in 0..10 {
-        // weed also listens on each port + 10000 (gRPC).
         let base = 20000 + (std::process::id() as u16 % 1000) * 10 + attempt * 7;
-        let ports: Vec<u16> = (0..5).map(|i| base + i).collect();
-        if !ports.iter().all(|p| port_free(*p) && port_free(p + 10000)) {
+        if !(0..5).all(|i| port_free(base + i) && port_free(base + i + 10000)) {
             continue;
         }
-        let s3_port = base + 3;
-        let script = format!(
-            "weed mini -dir={dir} -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port={m} -volume.port={v} \
-             -filer.port={f} -s3.port={s3_port} -admin.ui=false -admin.port={a} -webdav=false \
-             -s3.port.iceberg=0 -s3.port.lance=0 -bucket=rdbvault-test >{dir}/weed.log 2>&1 & w=$!; \
-             while kill -0 {parent} 2>/dev/null && kill -0 $w 2>/dev/null; do sleep 0.5; done; kill $w 2>/dev/null; wait",
-            dir = dir.path().display(),
-            m = base,
-            v = base + 1,
-            f = base + 2,
-            a = base + 4,
-            parent = std::process::id(),
-        );
-        // Not waited on: the script's watchdog stops weed when this test process ends, and the
-        // process outlives every test that shares it.
-        #[allow(clippy::zombie_processes)]
-        Command::new("bash")
-            .args(["-c", &script])
-            .env("AWS_ACCESS_KEY_ID", &access_key)
-            .env("AWS_SECRET_ACCESS_KEY", &secret_key)
-            .spawn()
-            .expect("bash runs");
-        let endpoint = format!("http://127.0.0.1:{s3_port}");
-        for _ in 0..150 {
-            std::thread::sleep(Duration::from_millis(200));
-            // Ready when the pre-created bucket answers (403 without credentials is fine).
-            if let Ok(out) = Command::new("curl")
-                .args([
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    &format!("{endpoint}/rdbvault-test"),
-                ])
-                .output()
-            {
-                let code = String::from_utf8_lossy(&out.stdout).to_string();
-                if code == "200" || code == "403" {
-                    return SeaweedFs {
-                        endpoint,
-                        access_key,
-                        secret_key,
-                        _dir: dir,
-                    };
-                }
-            }
-        }
-        let log = std::fs::read_to_string(dir.path().join("weed.log")).unwrap_or_default();
-        panic!("SeaweedFS did not start on {endpoint}:\n{log}");
+        let endpoint = spawn_weed(dir.path(), base, "rdbvault-test", &access_key, &secret_key);
+        return SeaweedFs {
+            endpoint,
+            access_key,
+            secret_key,
+            _dir: dir,
+        };
     }
     panic!("no free ports for SeaweedFS");
 }
@@ -308,46 +315,13 @@ impl PrivateSeaweedFs {
     }
 
     fn spawn(&self) {
-        let b = self.base;
-        let script = format!(
-            "weed mini -dir={dir} -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port={b} -volume.port={v} \
-             -filer.port={f} -s3.port={s3} -admin.ui=false -admin.port={a} -webdav=false \
-             -s3.port.iceberg=0 -s3.port.lance=0 -bucket=outage >>{dir}/weed.log 2>&1 & w=$!; \
-             while kill -0 {parent} 2>/dev/null && kill -0 $w 2>/dev/null; do sleep 0.5; done; kill $w 2>/dev/null; wait",
-            dir = self.dir.path().display(),
-            v = b + 1,
-            f = b + 2,
-            s3 = b + 3,
-            a = b + 4,
-            parent = std::process::id(),
+        spawn_weed(
+            self.dir.path(),
+            self.base,
+            "outage",
+            &self.access_key,
+            &self.secret_key,
         );
-        #[allow(clippy::zombie_processes)]
-        Command::new("bash")
-            .args(["-c", &script])
-            .env("AWS_ACCESS_KEY_ID", &self.access_key)
-            .env("AWS_SECRET_ACCESS_KEY", &self.secret_key)
-            .spawn()
-            .expect("bash runs");
-        for _ in 0..150 {
-            std::thread::sleep(Duration::from_millis(200));
-            if let Ok(out) = Command::new("curl")
-                .args([
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    &format!("{}/outage", self.endpoint),
-                ])
-                .output()
-            {
-                let code = String::from_utf8_lossy(&out.stdout).to_string();
-                if code == "200" || code == "403" {
-                    return;
-                }
-            }
-        }
-        panic!("private SeaweedFS did not start");
     }
 
     /// Kills the server (an outage).
