@@ -95,7 +95,7 @@ pub async fn rebuild_gauges(ctx: &Context) -> anyhow::Result<()> {
         if g.get() < at {
             g.set(at);
         }
-        if job.state == "stored" {
+        if job.state() == crate::job::State::Stored {
             ctx.metrics
                 .backup_last_success
                 .with_label_values(&labels)

@@ -136,9 +136,9 @@ pub async fn prune_policy_from(
     // Jobs whose destination copies were verified (pruned ones included: they were good).
     let mut verified_jobs: BTreeSet<String> = BTreeSet::new();
     let mut failed_jobs: BTreeSet<String> = BTreeSet::new();
-    for c in all.iter().filter(|c| c.location == "destination") {
+    for c in all.iter().filter(|c| c.at_destination()) {
         let job = c.job_id.clone().unwrap_or_default();
-        if c.verified == 1 && c.missing == 0 {
+        if c.is_good() {
             verified_jobs.insert(job);
         } else {
             failed_jobs.insert(job);
@@ -150,10 +150,7 @@ pub async fn prune_policy_from(
     // Per job, the backup ids that have a verified destination copy: only these may ever be
     // deleted at the provider.
     let mut verified_backups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for c in all
-        .iter()
-        .filter(|c| c.location == "destination" && c.verified == 1 && c.missing == 0)
-    {
+    for c in all.iter().filter(|c| c.at_destination() && c.is_good()) {
         if let Some(job) = &c.job_id {
             verified_backups
                 .entry(job.clone())
@@ -164,10 +161,7 @@ pub async fn prune_policy_from(
 
     // Group live destination copies by instance and job.
     let mut by_instance: BTreeMap<String, BTreeMap<String, DestSet>> = BTreeMap::new();
-    for c in all
-        .iter()
-        .filter(|c| c.location == "destination" && c.deleted_at.is_none())
-    {
+    for c in all.iter().filter(|c| c.at_destination() && c.is_live()) {
         let sets = by_instance.entry(c.instance_uuid.clone()).or_default();
         let job = c.job_id.clone().unwrap_or_else(|| c.backup_id.clone());
         let s = sets.entry(job).or_insert_with(|| DestSet {
@@ -178,10 +172,7 @@ pub async fn prune_policy_from(
         s.copies.push(c.clone());
     }
     // Instances with provider copies only still get their provider side planned.
-    for c in all
-        .iter()
-        .filter(|c| c.location == "provider" && c.deleted_at.is_none())
-    {
+    for c in all.iter().filter(|c| c.at_provider() && c.is_live()) {
         by_instance.entry(c.instance_uuid.clone()).or_default();
     }
     let job_times: BTreeMap<String, (i64, String)> = all
@@ -203,8 +194,8 @@ pub async fn prune_policy_from(
             .map(|(job, s)| Set {
                 id: job.clone(),
                 time: s.time,
-                verified: s.copies.iter().all(|c| c.verified == 1 && c.missing == 0),
-                pinned: s.copies.iter().any(|c| c.pinned == 1),
+                verified: s.copies.iter().all(|c| c.is_good()),
+                pinned: s.copies.iter().any(|c| c.is_pinned()),
                 created_by_rdbvault: true,
             })
             .collect();
@@ -246,7 +237,7 @@ pub async fn prune_policy_from(
                 set: d.id.clone(),
                 time: s.time,
                 verified: dest_sets.iter().any(|x| x.id == d.id && x.verified),
-                pinned: s.copies.iter().any(|c| c.pinned == 1),
+                pinned: s.copies.iter().any(|c| c.is_pinned()),
                 backup_ids: s.copies.iter().map(|c| c.backup_id.clone()).collect(),
                 object_keys: s
                     .copies
@@ -351,7 +342,7 @@ pub async fn prune_policy_from(
                     verified: token && !stray.contains(key) && verified_jobs.contains(key),
                     pinned: all
                         .iter()
-                        .any(|c| c.job_id.as_deref() == Some(key.as_str()) && c.pinned == 1),
+                        .any(|c| c.job_id.as_deref() == Some(key.as_str()) && c.is_pinned()),
                     created_by_rdbvault: token,
                 }
             })
@@ -559,9 +550,7 @@ async fn reclaim_candidates(
 /// them (for the DB-only view).
 fn inventory_records(all: &[CopyRow], instance: &str) -> Vec<crate::cds::model::Backup> {
     all.iter()
-        .filter(|c| {
-            c.location == "provider" && c.deleted_at.is_none() && c.instance_uuid == instance
-        })
+        .filter(|c| c.at_provider() && c.is_live() && c.instance_uuid == instance)
         .map(|c| crate::cds::model::Backup {
             backup_id: c.backup_id.clone(),
             instance_id: c.instance_uuid.clone(),

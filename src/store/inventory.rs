@@ -30,6 +30,32 @@ pub struct CopyRow {
     pub last_check_error: Option<String>,
 }
 
+impl CopyRow {
+    /// A verified object at a destination (not a provider backup).
+    pub fn at_destination(&self) -> bool {
+        self.location == "destination"
+    }
+
+    /// A provider backup rdbvault created.
+    pub fn at_provider(&self) -> bool {
+        self.location == "provider"
+    }
+
+    /// Verified and not found missing since: a copy that counts.
+    pub fn is_good(&self) -> bool {
+        self.verified == 1 && self.missing == 0
+    }
+
+    pub fn is_pinned(&self) -> bool {
+        self.pinned == 1
+    }
+
+    /// Not deleted by retention.
+    pub fn is_live(&self) -> bool {
+        self.deleted_at.is_none()
+    }
+}
+
 /// A copy to record.
 #[derive(Debug, Clone)]
 pub struct NewCopy {
