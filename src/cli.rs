@@ -87,7 +87,7 @@ pub enum Command {
     Fetch {
         /// Provider backup id or job id
         id: String,
-        /// The file to write; an existing directory means DIR/<object name>
+        /// The file to write; an existing directory means `DIR/<object name>`
         #[arg(short, long, value_name = "FILE|DIR")]
         output: PathBuf,
         /// Overwrite the file if it exists

@@ -12,7 +12,7 @@
 //! the last byte received; the hash state is in memory, so nothing is read twice.
 //!
 //! - [`source`]: download URLs and resumable body streams.
-//! - [`s3`] and [`file`]: the two sinks.
+//! - [`s3`] and [`file`](mod@file): the two sinks.
 
 pub mod file;
 pub mod s3;

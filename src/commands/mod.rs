@@ -32,7 +32,6 @@ pub use verify::{verify, verify_copies};
 
 use crate::app::Failure;
 use crate::config::{self, Config};
-use crate::job::State;
 use crate::store::{Store, from_ms};
 use format::local;
 
@@ -126,15 +125,6 @@ async fn open_for_reading(cfg: &Config) -> Result<Store, Failure> {
             }
             other => Failure::Runtime(other.into()),
         })
-}
-
-// Used by `demo` here, and by `reconcile` and the tests (`job::State::from_str_lossy`).
-impl State {
-    /// Parses a state from the DB; an unknown one reads as failed (it can only come from a
-    /// newer version).
-    pub fn from_str_lossy(s: &str) -> State {
-        s.parse().unwrap_or(State::Failed)
-    }
 }
 
 // Shared by `prune` and `backups`.

@@ -46,6 +46,12 @@ impl State {
         }
     }
 
+    /// Parses a state from the DB; an unknown one reads as failed (it can only come from a
+    /// newer version).
+    pub fn from_str_lossy(s: &str) -> State {
+        s.parse().unwrap_or(State::Failed)
+    }
+
     /// Stored, failed and missed jobs never change again.
     pub fn is_terminal(self) -> bool {
         matches!(self, State::Stored | State::Failed | State::Missed)
