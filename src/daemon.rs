@@ -220,7 +220,7 @@ pub async fn prune_policy_logged(ctx: &Context, policy_name: &str, instance: Opt
     } else {
         _exclusive = Some(ctx.prune_lock.write().await);
     }
-    match crate::prune::prune_policy(ctx, policy, instance, false).await {
+    match crate::prune::prune_policy(ctx, policy, instance, crate::prune::Mode::Delete).await {
         Ok(report) => {
             let deleted = report
                 .rows

@@ -80,6 +80,22 @@ pub fn job_of_desc(desc: &str) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
+/// Whether a retention run carries out its deletions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Plan and report only (`prune --dry-run`, `backups`, `/v1/backups`).
+    DryRun,
+    /// Plan, then delete what the plan lets go.
+    Delete,
+}
+
+impl Mode {
+    /// `--dry-run` on the command line.
+    pub fn from_dry_run(dry_run: bool) -> Mode {
+        if dry_run { Mode::DryRun } else { Mode::Delete }
+    }
+}
+
 /// Where the provider side's list comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderView {
@@ -95,7 +111,7 @@ struct DestSet {
     copies: Vec<CopyRow>,
 }
 
-/// Plans (and unless `dry_run`, applies) retention for one policy: every instance, or only
+/// Plans (and in [`Mode::Delete`], applies) retention for one policy: every instance, or only
 /// `instance` (the daemon after a job: retention is per instance, so the others have not
 /// changed, and listing each of them after every job would cost O(instances²) API calls).
 ///
@@ -105,9 +121,9 @@ pub async fn prune_policy(
     ctx: &Context,
     policy: &Policy,
     instance: Option<&str>,
-    dry_run: bool,
+    mode: Mode,
 ) -> anyhow::Result<Report> {
-    prune_policy_from(ctx, policy, instance, dry_run, ProviderView::Live).await
+    prune_policy_from(ctx, policy, instance, mode, ProviderView::Live).await
 }
 
 /// [`prune_policy`] with the provider list taken from `view`; [`ProviderView::Inventory`] is
@@ -119,10 +135,10 @@ pub async fn prune_policy_from(
     ctx: &Context,
     policy: &Policy,
     instance: Option<&str>,
-    dry_run: bool,
+    mode: Mode,
     view: ProviderView,
 ) -> anyhow::Result<Report> {
-    let dry_run = dry_run || view == ProviderView::Inventory;
+    let dry_run = mode == Mode::DryRun || view == ProviderView::Inventory;
     let mut report = Report::default();
     // One handle per destination a copy was recorded in, opened when first needed.
     let mut handles: BTreeMap<String, Handle> = BTreeMap::new();
@@ -603,7 +619,7 @@ async fn delete_destination_set(
 }
 
 /// Prints a report as a table. `verif`: a VERIF column, one label per row (`backups`).
-pub fn print(report: &Report, dry_run: bool, verif: Option<&[String]>) {
+pub fn print(report: &Report, mode: Mode, verif: Option<&[String]>) {
     let w = verif
         .map(|v| v.iter().map(String::len).max().unwrap_or(0).max(6))
         .unwrap_or(0);
@@ -624,7 +640,7 @@ pub fn print(report: &Report, dry_run: bool, verif: Option<&[String]>) {
         };
         let decision = if r.keep {
             "keep"
-        } else if dry_run {
+        } else if mode == Mode::DryRun {
             "would delete"
         } else {
             "delete"

@@ -17,7 +17,7 @@ pub async fn inventory(
     instance: Option<&str>,
     view: crate::prune::ProviderView,
 ) -> anyhow::Result<crate::prune::Report> {
-    plan_policies(ctx, policy, instance, true, view).await
+    plan_policies(ctx, policy, instance, crate::prune::Mode::DryRun, view).await
 }
 
 /// The clients a read-only command needs (the API for the provider's side, one S3 client per
@@ -147,5 +147,5 @@ fn print_inventory(report: &crate::prune::Report, checks: &[Vec<CopyCheck>]) {
             None => "NO".into(),
         })
         .collect();
-    crate::prune::print(report, true, Some(&verif));
+    crate::prune::print(report, crate::prune::Mode::DryRun, Some(&verif));
 }

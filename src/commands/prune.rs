@@ -5,15 +5,16 @@ use super::policies_named;
 use crate::app::Failure;
 use crate::config::Config;
 use crate::job;
+use crate::prune::Mode;
 use std::sync::Arc;
 
-/// Retention for every policy (or one), merged into one report; with `dry_run` nothing is
+/// Retention for every policy (or one), merged into one report; in [`Mode::DryRun`] nothing is
 /// changed: that is the JSON of `backups --json` and `GET /v1/backups`.
 pub async fn plan_policies(
     ctx: &job::Context,
     policy: Option<&str>,
     instance: Option<&str>,
-    dry_run: bool,
+    mode: Mode,
     view: crate::prune::ProviderView,
 ) -> anyhow::Result<crate::prune::Report> {
     let mut all = crate::prune::Report::default();
@@ -23,7 +24,7 @@ pub async fn plan_policies(
         .iter()
         .filter(|p| policy.is_none_or(|n| p.name == n))
     {
-        let r = crate::prune::prune_policy_from(ctx, p, None, dry_run, view).await?;
+        let r = crate::prune::prune_policy_from(ctx, p, None, mode, view).await?;
         all.rows.extend(r.rows);
         all.blocked.extend(r.blocked);
         all.problems.extend(r.problems);
@@ -47,22 +48,16 @@ pub async fn prune(cfg: Config, policy: Option<&str>, dry_run: bool) -> Result<(
     let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())?;
     let ctx = crate::daemon::build_context(cfg.clone(), crate::daemon::owner_id("prune"), metrics)
         .await?;
-    let all = plan_policies(
-        &ctx,
-        policy,
-        None,
-        dry_run,
-        crate::prune::ProviderView::Live,
-    )
-    .await?;
-    crate::prune::print(&all, dry_run, None);
+    let mode = Mode::from_dry_run(dry_run);
+    let all = plan_policies(&ctx, policy, None, mode, crate::prune::ProviderView::Live).await?;
+    crate::prune::print(&all, mode, None);
     let deleted = all
         .rows
         .iter()
         .filter(|r| matches!(r.deleted, Some(Ok(()))))
         .count();
     let planned = all.rows.iter().filter(|r| !r.keep).count();
-    if dry_run {
+    if mode == Mode::DryRun {
         println!("dry run: {planned} set(s) would be deleted; nothing was changed");
     } else {
         println!("deleted {deleted} set(s); {} failure(s)", all.failures());
