@@ -1,7 +1,7 @@
 //! What each command does: wiring config, the CDS client, destinations and the simulator
 //! together, and mapping failures to the exit codes of docs/product.md §1.
 
-use crate::cds::{self, Action, Client, ClientConfig, ParamValue, Params};
+use crate::cds::{self, Action, Client, ParamValue, Params};
 use crate::cli::{Cli, Command, SimArgs};
 use crate::config::{self, Config, DestinationKind, credentials};
 use crate::metrics::ApiMetrics;
@@ -102,8 +102,8 @@ async fn run_daemon(cfg: Config) -> Result<(), Failure> {
     let token = crate::http::load_token(&cfg).map_err(|e| Failure::Usage(e.to_string()))?;
     let cfg = std::sync::Arc::new(cfg);
     let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())?;
-    let ctx = crate::daemon::build_context(cfg.clone(), crate::daemon::owner_id("daemon"), metrics)
-        .await?;
+    let ctx =
+        crate::services::open(cfg.clone(), crate::services::owner_id("daemon"), metrics).await?;
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("cannot listen on {} (http.listen)", cfg.http.listen))?;
@@ -122,31 +122,6 @@ async fn run_daemon(cfg: Config) -> Result<(), Failure> {
     .await?;
     tracing::info!("rdbvault daemon stopped");
     Ok(())
-}
-
-/// Builds the API client from the `cds` section and the credentials.
-///
-/// # Errors
-/// Missing or unreadable credentials (a configuration problem, exit 2).
-pub fn cds_client(cds_cfg: &config::CdsConfig, metrics: ApiMetrics) -> Result<Client, Failure> {
-    let creds = credentials::load(
-        cds_cfg.access_key_id_file.as_deref(),
-        cds_cfg.access_key_secret_file.as_deref(),
-    )
-    .map_err(|e| Failure::Usage(e.to_string()))?;
-    Client::new(
-        ClientConfig {
-            endpoint: cds_cfg.endpoint.clone(),
-            access_key_id: creds.access_key_id,
-            access_key_secret: creds.access_key_secret,
-            timeout: cds_cfg.timeout,
-            retry: cds_cfg.retry,
-        },
-        metrics,
-        crate::clock::system(),
-    )
-    .map(|client| client.with_describe_spacing(cds_cfg.poll_interval))
-    .map_err(Failure::Runtime)
 }
 
 async fn api(
@@ -186,7 +161,7 @@ async fn api(
     }
     let registry = prometheus::Registry::new();
     let metrics = ApiMetrics::register(&registry)?;
-    let client = cds_client(cds_cfg, metrics)?;
+    let client = crate::services::cds_client(cds_cfg, metrics)?;
     let resp = client.call(action, &params).await?;
     println!(
         "{}",
@@ -344,7 +319,7 @@ async fn check_config(cfg: &Config, online: bool) -> Result<(), Failure> {
     println!("online checks:");
     let registry = prometheus::Registry::new();
     let metrics = ApiMetrics::register(&registry)?;
-    let client = cds_client(&cfg.cds, metrics)?;
+    let client = crate::services::cds_client(&cfg.cds, metrics)?;
     let mut failures = Vec::new();
     match client.describe_db_instances(&Params::new()).await {
         Ok(instances) => {

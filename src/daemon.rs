@@ -7,15 +7,13 @@
 //! heartbeat alone: the shipped unit hides other users' processes (`ProtectProc=invisible`),
 //! so "no such pid in /proc" proves nothing.
 
-use crate::config::{Config, DestinationKind};
-use crate::job::{self, Context, Outcome};
-use crate::metrics::Metrics;
-use crate::store::{Store, ms};
-use anyhow::Context as _;
-use std::collections::HashMap;
+use crate::config::Config;
+use crate::runner::Outcome;
+use crate::services::Context;
+use crate::store::ms;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -27,42 +25,6 @@ pub const DRAIN_DEADLINE: Duration = Duration::from_secs(25);
 /// slow write or two never lets a live owner's lease lapse.
 pub fn heartbeat_every(job_lease: Duration) -> Duration {
     (job_lease / 6).max(Duration::from_millis(250))
-}
-
-/// `daemon:<host>:<pid>` and the like: who owns a job.
-pub fn owner_id(kind: &str) -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
-    format!(
-        "{kind}:{host}:{}:{}",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    )
-}
-
-/// Builds everything a job needs from the config.
-///
-/// # Errors
-/// Credentials, the state DB or an S3 destination cannot be set up.
-pub async fn build_context(
-    config: Arc<Config>,
-    owner: String,
-    metrics: Metrics,
-) -> anyhow::Result<Context> {
-    if let Some(dir) = config.state.path.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        // 0700: the state DB next to it names every instance, bucket and copy.
-        crate::private_fs::create_dir_all(dir).with_context(|| {
-            format!(
-                "cannot create the state directory {} (state.path)",
-                dir.display()
-            )
-        })?;
-    }
-    let store = Store::open(&config.state.path).await?;
-    context_with(config, store, metrics, owner, Arc::default()).await
 }
 
 /// Rebuilds gauges from the state DB, so a restart never resets them to a default, and
@@ -177,7 +139,7 @@ pub async fn dispatch(
                         jobs_cancel.child_token(),
                     );
                     tracker.spawn(async move {
-                        let outcome = job::run_job(&ctx2, &job.id, &cancel2).await;
+                        let outcome = crate::runner::run_job(&ctx2, &job.id, &cancel2).await;
                         // Whatever the outcome: a new copy counts at once, and an instance whose
                         // first job failed is exported at 0. Retention (which may wait for the
                         // instance's DescribeBackups pacing) then recounts.
@@ -291,7 +253,7 @@ pub async fn reverify(ctx: Context, cancel: CancellationToken) {
                 .take(ctx.config.verify.copies as usize)
                 .cloned()
                 .collect();
-            let result = crate::commands::verify_copies(&ctx.store, &ctx.config, &sample, |c, r| match r {
+            let result = crate::verify::verify_copies(&ctx.store, &ctx.destinations, &ctx.clock, &sample, |c, r| match r {
                 Ok(_) => tracing::info!(policy = %c.policy, instance = %c.instance_uuid, backup_id = %c.backup_id, "re-verified a stored copy"),
                 Err(bad) => tracing::error!(policy = %c.policy, instance = %c.instance_uuid, backup_id = %c.backup_id, problem = %bad, "a stored copy failed re-verification"),
             })
@@ -349,69 +311,6 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let token = crate::http::load_token(&ctx.config)?;
     run_with_reload(ctx, listener, shutdown, None, token).await
-}
-
-/// A rebuilt context for a reloaded config: the same state DB, metrics and owner (so running
-/// jobs stay ours), new clients and limits.
-///
-/// # Errors
-/// Credentials or an S3 destination of the new config cannot be set up.
-pub async fn rebuild_context(old: &Context, config: Arc<Config>) -> anyhow::Result<Context> {
-    let mut ctx = context_with(
-        config,
-        old.store.clone(),
-        old.metrics.clone(),
-        old.owner.clone(),
-        old.prune_lock.clone(),
-    )
-    .await?;
-    ctx.clock = old.clock.clone();
-    ctx.progress = old.progress.clone();
-    Ok(ctx)
-}
-
-/// The clients, limits and poll settings a config asks for, around a state DB and metrics
-/// (also a read-only one, for the commands that only list).
-pub async fn context_with(
-    config: Arc<Config>,
-    store: Store,
-    metrics: Metrics,
-    owner: String,
-    prune_lock: Arc<tokio::sync::RwLock<()>>,
-) -> anyhow::Result<Context> {
-    let cds = crate::app::cds_client(&config.cds, metrics.api.clone())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let downloader = crate::transfer::source::Downloader::new(
-        cds.clone(),
-        crate::transfer::source::RateGuard {
-            min_bytes_per_second: config.cds.download_min_rate,
-            window: config.cds.download_rate_window,
-        },
-    )?;
-    let mut s3 = HashMap::new();
-    for d in config.destinations.values() {
-        if let DestinationKind::S3(cfg) = &d.kind {
-            s3.insert(d.name.clone(), crate::destination::s3_client(cfg).await?);
-        }
-    }
-    Ok(Context {
-        transfers: Arc::new(Semaphore::new(config.limits.max_concurrent_transfers)),
-        poll: job::PollSettings {
-            initial: config.cds.poll_interval,
-            max: config.cds.poll_max_interval,
-            ..job::PollSettings::default()
-        },
-        config,
-        store,
-        cds,
-        downloader,
-        s3,
-        metrics,
-        owner,
-        clock: crate::clock::system(),
-        progress: None,
-        prune_lock,
-    })
 }
 
 /// The tasks that follow the config: replaced as a whole on reload.
@@ -600,7 +499,7 @@ async fn reload_parts(
     cfg: Config,
 ) -> anyhow::Result<(Context, Option<crate::secret::Secret>)> {
     let token = crate::http::load_token(&cfg)?;
-    let ctx = rebuild_context(current, Arc::new(cfg)).await?;
+    let ctx = crate::services::reload(current, Arc::new(cfg)).await?;
     Ok((ctx, token))
 }
 

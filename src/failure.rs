@@ -55,6 +55,15 @@ impl From<crate::cds::Error> for Failure {
     }
 }
 
+impl From<crate::services::Error> for Failure {
+    fn from(e: crate::services::Error) -> Self {
+        match e {
+            crate::services::Error::Credentials(e) => Failure::Usage(format!("{e:#}")),
+            crate::services::Error::Setup(e) => Failure::Runtime(e),
+        }
+    }
+}
+
 impl From<prometheus::Error> for Failure {
     fn from(e: prometheus::Error) -> Self {
         Failure::Runtime(e.into())

@@ -36,7 +36,7 @@ pub struct HttpState {
     pub metrics: Metrics,
     pub store: Store,
     /// For `/v1/backups` and `/v1/policies`; replaced when the config is reloaded.
-    pub ctx: Arc<RwLock<crate::job::Context>>,
+    pub ctx: Arc<RwLock<crate::services::Context>>,
     /// The bearer token `/v1/*` requires, if any; replaced when the config is reloaded.
     pub token: Arc<RwLock<Option<Secret>>>,
 }
@@ -238,7 +238,7 @@ async fn v1_jobs(
         Some(Ok(st)) => Some(st),
         None => None,
     };
-    match crate::commands::jobs_json(&s.store, q.policy.as_deref(), state, limit).await {
+    match crate::views::jobs_json(&s.store, q.policy.as_deref(), state, limit).await {
         Ok(jobs) => axum::Json(jobs).into_response(),
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -255,7 +255,7 @@ async fn v1_backups(
     axum::extract::Query(q): axum::extract::Query<BackupsQuery>,
 ) -> axum::response::Response {
     let ctx = s.ctx.read().expect("context lock").clone();
-    match crate::commands::inventory_with_checks(
+    match crate::views::inventory_with_checks(
         &ctx,
         q.policy.as_deref(),
         q.instance.as_deref(),
@@ -270,7 +270,7 @@ async fn v1_backups(
 
 async fn v1_policies(State(s): State<Arc<HttpState>>) -> axum::response::Response {
     let config = s.ctx.read().expect("context lock").config.clone();
-    axum::Json(crate::commands::policies_json(
+    axum::Json(crate::views::policies_json(
         &config,
         crate::clock::wall_now(),
     ))

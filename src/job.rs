@@ -1,8 +1,7 @@
-//! One job = one policy run for one instance: its states ([`state`]) and the runner that moves
-//! it through them ([`runner`]).
+//! What a job is: one policy run for one instance, and the states it moves through
+//! ([`state`]). A leaf: the state DB stores these states, the runner ([`crate::runner`]) drives
+//! them.
 
-pub mod runner;
 pub mod state;
 
-pub use runner::{Context, Outcome, PollSettings, ProgressFn, run_job};
 pub use state::{Event, State};

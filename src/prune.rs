@@ -15,8 +15,8 @@
 use crate::cds::DESC_TOKEN_PREFIX;
 use crate::config::Policy;
 use crate::destination::Handle;
-use crate::job::Context;
 use crate::retention::{self, Location, Reason, Set};
+use crate::services::Context;
 use crate::store::inventory::CopyRow;
 use crate::store::{from_ms, ms};
 use chrono::{DateTime, Utc};
@@ -674,4 +674,37 @@ pub fn print(report: &Report, mode: Mode, verif: Option<&[String]>) {
             u.backup_id, u.instance_uuid, u.job_id
         );
     }
+}
+
+/// Retention for every policy (or one), merged into one report; in [`Mode::DryRun`] nothing is
+/// changed: that is the JSON of `backups --json` and `GET /v1/backups`.
+pub async fn plan_policies(
+    ctx: &Context,
+    policy: Option<&str>,
+    instance: Option<&str>,
+    mode: Mode,
+    view: ProviderView,
+) -> anyhow::Result<Report> {
+    let mut all = Report::default();
+    for p in ctx
+        .config
+        .policies
+        .iter()
+        .filter(|p| policy.is_none_or(|n| p.name == n))
+    {
+        let r = prune_policy_from(ctx, p, None, mode, view).await?;
+        all.rows.extend(r.rows);
+        all.blocked.extend(r.blocked);
+        all.problems.extend(r.problems);
+        all.unknown_to_state_db.extend(r.unknown_to_state_db);
+    }
+    // Every policy that lists an instance sees its unknown backups: say each once.
+    all.unknown_to_state_db.sort();
+    all.unknown_to_state_db.dedup();
+    if let Some(i) = instance {
+        all.rows.retain(|r| r.instance_uuid.eq_ignore_ascii_case(i));
+        all.unknown_to_state_db
+            .retain(|u| u.instance_uuid.eq_ignore_ascii_case(i));
+    }
+    Ok(all)
 }

@@ -7,9 +7,7 @@
 //! - Provider backups carrying rdbvault's token for a job the DB does not know are reported.
 //! - S3 multipart uploads under the prefix older than 24 h that belong to no open job are aborted.
 
-use crate::config::DestinationKind;
-use crate::destination::Handle;
-use crate::job::Context;
+use crate::services::Context;
 use crate::store::ms;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -45,15 +43,8 @@ pub async fn reconcile(ctx: &Context) -> anyhow::Result<Findings> {
         }
     }
     for policy in &ctx.config.policies {
-        let Some(dest) = ctx.config.destinations.get(&policy.destination) else {
+        let Some(handle) = ctx.destinations.get(&policy.destination) else {
             continue;
-        };
-        let handle = match Handle::new(dest).await {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(policy = %policy.name, error = %format!("{e:#}"), "reconcile: destination unavailable");
-                continue;
-            }
         };
         match handle.list(&format!("{}/", policy.name)).await {
             Ok(keys) => {
@@ -84,41 +75,7 @@ pub async fn reconcile(ctx: &Context) -> anyhow::Result<Findings> {
                 tracing::warn!(policy = %policy.name, error = %format!("{e:#}"), "reconcile: cannot list the destination")
             }
         }
-        if let (DestinationKind::S3(cfg), Handle::S3 { client, .. }) = (&dest.kind, &handle) {
-            match client
-                .list_multipart_uploads()
-                .bucket(&cfg.bucket)
-                .prefix(format!("{}{}/", cfg.prefix, policy.name))
-                .send()
-                .await
-            {
-                Ok(out) => {
-                    let day_ago = ctx.clock.now() - chrono::Duration::hours(24);
-                    for u in out.uploads() {
-                        let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
-                            continue;
-                        };
-                        let started = u.initiated().map(|t| t.secs()).unwrap_or(i64::MAX);
-                        if open_uploads.contains(id) || started > day_ago.timestamp() {
-                            continue;
-                        }
-                        match crate::transfer::s3::abort_upload(client, &cfg.bucket, key, id).await
-                        {
-                            Ok(()) => {
-                                tracing::warn!(policy = %policy.name, key, "reconcile: aborted a stale multipart upload");
-                                f.aborted_uploads.push(format!("s3://{}/{key}", cfg.bucket));
-                            }
-                            Err(e) => {
-                                tracing::error!(key, error = %e, "reconcile: cannot abort a stale multipart upload")
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(policy = %policy.name, error = %aws_sdk_s3::error::DisplayErrorContext(e), "reconcile: cannot list multipart uploads")
-                }
-            }
-        }
+        abort_stale_uploads(ctx, &policy.name, handle, &open_uploads, &mut f).await;
         // Provider side: backups with our token that the DB does not know.
         let instances: BTreeSet<String> = copies
             .iter()
@@ -142,6 +99,41 @@ pub async fn reconcile(ctx: &Context) -> anyhow::Result<Findings> {
     }
     refresh_verified_gauge(ctx).await?;
     Ok(f)
+}
+
+/// Aborts the uploads under a policy's prefix that no open job names and that started more
+/// than a day ago (a process that died mid-upload and whose job was since finished or failed).
+async fn abort_stale_uploads(
+    ctx: &Context,
+    policy: &str,
+    handle: &crate::destination::Handle,
+    open_uploads: &BTreeSet<String>,
+    f: &mut Findings,
+) {
+    let uploads = match handle.open_uploads(&format!("{policy}/")).await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!(policy, error = %format!("{e:#}"), "reconcile: cannot list multipart uploads");
+            return;
+        }
+    };
+    let day_ago = ctx.clock.now() - chrono::Duration::hours(24);
+    for u in uploads {
+        // An upload without a start time is left alone, like a recent one.
+        let recent = u.started.is_none_or(|t| t > day_ago);
+        if open_uploads.contains(&u.upload_id) || recent {
+            continue;
+        }
+        match handle.abort_upload(&u.key, &u.upload_id).await {
+            Ok(()) => {
+                tracing::warn!(policy, key = %u.key, "reconcile: aborted a stale multipart upload");
+                f.aborted_uploads.push(handle.locate(&u.key));
+            }
+            Err(e) => {
+                tracing::error!(key = %u.key, error = %e, "reconcile: cannot abort a stale multipart upload")
+            }
+        }
+    }
 }
 
 /// What `rdbvault_verified_backups{policy,instance,location}` should say: for every configured

@@ -15,7 +15,7 @@
 
 use crate::cds;
 use crate::config::{CatchUp, Config, Policy};
-use crate::job::Context;
+use crate::services::Context;
 use crate::store::jobs::{Inserted, NewJob};
 use crate::store::schedule::POLICY_ROW;
 use crate::store::{from_ms, ms};

@@ -12,10 +12,10 @@
 //! the last byte received; the hash state is in memory, so nothing is read twice.
 //!
 //! - [`source`]: download URLs and resumable body streams.
-//! - [`s3`] and [`file`](mod@file): the two sinks.
+//! - the [`Sink`] trait, implemented by each destination kind in [`crate::destination`].
+//! - object keys ([`object_key`], [`manifest_key`]) and the checks on provider ids that go
+//!   into them ([`check_provider_id`], [`key_component`]).
 
-pub mod file;
-pub mod s3;
 pub mod source;
 
 use crate::config::DownloadRoute;
@@ -43,13 +43,26 @@ pub enum Error {
     /// Another process holds the job now (this one's lease lapsed): stop, touch nothing.
     #[error("{0}")]
     LostClaim(String),
+    /// The state DB could not record the transfer's progress: a local failure, not the
+    /// destination's, so it is not retried as one.
+    #[error("cannot journal the transfer")]
+    Journal(#[source] crate::store::Error),
+}
+
+impl Error {
+    /// Whether another attempt may succeed: the download host or the destination failed in a
+    /// way that can pass. Corrupt bytes, the deadline, a lost claim and local journal failures
+    /// are not retried as transient.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Download(_) | Error::Destination(_))
+    }
 }
 
 impl From<crate::store::Error> for Error {
     fn from(e: crate::store::Error) -> Self {
         match e {
             crate::store::Error::LostClaim { .. } => Error::LostClaim(e.to_string()),
-            other => Error::Destination(format!("cannot journal the transfer: {other}")),
+            other => Error::Journal(other),
         }
     }
 }
@@ -177,7 +190,7 @@ pub fn check_provider_id(field: &'static str, value: &str) -> Result<(), UnsafeP
 
 /// A value for a message: debug-escaped (no control characters reach a terminal or a log) and
 /// cut to 64 characters.
-fn shown(value: &str) -> String {
+pub(crate) fn shown(value: &str) -> String {
     let cut: String = value.chars().take(64).collect();
     if cut.len() < value.len() {
         format!("{cut:?}… ({} bytes)", value.len())
@@ -203,27 +216,6 @@ pub fn key_component(value: &str) -> String {
         }
     }
     out
-}
-
-/// `root` joined with a relative key, refusing any key that would leave `root` (an absolute
-/// key, `..`, or an empty component): the last guard before a file is written or deleted.
-///
-/// # Errors
-/// The key is not a plain relative path.
-pub fn path_in(root: &std::path::Path, key: &str) -> Result<std::path::PathBuf, Error> {
-    use std::path::Component;
-    let rel = std::path::Path::new(key);
-    let plain = !key.is_empty()
-        && !key.contains("//")
-        && rel.components().all(|c| matches!(c, Component::Normal(_)));
-    if !plain {
-        return Err(Error::Destination(format!(
-            "refusing the key {}: it is not a plain relative path under {}",
-            shown(key),
-            root.display()
-        )));
-    }
-    Ok(root.join(rel))
 }
 
 /// Hashes and checks a stream as it passes.
@@ -300,15 +292,29 @@ pub struct ShardSource {
 /// Progress callback: bytes received so far for this shard.
 pub type Progress<'a> = &'a (dyn Fn(u64) + Send + Sync);
 
-/// A destination that takes a stream and makes it visible only when told.
-#[allow(async_fn_in_trait)]
-pub trait Sink {
+/// A destination that takes a stream and makes it visible only when told. Implemented by each
+/// destination kind (`crate::destination::{s3, dir}`).
+#[async_trait::async_trait]
+pub trait Sink: Send {
     /// Accepts the next bytes.
     async fn write(&mut self, chunk: Bytes) -> Result<(), Error>;
     /// Makes the verified copy visible under its final name, with its metadata and manifest.
     async fn commit(&mut self, stored: &Stored, manifest: &Manifest) -> Result<(), Error>;
     /// Throws away everything written; nothing becomes visible.
     async fn abort(&mut self);
+}
+
+#[async_trait::async_trait]
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), Error> {
+        (**self).write(chunk).await
+    }
+    async fn commit(&mut self, stored: &Stored, manifest: &Manifest) -> Result<(), Error> {
+        (**self).commit(stored, manifest).await
+    }
+    async fn abort(&mut self) {
+        (**self).abort().await
+    }
 }
 
 /// Streams one shard from the provider into `sink`, verifying it, and commits it.
@@ -437,18 +443,6 @@ mod tests {
             if a != b {
                 proptest::prop_assert_ne!(key_component(&a), key_component(&b));
             }
-        }
-    }
-
-    #[test]
-    fn paths_stay_under_their_root() {
-        let root = std::path::Path::new("/srv/archive");
-        assert_eq!(
-            path_in(root, "p/u/x.rdb").unwrap(),
-            std::path::PathBuf::from("/srv/archive/p/u/x.rdb")
-        );
-        for bad in ["", "/etc/passwd", "../x", "p/../../x", "p//x", "./p"] {
-            assert!(path_in(root, bad).is_err(), "{bad:?}");
         }
     }
 

@@ -2,8 +2,10 @@
 //! (restore to a local file). Both stream the object in bounded memory through the same checker
 //! the transfer uses: size and SHA-256 against the DB and the manifest, RDB header and CRC64.
 
-use crate::destination::Handle;
+use crate::clock::SharedClock;
+use crate::destination::{Handle, Handles};
 use crate::store::inventory::CopyRow;
+use crate::store::{Store, ms};
 use crate::transfer::{Checker, Manifest, Stored};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -106,4 +108,51 @@ pub async fn check_copy(
         Some(_) => {}
     }
     Ok(stored)
+}
+
+/// Re-reads copies (`verify`, and the daemon's `verify:` rounds) and records each verdict
+/// with its time and reason; returns how many were bad.
+///
+/// # Errors
+/// A copy names a destination that left the config; the state DB failed.
+pub async fn verify_copies(
+    store: &Store,
+    destinations: &Handles,
+    clock: &SharedClock,
+    copies: &[CopyRow],
+    mut report: impl FnMut(&CopyRow, &Result<crate::transfer::Stored, Bad>),
+) -> anyhow::Result<usize> {
+    let mut bad = 0;
+    for c in copies {
+        let Some(handle) = destinations.get(&c.destination) else {
+            anyhow::bail!(
+                "copy {} is in destination `{}`, which is no longer in the config",
+                c.backup_id,
+                c.destination
+            );
+        };
+        let result = check_copy(handle, c, None, &|_| {}).await;
+        let now = ms(clock.now());
+        // A verdict on the copy is recorded with its time and reason (`jobs`, `jobs show` and
+        // `backups` show it); an unreadable destination says nothing about the copy, so it
+        // is reported but leaves the record as it was.
+        match &result {
+            Ok(_) => store.record_check(c.id, None, false, now).await?,
+            Err(b @ Bad::Missing(_)) => {
+                bad += 1;
+                store
+                    .record_check(c.id, Some(&b.to_string()), true, now)
+                    .await?;
+            }
+            Err(b @ Bad::Corrupt(_)) => {
+                bad += 1;
+                store
+                    .record_check(c.id, Some(&b.to_string()), false, now)
+                    .await?;
+            }
+            Err(Bad::Unreadable(_)) => bad += 1,
+        }
+        report(c, &result);
+    }
+    Ok(bad)
 }

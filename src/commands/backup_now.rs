@@ -3,7 +3,7 @@
 use super::format::{duration_of, human_bytes, progress_label};
 use crate::app::Failure;
 use crate::config::Config;
-use crate::job::{self, Outcome};
+use crate::runner::Outcome;
 use crate::store::jobs::Inserted;
 use std::io::IsTerminal as _;
 use std::sync::Arc;
@@ -24,9 +24,12 @@ pub async fn backup_now(
     };
     let cfg = Arc::new(cfg);
     let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())?;
-    let mut ctx =
-        crate::daemon::build_context(cfg.clone(), crate::daemon::owner_id("backup-now"), metrics)
-            .await?;
+    let mut ctx = crate::services::open(
+        cfg.clone(),
+        crate::services::owner_id("backup-now"),
+        metrics,
+    )
+    .await?;
 
     let all = ctx
         .cds
@@ -131,7 +134,7 @@ pub async fn backup_now(
         tasks.spawn(async move {
             // cannot fail: `limit` is never closed.
             let _permit = limit.acquire_owned().await.expect("semaphore open");
-            let outcome = job::run_job(&ctx, &id, &cancel).await;
+            let outcome = crate::runner::run_job(&ctx, &id, &cancel).await;
             (id, outcome)
         });
     }

@@ -1,32 +1,23 @@
 //! `backups` (the inventory table, with each set's re-verification results) and
 //! `backups pin|unpin`; the inventory's JSON, which `GET /v1/backups` serves too.
 
-use super::{CopyCheck, job_checks, open_for_reading, plan_policies, policies_named};
+use super::{open_for_reading, policies_named};
 use crate::app::Failure;
 use crate::config::Config;
-use crate::job;
 use crate::store::Store;
+use crate::views::{CopyCheck, inventory, inventory_json, set_checks};
 use std::sync::Arc;
-
-/// The JSON of `backups --json` (provider list live) and `GET /v1/backups` (provider side from
-/// the state DB alone, so no HTTP request costs a provider call): a dry-run plan of every
-/// policy.
-pub async fn inventory(
-    ctx: &job::Context,
-    policy: Option<&str>,
-    instance: Option<&str>,
-    view: crate::prune::ProviderView,
-) -> anyhow::Result<crate::prune::Report> {
-    plan_policies(ctx, policy, instance, crate::prune::Mode::DryRun, view).await
-}
 
 /// The clients a read-only command needs (the API for the provider's side, one S3 client per
 /// destination) around a read-only state DB; like `daemon::build_context`, which opens the DB
 /// for writing.
-async fn read_only_context(cfg: Arc<Config>, store: Store) -> Result<job::Context, Failure> {
+async fn read_only_context(
+    cfg: Arc<Config>,
+    store: Store,
+) -> Result<crate::services::Context, Failure> {
     let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())?;
-    let owner = crate::daemon::owner_id("backups");
-    Ok(crate::daemon::context_with(cfg, store, metrics, owner, Arc::default()).await?)
+    let owner = crate::services::owner_id("backups");
+    Ok(crate::services::around(cfg, store, metrics, owner, Arc::default()).await?)
 }
 
 /// `backups [--policy P] [--instance UUID] [--json]`, `backups pin|unpin ID`.
@@ -76,64 +67,6 @@ pub async fn backups(cfg: Config, args: crate::cli::BackupsArgs) -> Result<(), F
     Ok(())
 }
 
-/// Per report row (same order), the re-verification results of its destination copies.
-async fn set_checks(
-    store: &Store,
-    report: &crate::prune::Report,
-) -> anyhow::Result<Vec<Vec<CopyCheck>>> {
-    let mut out = Vec::with_capacity(report.rows.len());
-    for r in &report.rows {
-        if r.location != crate::retention::Location::Destination {
-            out.push(Vec::new());
-            continue;
-        }
-        let checks = job_checks(store, &r.set)
-            .await?
-            .into_iter()
-            .filter(|c| r.backup_ids.contains(&c.backup_id))
-            .collect();
-        out.push(checks);
-    }
-    Ok(out)
-}
-
-/// The JSON of `backups --json` and `GET /v1/backups`: the report, each row with `reverify`
-/// (the last re-verification of each of its copies) and `reverify_failed`.
-pub fn inventory_json(
-    report: &crate::prune::Report,
-    checks: &[Vec<CopyCheck>],
-) -> serde_json::Value {
-    // cannot fail: rows of strings and numbers, no non-string map keys.
-    let mut v = serde_json::to_value(report).expect("serialisable");
-    if let Some(rows) = v.get_mut("rows").and_then(|r| r.as_array_mut()) {
-        for (row, c) in rows.iter_mut().zip(checks) {
-            if let Some(o) = row.as_object_mut() {
-                o.insert("reverify_failed".into(), c.iter().any(|c| !c.ok).into());
-                o.insert(
-                    "reverify".into(),
-                    serde_json::to_value(c).expect("serialisable"),
-                );
-            }
-        }
-    }
-    v
-}
-
-/// [`inventory`] as JSON with each set's re-verification results ([`inventory_json`]).
-///
-/// # Errors
-/// See [`inventory`].
-pub async fn inventory_with_checks(
-    ctx: &job::Context,
-    policy: Option<&str>,
-    instance: Option<&str>,
-    view: crate::prune::ProviderView,
-) -> anyhow::Result<serde_json::Value> {
-    let report = inventory(ctx, policy, instance, view).await?;
-    let checks = set_checks(&ctx.store, &report).await?;
-    Ok(inventory_json(&report, &checks))
-}
-
 /// The `backups` table: [`crate::prune::print`] with VERIF saying `FAILED <time>` (UTC) for a
 /// set whose copy failed its last re-verification.
 fn print_inventory(report: &crate::prune::Report, checks: &[Vec<CopyCheck>]) {
@@ -142,7 +75,7 @@ fn print_inventory(report: &crate::prune::Report, checks: &[Vec<CopyCheck>]) {
         .iter()
         .zip(checks)
         .map(|(r, c)| match c.iter().find(|c| !c.ok) {
-            Some(failed) => format!("FAILED {}", failed.utc_at()),
+            Some(failed) => format!("FAILED {}", super::format::check_utc_at(failed)),
             None if r.verified => "yes".into(),
             None => "NO".into(),
         })

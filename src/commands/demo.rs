@@ -3,7 +3,7 @@
 use super::format::{human_bytes, local};
 use crate::app::Failure;
 use crate::config;
-use crate::job::{self, State};
+use crate::job::State;
 use anyhow::Context as _;
 use std::sync::Arc;
 
@@ -74,11 +74,11 @@ policies:
     let cfg = Arc::new(config::load(&config_path)?);
     let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())?;
     let mut ctx =
-        crate::daemon::build_context(cfg.clone(), crate::daemon::owner_id("demo"), metrics).await?;
-    ctx.poll = job::PollSettings {
+        crate::services::open(cfg.clone(), crate::services::owner_id("demo"), metrics).await?;
+    ctx.poll = crate::services::PollSettings {
         initial: std::time::Duration::from_millis(500),
         max: std::time::Duration::from_secs(2),
-        ..job::PollSettings::default()
+        ..crate::services::PollSettings::default()
     };
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await

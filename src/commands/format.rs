@@ -50,6 +50,20 @@ pub(super) fn duration_of(job: &JobRow) -> String {
     config::units::format_duration(std::time::Duration::from_secs(secs))
 }
 
+/// The time in the local zone, as the other times of `jobs show`.
+pub fn check_local_at(check: &crate::views::CopyCheck) -> String {
+    chrono::DateTime::parse_from_rfc3339(&check.at)
+        .map(|t| local(t.timestamp_millis()))
+        .unwrap_or_else(|_| check.at.clone())
+}
+
+/// The time in UTC, as the other times of `backups`.
+pub fn check_utc_at(check: &crate::views::CopyCheck) -> String {
+    chrono::DateTime::parse_from_rfc3339(&check.at)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|_| check.at.clone())
+}
+
 #[cfg(test)]
 mod label_tests {
     use super::*;

@@ -2,68 +2,12 @@
 //! `GET /v1/jobs` serves too.
 
 use super::format::{duration_of, human_bytes, local};
-use super::{CopyCheck, job_checks, open_for_reading};
+use super::open_for_reading;
 use crate::app::Failure;
 use crate::cli::{JobsArgs, JobsCommand};
 use crate::config::Config;
 use crate::job::State;
-use crate::store::{JobRow, Store};
-
-#[derive(serde::Serialize)]
-pub struct JobDetail {
-    #[serde(flatten)]
-    job: JobRow,
-    shards: Vec<crate::store::ShardRow>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    events: Option<Vec<crate::store::jobs::EventRow>>,
-    /// The last re-verification of each stored copy that has had one.
-    reverify: Vec<CopyCheck>,
-    /// Whether a stored copy of the job failed its last re-verification (the job stays
-    /// `stored`: it did store a verified copy; the copy went bad afterwards).
-    reverify_failed: bool,
-}
-
-/// A job's state for the `jobs` table and `jobs show`: `stored (copy failed re-verify)` when a
-/// stored copy failed its last re-verification.
-fn state_label(state: &str, checks: &[CopyCheck]) -> String {
-    if checks.iter().any(|c| !c.ok) {
-        format!("{state} (copy failed re-verify)")
-    } else {
-        state.to_string()
-    }
-}
-
-impl JobDetail {
-    async fn load(
-        store: &Store,
-        job: JobRow,
-        events: Option<Vec<crate::store::jobs::EventRow>>,
-    ) -> Result<JobDetail, crate::store::Error> {
-        let shards = store.shards(&job.id).await?;
-        let reverify = job_checks(store, &job.id).await?;
-        Ok(JobDetail {
-            reverify_failed: reverify.iter().any(|c| !c.ok),
-            job,
-            shards,
-            events,
-            reverify,
-        })
-    }
-}
-
-/// The JSON of `jobs --json` and `GET /v1/jobs`.
-pub async fn jobs_json(
-    store: &Store,
-    policy: Option<&str>,
-    state: Option<State>,
-    limit: u32,
-) -> Result<Vec<JobDetail>, crate::store::Error> {
-    let mut out = Vec::new();
-    for job in store.list_jobs(policy, state, limit).await? {
-        out.push(JobDetail::load(store, job, None).await?);
-    }
-    Ok(out)
-}
+use crate::views::{JobDetail, job_checks, jobs_json, state_label};
 
 /// `jobs` and `jobs show ID`.
 pub async fn jobs(cfg: &Config, args: JobsArgs) -> Result<(), Failure> {
@@ -134,8 +78,14 @@ pub async fn jobs(cfg: &Config, args: JobsArgs) -> Result<(), Failure> {
             }
             for c in reverify.iter().filter(|c| c.backup_id == s.backup_id) {
                 match &c.error {
-                    None => println!("           re-verified OK at {}", c.local_at()),
-                    Some(e) => println!("           re-verified FAILED at {}: {e}", c.local_at()),
+                    None => println!(
+                        "           re-verified OK at {}",
+                        super::format::check_local_at(c)
+                    ),
+                    Some(e) => println!(
+                        "           re-verified FAILED at {}: {e}",
+                        super::format::check_local_at(c)
+                    ),
                 }
             }
         }
@@ -184,7 +134,7 @@ pub async fn jobs(cfg: &Config, args: JobsArgs) -> Result<(), Failure> {
             (None, Some(c)) => format!(
                 "backup {} re-verified FAILED at {}: {}",
                 c.backup_id,
-                c.local_at(),
+                super::format::check_local_at(c),
                 c.error.as_deref().unwrap_or("")
             ),
             (None, None) => String::new(),

@@ -3,10 +3,11 @@
 
 use crate::support::{self, client, start_sim};
 use rdbvault::config::DownloadRoute;
+use rdbvault::destination::dir::FileSink;
 use rdbvault::sim::SimHandle;
 use rdbvault::sim::state::Fault;
 use rdbvault::transfer::source::{Downloader, RateGuard};
-use rdbvault::transfer::{self, Checker, ShardSource, file::FileSink};
+use rdbvault::transfer::{self, Checker, ShardSource};
 use std::time::{Duration, Instant};
 
 const REPLICA: &str = "5d74bb81-0473-464d-b15b-0ae418619248";

@@ -3,7 +3,8 @@
 //! never a write outside the destination, a hang, a panic or a deletion nobody earned.
 
 use crate::integration::pipeline::{Env, SMALL};
-use rdbvault::job::{Context, Outcome};
+use rdbvault::runner::Outcome;
+use rdbvault::services::Context;
 use rdbvault::sim::state::{Fault, InstanceSpec};
 use rdbvault::store::ms;
 use std::path::{Path, PathBuf};
@@ -32,10 +33,10 @@ async fn context(env: &Env, owner: &str) -> (Context, prometheus::Registry) {
     let cfg = rdbvault::config::load(&env.config).unwrap();
     let registry = prometheus::Registry::new();
     let metrics = rdbvault::metrics::Metrics::register(registry.clone()).unwrap();
-    let mut ctx = rdbvault::daemon::build_context(Arc::new(cfg), owner.to_string(), metrics)
+    let mut ctx = rdbvault::services::open(Arc::new(cfg), owner.to_string(), metrics)
         .await
         .unwrap();
-    ctx.poll = rdbvault::job::PollSettings {
+    ctx.poll = rdbvault::services::PollSettings {
         initial: Duration::from_millis(100),
         max: Duration::from_millis(300),
         ..Default::default()
@@ -72,7 +73,7 @@ async fn run(ctx: &Context, id: &str) -> Outcome {
     let cancel = tokio_util::sync::CancellationToken::new();
     tokio::time::timeout(
         Duration::from_secs(60),
-        rdbvault::job::run_job(ctx, id, &cancel),
+        rdbvault::runner::run_job(ctx, id, &cancel),
     )
     .await
     .expect("the job ends within 60 s (no hang)")
@@ -315,7 +316,7 @@ async fn a_process_whose_job_was_taken_over_stops_without_touching_it() {
     let cancel = tokio_util::sync::CancellationToken::new();
     let runner = {
         let (ctx, id, cancel) = (ctx.clone(), id.clone(), cancel.clone());
-        tokio::spawn(async move { rdbvault::job::run_job(&ctx, &id, &cancel).await })
+        tokio::spawn(async move { rdbvault::runner::run_job(&ctx, &id, &cancel).await })
     };
     let store = env.store().await;
     let mut waited = 0;

@@ -196,7 +196,7 @@ policies:
 
     pub(crate) async fn uploads(&self) -> Vec<(String, String)> {
         let (client, cfg) = self.s3_client().await;
-        rdbvault::transfer::s3::list_uploads(&client, &cfg.bucket, &self.prefix)
+        rdbvault::destination::s3::list_uploads(&client, &cfg.bucket, &self.prefix)
             .await
             .unwrap()
     }

@@ -392,7 +392,7 @@ async fn an_s3_outage_mid_upload_is_retried_or_fails_with_its_reason() {
         unreachable!()
     };
     let client = rdbvault::destination::s3_client(s3cfg).await.unwrap();
-    let uploads = rdbvault::transfer::s3::list_uploads(&client, "outage", "")
+    let uploads = rdbvault::destination::s3::list_uploads(&client, "outage", "")
         .await
         .unwrap();
     assert!(

@@ -16,66 +16,16 @@
 //!
 //! `completion_window` is a hard deadline for all of it.
 
-use super::state::{Event, State};
-use crate::cds;
-use crate::clock::SharedClock;
-use crate::config::{Config, DestinationKind};
-use crate::metrics::Metrics;
+use crate::destination::{Handle, SinkRequest};
+use crate::job::{Event, State};
+use crate::services::Context;
 use crate::store::inventory::NewCopy;
-use crate::store::jobs::Claim;
-use crate::store::{JobRow, ShardRow, Store, from_ms, ms};
-use crate::transfer::{
-    self, Checker, Manifest, ShardSource, Sink as _, file::FileSink, s3::S3Sink,
-};
+use crate::store::{JobRow, ShardRow, from_ms, ms};
+use crate::transfer::{self, Manifest, ShardSource, Sink as _};
 use anyhow::{Context as _, anyhow};
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-
-/// How often `DescribeBackups` is polled while the provider works.
-#[derive(Debug, Clone, Copy)]
-pub struct PollSettings {
-    pub initial: Duration,
-    pub max: Duration,
-    /// How long to look for a backup by token after an unknown `CreateBackup` outcome.
-    pub not_found_grace: Duration,
-}
-
-impl Default for PollSettings {
-    fn default() -> Self {
-        PollSettings {
-            initial: Duration::from_secs(2),
-            max: Duration::from_secs(30),
-            not_found_grace: Duration::from_secs(15 * 60),
-        }
-    }
-}
-
-/// Progress of one shard: (job id, backup id, bytes so far, expected size).
-pub type ProgressFn = Arc<dyn Fn(&str, &str, u64, Option<u64>) + Send + Sync>;
-
-/// Everything a job needs; shared by all jobs of a process.
-#[derive(Clone)]
-pub struct Context {
-    pub config: Arc<Config>,
-    pub store: Store,
-    pub cds: cds::Client,
-    pub downloader: transfer::source::Downloader,
-    /// One S3 client per S3 destination.
-    pub s3: HashMap<String, aws_sdk_s3::Client>,
-    pub metrics: Metrics,
-    pub transfers: Arc<Semaphore>,
-    /// Who runs the jobs: `daemon:<host>:<pid>` or `backup-now:<host>:<pid>`.
-    pub owner: String,
-    pub clock: SharedClock,
-    pub poll: PollSettings,
-    pub progress: Option<ProgressFn>,
-    /// One prune at a time per process.
-    pub prune_lock: Arc<tokio::sync::RwLock<()>>,
-}
 
 /// How a run of [`run_job`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,23 +87,18 @@ fn reject_metric(ctx: &Context, job: &JobRow, field: &str) {
 fn check_size(ctx: &Context, job: &JobRow, backup_id: &str, size: Option<u64>) -> Step {
     let Some(size) = size else { return Ok(()) };
     let max = ctx.config.limits.max_backup_size;
-    let s3 = ctx
-        .config
+    let own_limit = ctx
         .destinations
         .get(&job.destination)
-        .is_some_and(|d| matches!(d.kind, DestinationKind::S3(_)));
-    let limit = if s3 {
-        max.min(crate::config::S3_MAX_OBJECT_SIZE)
-    } else {
-        max
-    };
+        .and_then(|d| d.largest_object());
+    let limit = own_limit.map_or(max, |l| max.min(l));
     if size > limit {
         reject_metric(ctx, job, "backup_size");
         return Err(Stop::Fail(anyhow!(
             "the provider says backup {backup_id} of instance {} is {size} bytes, more than {} allows ({}); refusing it as implausible (raise limits.max_backup_size if it is real)",
             job.instance_uuid,
-            if s3 && limit < max {
-                "S3"
+            if limit < max {
+                "the destination"
             } else {
                 "limits.max_backup_size"
             },
@@ -165,33 +110,11 @@ fn check_size(ctx: &Context, job: &JobRow, backup_id: &str, size: Option<u64>) -
 
 type Step = Result<(), Stop>;
 
-impl Context {
-    fn now(&self) -> DateTime<Utc> {
-        self.clock.now()
-    }
-
-    /// This process's claim on a job: every write of the job carries it.
-    fn claim(&self, job: &JobRow) -> Claim {
-        Claim::new(&job.id, &self.owner)
-    }
-
-    async fn event(&self, job: &JobRow, kind: &str, message: &str) {
-        tracing::info!(policy = %job.policy, instance = %job.instance_uuid, job_id = %job.id, kind, "{message}");
-        if let Err(e) = self
-            .store
-            .add_event(&job.id, ms(self.now()), kind, message)
-            .await
-        {
-            tracing::error!(job_id = %job.id, error = %e, "cannot journal a job event");
-        }
-    }
-
-    /// Sleeps, unless shutdown comes first.
-    async fn sleep(&self, d: Duration, cancel: &CancellationToken) -> Step {
-        tokio::select! {
-            _ = cancel.cancelled() => Err(Stop::Cancelled),
-            _ = tokio::time::sleep(d) => Ok(()),
-        }
+/// Sleeps, unless shutdown comes first.
+async fn sleep(d: Duration, cancel: &CancellationToken) -> Step {
+    tokio::select! {
+        _ = cancel.cancelled() => Err(Stop::Cancelled),
+        _ = tokio::time::sleep(d) => Ok(()),
     }
 }
 
@@ -239,12 +162,10 @@ async fn run_job_steps(ctx: &Context, job_id: &str, cancel: &CancellationToken) 
                     match wait_snapshot(ctx, &job, &mut last_seen).await {
                         Ok(true) => Ok(()),
                         // All finished once: confirm soon that the set is stable.
-                        Ok(false) if last_seen.is_some() => {
-                            ctx.sleep(ctx.poll.initial, cancel).await
-                        }
+                        Ok(false) if last_seen.is_some() => sleep(ctx.poll.initial, cancel).await,
                         // Not finished yet: back off (one DescribeBackups per poll).
                         Ok(false) => {
-                            let s = ctx.sleep(poll, cancel).await;
+                            let s = sleep(poll, cancel).await;
                             poll = (poll * 2).min(ctx.poll.max);
                             s
                         }
@@ -361,8 +282,12 @@ async fn cleanup_partial(ctx: &Context, job: &JobRow) {
                 tracing::error!(job_id = %job.id, error = %e, "cannot abort a multipart upload")
             }
         }
-        if let Some(temp) = &s.temp_path {
-            let _ = tokio::fs::remove_file(temp).await;
+        if let (Some(_), Some(key), Some(dest)) = (
+            &s.temp_path,
+            &s.object_key,
+            ctx.destinations.get(&job.destination),
+        ) {
+            dest.discard_unfinished(key).await;
         }
         let _ = ctx
             .store
@@ -381,18 +306,10 @@ async fn abort_left_upload(
     let (Some(upload), Some(key)) = (&shard.upload_id, &shard.object_key) else {
         return Ok(None);
     };
-    let (Some(client), Some(dest)) = (
-        ctx.s3.get(&job.destination),
-        ctx.config.destinations.get(&job.destination),
-    ) else {
+    let Some(dest) = ctx.destinations.get(&job.destination) else {
         return Ok(None);
     };
-    let DestinationKind::S3(cfg) = &dest.kind else {
-        return Ok(None);
-    };
-    transfer::s3::abort_upload(client, &cfg.bucket, key, upload)
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    dest.abort_upload(key, upload).await?;
     ctx.store
         .shard_pending_data(&ctx.claim(job), &shard.backup_id, None, None)
         .await?;
@@ -447,7 +364,7 @@ async fn request(ctx: &Context, job: &JobRow, cancel: &CancellationToken) -> Ste
         && next > ms(now)
     {
         let wait = Duration::from_millis((next - ms(now)) as u64);
-        return ctx.sleep(wait, cancel).await;
+        return sleep(wait, cancel).await;
     }
     ctx.store.mark_create_sent(&claim, ms(now)).await?;
     let token = job.token();
@@ -733,7 +650,7 @@ async fn transfer_all(ctx: &Context, job: &JobRow, cancel: &CancellationToken) -
                     )
                     .await;
                     drop(_permit);
-                    ctx.sleep(wait, cancel).await?;
+                    sleep(wait, cancel).await?;
                     attempt += 1;
                 }
                 Err(Stop::Corrupt(e)) => {
@@ -757,7 +674,7 @@ async fn transfer_all(ctx: &Context, job: &JobRow, cancel: &CancellationToken) -
                     )
                     .await;
                     drop(_permit);
-                    ctx.sleep(wait, cancel).await?;
+                    sleep(wait, cancel).await?;
                     downloads += 1;
                 }
                 Err(other) => return Err(other),
@@ -782,33 +699,58 @@ async fn transfer_all(ctx: &Context, job: &JobRow, cancel: &CancellationToken) -
     Ok(())
 }
 
+/// The handle of the job's destination.
+fn destination_of(ctx: &Context, job: &JobRow) -> Result<Handle, Stop> {
+    ctx.destinations
+        .get(&job.destination)
+        .cloned()
+        .ok_or_else(|| {
+            Stop::Fail(anyhow!(
+                "destination `{}` is no longer in the config",
+                job.destination
+            ))
+        })
+}
+
+/// When the job asked the provider: the time in its object keys.
+fn requested_at(job: &JobRow) -> DateTime<Utc> {
+    from_ms(
+        job.requested_at
+            .or(job.create_sent_at)
+            .unwrap_or(job.created_at),
+    )
+}
+
+/// What one shard's transfer was settled on before the first byte.
+struct ShardPlan {
+    key: String,
+    manifest_key: String,
+    shard_id: String,
+    expected_size: Option<u64>,
+    source: ShardSource,
+}
+
+/// One shard: learn its shard id and size, stream it into the destination, record the outcome.
 async fn transfer_one(
     ctx: &Context,
     job: &JobRow,
     shard: &ShardRow,
     cancel: &CancellationToken,
 ) -> Step {
-    let dest = ctx
-        .config
-        .destinations
-        .get(&job.destination)
-        .ok_or_else(|| {
-            anyhow!(
-                "destination `{}` is no longer in the config",
-                job.destination
-            )
-        })?;
-    let policy = ctx.config.policies.iter().find(|p| p.name == job.policy);
-    let route = policy
-        .map(|p| p.download)
-        .unwrap_or(crate::config::DownloadRoute::Auto);
-    let requested_at = from_ms(
-        job.requested_at
-            .or(job.create_sent_at)
-            .unwrap_or(job.created_at),
-    );
+    let dest = destination_of(ctx, job)?;
+    let plan = plan_shard(ctx, job, shard, &dest).await?;
+    let result = stream_shard(ctx, job, shard, &dest, &plan, cancel).await?;
+    record_transfer(ctx, job, shard, &plan.key, result).await
+}
 
-    // Learn the shard id (it is part of the key) from DownloadBackup.
+/// Asks `DownloadBackup` for the shard id (part of the key), checks ids and sizes, aborts what
+/// an earlier run left open, and journals the key before any byte moves.
+async fn plan_shard(
+    ctx: &Context,
+    job: &JobRow,
+    shard: &ShardRow,
+    dest: &Handle,
+) -> Result<ShardPlan, Stop> {
     let info = ctx
         .cds
         .download_backup(&job.instance_uuid, &shard.backup_id)
@@ -822,7 +764,6 @@ async fn transfer_one(
     let expected_size = shard.size.map(|s| s as u64).or(info.backup.backup_size);
     check_size(ctx, job, &shard.backup_id, info.backup.backup_size)?;
     check_size(ctx, job, &shard.backup_id, expected_size)?;
-    let claim = ctx.claim(job);
 
     // A multipart upload left by an earlier process is aborted; the transfer starts over.
     if let Some(key) = abort_left_upload(ctx, job, shard).await? {
@@ -836,37 +777,38 @@ async fn transfer_one(
         .await;
     }
 
-    let prefix = match &dest.kind {
-        DestinationKind::S3(s3) => s3.prefix.as_str(),
-        DestinationKind::File(_) => "",
-    };
     let key = transfer::object_key(
-        prefix,
+        dest.key_prefix(),
         &job.policy,
         &job.instance_uuid,
-        requested_at,
+        requested_at(job),
         &shard.backup_id,
         &shard_id,
     );
     let manifest_key = transfer::manifest_key(&key);
     ctx.store
-        .shard_started(&claim, &shard.backup_id, &shard_id, &key, &manifest_key)
+        .shard_started(
+            &ctx.claim(job),
+            &shard.backup_id,
+            &shard_id,
+            &key,
+            &manifest_key,
+        )
         .await?;
+    let size_text = expected_size.map_or_else(|| "?".into(), |s| s.to_string());
     ctx.event(
         job,
         "transfer",
-        &format!(
-            "backup {} → {} ({} bytes)",
-            shard.backup_id,
-            key,
-            expected_size
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "?".into())
-        ),
+        &format!("backup {} → {key} ({size_text} bytes)", shard.backup_id),
     )
     .await;
-
-    let src = ShardSource {
+    let route = ctx
+        .config
+        .policies
+        .iter()
+        .find(|p| p.name == job.policy)
+        .map_or(crate::config::DownloadRoute::Auto, |p| p.download);
+    let source = ShardSource {
         instance_uuid: job.instance_uuid.clone(),
         backup_id: shard.backup_id.clone(),
         expected_size,
@@ -875,14 +817,30 @@ async fn transfer_one(
         route,
         fresh_urls: Some(info),
     };
-    let region = job.region_id.clone();
-    let manifest = |stored: &transfer::Stored| Manifest {
+    Ok(ShardPlan {
+        key,
+        manifest_key,
+        shard_id,
+        expected_size,
+        source,
+    })
+}
+
+/// The manifest written beside a verified copy.
+fn manifest_for(
+    ctx: &Context,
+    job: &JobRow,
+    shard: &ShardRow,
+    plan: &ShardPlan,
+    stored: &transfer::Stored,
+) -> Manifest {
+    Manifest {
         instance_uuid: job.instance_uuid.clone(),
         instance_name: job.instance_name.clone(),
-        region: region.clone(),
+        region: job.region_id.clone(),
         policy: job.policy.clone(),
         provider_backup_id: shard.backup_id.clone(),
-        shard_id: shard_id.clone(),
+        shard_id: plan.shard_id.clone(),
         provider_start_time: shard.provider_start.clone(),
         provider_end_time: shard.provider_end.clone(),
         size: stored.size,
@@ -891,250 +849,172 @@ async fn transfer_one(
         rdb_checksum: stored.checksum_label().into(),
         rdbvault_version: env!("CARGO_PKG_VERSION").into(),
         job_id: job.id.clone(),
-        requested_at,
+        requested_at: requested_at(job),
         stored_at: ctx.now(),
-        object_key: key.clone(),
-    };
-    let progress_fn = ctx.progress.clone();
-    let (job_id, backup_id) = (job.id.clone(), shard.backup_id.clone());
-    let progress = move |done: u64| {
-        if let Some(p) = &progress_fn {
-            p(&job_id, &backup_id, done, expected_size);
-        }
-    };
-    let deadline = from_ms(job.deadline_at);
-
-    let result = match &dest.kind {
-        DestinationKind::S3(cfg) => {
-            let client = ctx
-                .s3
-                .get(&job.destination)
-                .ok_or_else(|| anyhow!("no S3 client for destination {}", job.destination))?
-                .clone();
-            let mut s3_cfg = (**cfg).clone();
-            if let Some(size) = expected_size {
-                let part_size = transfer::s3::part_size_for(size, s3_cfg.part_size);
-                if part_size != s3_cfg.part_size {
-                    ctx.event(
-                        job,
-                        "part-size",
-                        &format!(
-                            "{} bytes in parts of {} would exceed S3's {} parts; using parts of {}",
-                            size,
-                            crate::config::units::format_size(s3_cfg.part_size),
-                            transfer::s3::MAX_PARTS,
-                            crate::config::units::format_size(part_size)
-                        ),
-                    )
-                    .await;
-                    s3_cfg.part_size = part_size;
-                }
-            }
-            let mut sink = S3Sink::new(
-                client,
-                Arc::new(s3_cfg),
-                key.clone(),
-                manifest_key.clone(),
-                shard.backup_id.clone(),
-                ctx.store.clone(),
-                claim.clone(),
-            );
-            let r = transfer::transfer_shard(
-                &ctx.downloader,
-                &src,
-                &mut sink,
-                Checker::new(),
-                manifest,
-                &progress,
-                cancel,
-                deadline,
-                (&ctx.store, &claim),
-            )
-            .await;
-            if matches!(r, Err(transfer::Error::Cancelled)) {
-                // An S3 upload cannot be resumed by another process (the hash state is in
-                // memory): abort it cleanly and transfer again on the next start.
-                sink.abort().await;
-            }
-            r
-        }
-        DestinationKind::File(f) => {
-            let final_path = transfer::path_in(&f.path, &key).map_err(|e| Stop::Fail(e.into()))?;
-            let manifest_path =
-                transfer::path_in(&f.path, &manifest_key).map_err(|e| Stop::Fail(e.into()))?;
-            let resume = shard.temp_path.is_some();
-            let (mut sink, checker) = FileSink::open(final_path, manifest_path, resume)
-                .await
-                .map_err(|e| anyhow!("{e}"))?;
-            if resume && checker.bytes() > 0 {
-                ctx.event(
-                    job,
-                    "resume",
-                    &format!(
-                        "continuing {} after {} bytes already on disk",
-                        key,
-                        checker.bytes()
-                    ),
-                )
-                .await;
-            }
-            ctx.store
-                .shard_pending_data(
-                    &claim,
-                    &shard.backup_id,
-                    None,
-                    Some(&sink.temp_path().display().to_string()),
-                )
-                .await?;
-            transfer::transfer_shard(
-                &ctx.downloader,
-                &src,
-                &mut sink,
-                checker,
-                manifest,
-                &progress,
-                cancel,
-                deadline,
-                (&ctx.store, &claim),
-            )
-            .await
-        }
-    };
-    match result {
-        Ok(stored) => {
-            ctx.store
-                .shard_stored(
-                    &claim,
-                    &shard.backup_id,
-                    stored.size as i64,
-                    &stored.sha256,
-                    i64::from(stored.rdb.version),
-                    stored.checksum_label(),
-                )
-                .await?;
-            ctx.metrics
-                .transfer_bytes
-                .with_label_values(&[job.destination.as_str()])
-                .inc_by(stored.size);
-            ctx.event(
-                job,
-                "stored",
-                &format!(
-                    "{key}: {} bytes, sha256 {}, RDB v{}, checksum {}",
-                    stored.size,
-                    stored.sha256,
-                    stored.rdb.version,
-                    stored.checksum_label()
-                ),
-            )
-            .await;
-            Ok(())
-        }
-        Err(transfer::Error::Cancelled) => Err(Stop::Cancelled),
-        Err(transfer::Error::LostClaim(why)) => Err(Stop::LostClaim(why)),
-        Err(e) => {
-            ctx.store.shard_failed(&claim, &shard.backup_id).await?;
-            let err = anyhow!(
-                "backup {} of instance {}: {e}",
-                shard.backup_id,
-                job.instance_uuid
-            );
-            match e {
-                transfer::Error::Download(_) | transfer::Error::Destination(_) => {
-                    Err(Stop::Transient(err))
-                }
-                transfer::Error::Verification(_) => Err(Stop::Corrupt(err)),
-                _ => Err(Stop::Fail(err)),
-            }
-        }
+        object_key: plan.key.clone(),
     }
 }
 
+/// Opens the destination's sink and streams the shard through the verifier into it. An
+/// interrupted sink that no later process can continue is aborted here.
+async fn stream_shard(
+    ctx: &Context,
+    job: &JobRow,
+    shard: &ShardRow,
+    dest: &Handle,
+    plan: &ShardPlan,
+    cancel: &CancellationToken,
+) -> Result<Result<transfer::Stored, transfer::Error>, Stop> {
+    let claim = ctx.claim(job);
+    let opened = dest
+        .open_sink(SinkRequest {
+            key: plan.key.clone(),
+            manifest_key: plan.manifest_key.clone(),
+            backup_id: shard.backup_id.clone(),
+            expected_size: plan.expected_size,
+            resume: shard.temp_path.is_some(),
+            store: ctx.store.clone(),
+            claim: claim.clone(),
+        })
+        .await
+        .map_err(|e| Stop::Fail(anyhow::Error::new(e)))?;
+    for (kind, text) in &opened.notes {
+        ctx.event(job, kind, text).await;
+    }
+    if let Some(temp) = &opened.temp_path {
+        ctx.store
+            .shard_pending_data(&claim, &shard.backup_id, None, Some(temp))
+            .await?;
+    }
+    let mut sink = opened.sink;
+    let progress_fn = ctx.progress.clone();
+    let (job_id, backup_id, expected) =
+        (job.id.clone(), shard.backup_id.clone(), plan.expected_size);
+    let progress = move |done: u64| {
+        if let Some(p) = &progress_fn {
+            p(&job_id, &backup_id, done, expected);
+        }
+    };
+    let result = transfer::transfer_shard(
+        &ctx.downloader,
+        &plan.source,
+        &mut sink,
+        opened.already,
+        |stored| manifest_for(ctx, job, shard, plan, stored),
+        &progress,
+        cancel,
+        from_ms(job.deadline_at),
+        (&ctx.store, &claim),
+    )
+    .await;
+    if matches!(result, Err(transfer::Error::Cancelled)) && !opened.resumable {
+        // Another process cannot continue this sink: abort it cleanly and transfer again on
+        // the next start.
+        sink.abort().await;
+    }
+    Ok(result)
+}
+
+/// Journals a shard's outcome and sorts a failure into retry-worthy or final.
+async fn record_transfer(
+    ctx: &Context,
+    job: &JobRow,
+    shard: &ShardRow,
+    key: &str,
+    result: Result<transfer::Stored, transfer::Error>,
+) -> Step {
+    let claim = ctx.claim(job);
+    let stored = match result {
+        Ok(stored) => stored,
+        Err(transfer::Error::Cancelled) => return Err(Stop::Cancelled),
+        Err(transfer::Error::LostClaim(why)) => return Err(Stop::LostClaim(why)),
+        Err(e) => {
+            ctx.store.shard_failed(&claim, &shard.backup_id).await?;
+            let transient = e.is_transient();
+            let corrupt = matches!(e, transfer::Error::Verification(_));
+            let err = anyhow::Error::new(e).context(format!(
+                "backup {} of instance {}",
+                shard.backup_id, job.instance_uuid
+            ));
+            return Err(if transient {
+                Stop::Transient(err)
+            } else if corrupt {
+                Stop::Corrupt(err)
+            } else {
+                Stop::Fail(err)
+            });
+        }
+    };
+    ctx.store
+        .shard_stored(
+            &claim,
+            &shard.backup_id,
+            stored.size as i64,
+            &stored.sha256,
+            i64::from(stored.rdb.version),
+            stored.checksum_label(),
+        )
+        .await?;
+    ctx.metrics
+        .transfer_bytes
+        .with_label_values(&[job.destination.as_str()])
+        .inc_by(stored.size);
+    ctx.event(
+        job,
+        "stored",
+        &format!(
+            "{key}: {} bytes, sha256 {}, RDB v{}, checksum {}",
+            stored.size,
+            stored.sha256,
+            stored.rdb.version,
+            stored.checksum_label()
+        ),
+    )
+    .await;
+    Ok(())
+}
+
+/// What the destination holds for one stored shard must be what the journal says: the size,
+/// the checksum where the kind records one, and the manifest beside it.
+async fn check_stored_shard(dest: &Handle, s: &ShardRow) -> Step {
+    let key = s.object_key.clone().unwrap_or_default();
+    let sha = s.sha256.clone().unwrap_or_default();
+    if s.state != "stored" || sha.is_empty() {
+        return Err(Stop::Fail(anyhow!("backup {} was not stored", s.backup_id)));
+    }
+    let Some(found) = dest.stat(&key).await? else {
+        return Err(Stop::Fail(anyhow!("{} is missing", dest.locate(&key))));
+    };
+    let sha_differs = dest.keeps_checksums() && found.sha256.as_deref() != Some(sha.as_str());
+    if found.size as i64 != s.bytes_done || sha_differs {
+        let recorded = found
+            .sha256
+            .as_ref()
+            .map(|m| format!(", sha256 {m:?}"))
+            .unwrap_or_default();
+        return Err(Stop::Fail(anyhow!(
+            "{} holds {} bytes{recorded}; the journal says {} bytes, {sha}",
+            dest.locate(&key),
+            found.size,
+            s.bytes_done
+        )));
+    }
+    let manifest = s.manifest_key.clone().unwrap_or_default();
+    if dest.stat(&manifest).await?.is_none() {
+        return Err(Stop::Fail(anyhow!(
+            "the manifest {} is missing",
+            dest.locate(&manifest)
+        )));
+    }
+    Ok(())
+}
+
 async fn verify(ctx: &Context, job: &JobRow) -> Step {
-    let dest = ctx
-        .config
-        .destinations
-        .get(&job.destination)
-        .ok_or_else(|| {
-            anyhow!(
-                "destination `{}` is no longer in the config",
-                job.destination
-            )
-        })?;
+    let dest = destination_of(ctx, job)?;
     let shards = ctx.store.shards(&job.id).await?;
     let started = ctx.now();
     for s in &shards {
-        let key = s.object_key.clone().unwrap_or_default();
-        let sha = s.sha256.clone().unwrap_or_default();
-        if s.state != "stored" || sha.is_empty() {
-            return Err(Stop::Fail(anyhow!("backup {} was not stored", s.backup_id)));
-        }
-        match &dest.kind {
-            DestinationKind::S3(cfg) => {
-                let client = ctx
-                    .s3
-                    .get(&job.destination)
-                    .ok_or_else(|| anyhow!("no S3 client"))?;
-                let head = client
-                    .head_object()
-                    .bucket(&cfg.bucket)
-                    .key(&key)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        anyhow!(
-                            "HeadObject s3://{}/{key}: {}",
-                            cfg.bucket,
-                            aws_sdk_s3::error::DisplayErrorContext(e)
-                        )
-                    })?;
-                let size = head.content_length().unwrap_or(-1);
-                let meta_sha = head
-                    .metadata()
-                    .and_then(|m| m.get("sha256"))
-                    .cloned()
-                    .unwrap_or_default();
-                if size != s.bytes_done || meta_sha != sha {
-                    return Err(Stop::Fail(anyhow!(
-                        "s3://{}/{key} holds {size} bytes, sha256 {meta_sha:?}; the journal says {} bytes, {sha}",
-                        cfg.bucket,
-                        s.bytes_done
-                    )));
-                }
-                client
-                    .head_object()
-                    .bucket(&cfg.bucket)
-                    .key(s.manifest_key.clone().unwrap_or_default())
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        anyhow!(
-                            "the manifest of {key} is missing: {}",
-                            aws_sdk_s3::error::DisplayErrorContext(e)
-                        )
-                    })?;
-            }
-            DestinationKind::File(f) => {
-                let path = transfer::path_in(&f.path, &key).map_err(|e| Stop::Fail(e.into()))?;
-                let meta = tokio::fs::metadata(&path)
-                    .await
-                    .with_context(|| format!("{} is missing", path.display()))?;
-                if meta.len() as i64 != s.bytes_done {
-                    return Err(Stop::Fail(anyhow!(
-                        "{} holds {} bytes; the journal says {}",
-                        path.display(),
-                        meta.len(),
-                        s.bytes_done
-                    )));
-                }
-                let manifest =
-                    transfer::path_in(&f.path, s.manifest_key.as_deref().unwrap_or_default())
-                        .map_err(|e| Stop::Fail(e.into()))?;
-                tokio::fs::metadata(&manifest)
-                    .await
-                    .with_context(|| format!("the manifest {} is missing", manifest.display()))?;
-            }
-        }
+        check_stored_shard(&dest, s).await?;
     }
     let now = ctx.now();
     let requested_at = job

@@ -5,7 +5,7 @@
 //! Every file is created 0600 and every directory 0700 ([`crate::private_fs`]): a copy holds
 //! all of an instance's data.
 
-use super::{Checker, Error, Manifest, Sink, Stored};
+use crate::transfer::{Checker, Error, Manifest, Sink, Stored};
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncWriteExt as _, BufWriter};
@@ -107,6 +107,7 @@ impl FileSink {
     }
 }
 
+#[async_trait::async_trait]
 impl Sink for FileSink {
     async fn write(&mut self, chunk: Bytes) -> Result<(), Error> {
         let file = self

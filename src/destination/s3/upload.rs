@@ -1,4 +1,4 @@
-//! The S3 sink: multipart upload with bounded parts in flight, or one PUT for a small file.
+//! The S3 upload sink: multipart upload with bounded parts in flight, or one PUT for a small file.
 //!
 //! Nothing is visible until [`Sink::commit`]: the multipart upload is completed only after the
 //! whole stream was verified, and a small file (under one part) is held in memory and PUT only
@@ -7,10 +7,10 @@
 //! server-side self-copy right after completion, before the manifest (the mark of a complete
 //! copy) is written.
 
-use super::{Error, Manifest, Sink, Stored};
 use crate::config::{S3Destination, ServerSideEncryption};
 use crate::store::jobs::Claim;
 use crate::store::{PartRow, Store};
+use crate::transfer::{Error, Manifest, Sink, Stored};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 use bytes::{Bytes, BytesMut};
@@ -40,7 +40,7 @@ fn s3_error<E: std::error::Error + Send + Sync + 'static>(
     what: &str,
     e: aws_sdk_s3::error::SdkError<E>,
 ) -> Error {
-    Error::Destination(crate::destination::sdk_error_text(what, e))
+    Error::Destination(super::sdk_error_text(what, e))
 }
 
 /// Percent-encodes a key for `x-amz-copy-source`, keeping `/`.
@@ -102,6 +102,24 @@ impl S3Sink {
             parts: Vec::new(),
             copy_object_limit: COPY_OBJECT_LIMIT,
         }
+    }
+
+    /// A PutObject of `key` with the destination's storage class and encryption: the one
+    /// builder for the data of a small copy and for every manifest.
+    fn put(
+        &self,
+        key: &str,
+        content_type: &str,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        let (sse, kms) = self.sse();
+        self.client
+            .put_object()
+            .bucket(&self.cfg.bucket)
+            .key(key)
+            .content_type(content_type)
+            .set_storage_class(self.storage_class())
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms)
     }
 
     fn storage_class(&self) -> Option<aws_sdk_s3::types::StorageClass> {
@@ -358,6 +376,7 @@ impl S3Sink {
     }
 }
 
+#[async_trait::async_trait]
 impl Sink for S3Sink {
     async fn write(&mut self, chunk: Bytes) -> Result<(), Error> {
         if !self.inflight.is_empty() {
@@ -385,20 +404,12 @@ impl Sink for S3Sink {
     }
 
     async fn commit(&mut self, stored: &Stored, manifest: &Manifest) -> Result<(), Error> {
-        let (sse, kms) = self.sse();
         if self.upload_id.is_none() {
             // Smaller than one part: the whole, verified file is in memory; one PUT.
             let data = std::mem::take(&mut self.buf).freeze();
-            self.client
-                .put_object()
-                .bucket(&self.cfg.bucket)
-                .key(&self.key)
-                .content_type("application/octet-stream")
+            self.put(&self.key, "application/octet-stream")
                 .content_length(data.len() as i64)
                 .set_metadata(Some(self.metadata(stored)))
-                .set_storage_class(self.storage_class())
-                .set_server_side_encryption(sse.clone())
-                .set_ssekms_key_id(kms.clone())
                 .body(ByteStream::from(data))
                 .send()
                 .await
@@ -482,14 +493,7 @@ impl Sink for S3Sink {
         }
         // cannot fail: the manifest is strings, numbers and times.
         let body = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
-        self.client
-            .put_object()
-            .bucket(&self.cfg.bucket)
-            .key(&self.manifest_key)
-            .content_type("application/json")
-            .set_storage_class(self.storage_class())
-            .set_server_side_encryption(sse)
-            .set_ssekms_key_id(kms)
+        self.put(&self.manifest_key, "application/json")
             .body(ByteStream::from(body))
             .send()
             .await

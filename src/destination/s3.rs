@@ -1,0 +1,333 @@
+//! An S3-compatible bucket as a destination: the client (credentials, region, endpoint), the
+//! object operations behind [`super::Handle`], and the multipart upload sink ([`upload`]).
+//!
+//! Every SDK failure is formatted once, by [`sdk_error_text`]: what was being done and where,
+//! then the service's code and message.
+
+pub mod upload;
+
+use super::{Backend, ObjectInfo, OpenUpload, OpenedSink, Reader, SinkRequest};
+use crate::config::{S3Credentials, S3Destination, credentials};
+use crate::transfer;
+use anyhow::{Context as _, bail};
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, ProvideCredentials as _, Region};
+use std::sync::Arc;
+
+pub use upload::{MAX_PARTS, S3Sink, abort_upload, list_uploads, part_size_for};
+
+/// S3's largest object (5 TiB).
+pub const MAX_OBJECT_SIZE: u64 = crate::config::S3_MAX_OBJECT_SIZE;
+
+/// The credentials of a destination that may not ask the network for them: the environment,
+/// then `AWS_PROFILE` / the shared config files. No web identity, no ECS container endpoint,
+/// no EC2 instance metadata service. Resolved once here so a destination without keys fails at
+/// once, naming what to set, instead of after a metadata-service timeout.
+async fn static_credentials(
+    cfg: &S3Destination,
+) -> anyhow::Result<aws_config::meta::credentials::CredentialsProviderChain> {
+    use aws_config::environment::EnvironmentVariableCredentialsProvider;
+    use aws_config::meta::credentials::CredentialsProviderChain;
+    use aws_config::profile::ProfileFileCredentialsProvider;
+    let chain = CredentialsProviderChain::first_try(
+        "Environment",
+        EnvironmentVariableCredentialsProvider::new(),
+    )
+    .or_else("Profile", ProfileFileCredentialsProvider::builder().build());
+    if let Err(e) = chain.provide_credentials().await {
+        tracing::debug!(destination = %cfg.name, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "no static S3 credentials");
+        bail!(
+            "destination `{name}` (s3://{bucket}/{prefix}): no S3 credentials found; set access_key_id_file and secret_access_key_file on destinations.{name}, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with a profile in ~/.aws/credentials. A destination with its own endpoint never asks the EC2/ECS instance role unless it says `credentials: instance_profile`",
+            name = cfg.name,
+            bucket = cfg.bucket,
+            prefix = cfg.prefix,
+        );
+    }
+    Ok(chain)
+}
+
+/// Builds an S3 client for a destination: its region (else `AWS_REGION`, else `us-east-1`), its
+/// endpoint and addressing style, and its key files if set; else, per its `credentials`, the
+/// environment and profiles only ([`S3Credentials::Static`], the default with an `endpoint`) or
+/// the whole AWS default chain with the instance role ([`S3Credentials::DefaultChain`]).
+///
+/// # Errors
+/// Unreadable or world-readable key files; no static credentials where they are required.
+pub async fn client(cfg: &S3Destination) -> anyhow::Result<aws_sdk_s3::Client> {
+    let region = cfg
+        .region
+        .clone()
+        .or_else(|| std::env::var("AWS_REGION").ok())
+        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+        .unwrap_or_else(|| "us-east-1".into());
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region));
+    if let (Some(id_file), Some(secret_file)) =
+        (&cfg.access_key_id_file, &cfg.secret_access_key_file)
+    {
+        let id = credentials::read_secret_file(id_file).with_context(|| {
+            format!(
+                "destinations.{}.access_key_id_file (bucket {})",
+                cfg.name, cfg.bucket
+            )
+        })?;
+        let secret = credentials::read_secret_file(secret_file).with_context(|| {
+            format!(
+                "destinations.{}.secret_access_key_file (bucket {})",
+                cfg.name, cfg.bucket
+            )
+        })?;
+        loader = loader.credentials_provider(Credentials::new(
+            id,
+            secret,
+            None,
+            None,
+            "rdbvault-config",
+        ));
+    } else if cfg.credentials == S3Credentials::Static {
+        loader = loader.credentials_provider(static_credentials(cfg).await?);
+    }
+    let shared = loader.load().await;
+    let mut builder = aws_sdk_s3::config::Builder::from(&shared).force_path_style(cfg.path_style);
+    if let Some(endpoint) = &cfg.endpoint {
+        builder = builder.endpoint_url(endpoint.as_str().trim_end_matches('/'));
+    }
+    Ok(aws_sdk_s3::Client::from_conf(builder.build()))
+}
+
+/// One S3 SDK failure as text: what was being done and where, then the SDK's error with its
+/// sources (the service's code and message when it answered). The one formatting of S3 errors,
+/// shared by the handles here and the upload sink.
+pub fn sdk_error_text(what: &str, e: impl std::error::Error) -> String {
+    format!("{what}: {}", aws_sdk_s3::error::DisplayErrorContext(e))
+}
+
+/// `s3://bucket/prefix`, with the endpoint when it is not AWS's.
+pub fn describe(cfg: &S3Destination) -> String {
+    let mut text = format!("s3://{}/{}", cfg.bucket, cfg.prefix);
+    if let Some(e) = &cfg.endpoint {
+        text.push_str(&format!(" at {}", e.as_str().trim_end_matches('/')));
+    }
+    text
+}
+
+/// One bucket (and prefix) with its client.
+pub struct Bucket {
+    client: aws_sdk_s3::Client,
+    cfg: Arc<S3Destination>,
+}
+
+impl Bucket {
+    /// # Errors
+    /// See [`client`].
+    pub async fn new(cfg: &S3Destination) -> anyhow::Result<Bucket> {
+        Ok(Bucket {
+            client: client(cfg).await?,
+            cfg: Arc::new(cfg.clone()),
+        })
+    }
+
+    fn fail(&self, action: &str, key: &str, e: impl std::error::Error) -> anyhow::Error {
+        anyhow::anyhow!(sdk_error_text(&format!("{action} {}", self.locate(key)), e))
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for Bucket {
+    fn describe(&self) -> String {
+        describe(&self.cfg)
+    }
+
+    fn key_prefix(&self) -> &str {
+        &self.cfg.prefix
+    }
+
+    fn locate(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.cfg.bucket)
+    }
+
+    fn keeps_checksums(&self) -> bool {
+        true
+    }
+
+    fn largest_object(&self) -> Option<u64> {
+        Some(MAX_OBJECT_SIZE)
+    }
+
+    async fn probe(&self) -> anyhow::Result<String> {
+        probe(&self.client, &self.cfg).await
+    }
+
+    async fn stat(&self, key: &str) -> anyhow::Result<Option<ObjectInfo>> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.cfg.bucket)
+            .key(key)
+            .send()
+            .await;
+        match head {
+            Ok(h) => Ok(Some(ObjectInfo {
+                size: h.content_length().unwrap_or(0).max(0) as u64,
+                sha256: h.metadata().and_then(|m| m.get("sha256")).cloned(),
+            })),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(self.fail("HeadObject", key, e)),
+        }
+    }
+
+    async fn open(&self, key: &str) -> anyhow::Result<Reader> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.cfg.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.fail("GetObject", key, e))?;
+        Ok(Box::new(out.body.into_async_read()))
+    }
+
+    async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.cfg.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.fail("DeleteObject", key, e))?;
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.cfg.bucket)
+                .prefix(format!("{}{prefix}", self.cfg.prefix))
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.fail("ListObjectsV2", &self.cfg.prefix, e))?;
+            keys.extend(
+                out.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(String::from)),
+            );
+            match out.next_continuation_token() {
+                Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(keys)
+    }
+
+    async fn open_sink(&self, req: SinkRequest) -> Result<OpenedSink, transfer::Error> {
+        let mut cfg = (*self.cfg).clone();
+        let mut notes = Vec::new();
+        if let Some(size) = req.expected_size {
+            let part_size = part_size_for(size, cfg.part_size);
+            if part_size != cfg.part_size {
+                notes.push((
+                    "part-size",
+                    format!(
+                        "{} bytes in parts of {} would exceed S3's {} parts; using parts of {}",
+                        size,
+                        crate::config::units::format_size(cfg.part_size),
+                        MAX_PARTS,
+                        crate::config::units::format_size(part_size)
+                    ),
+                ));
+                cfg.part_size = part_size;
+            }
+        }
+        let sink = S3Sink::new(
+            self.client.clone(),
+            Arc::new(cfg),
+            req.key,
+            req.manifest_key,
+            req.backup_id,
+            req.store,
+            req.claim,
+        );
+        Ok(OpenedSink {
+            sink: Box::new(sink),
+            already: transfer::Checker::new(),
+            temp_path: None,
+            // The hash state of a streamed upload is in memory: another process cannot go on.
+            resumable: false,
+            notes,
+        })
+    }
+
+    async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), transfer::Error> {
+        abort_upload(&self.client, &self.cfg.bucket, key, upload_id).await
+    }
+
+    async fn discard_unfinished(&self, _key: &str) {
+        // Unfinished S3 data is an open multipart upload: see `abort_upload`.
+    }
+
+    async fn open_uploads(&self, prefix: &str) -> anyhow::Result<Vec<OpenUpload>> {
+        let out = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.cfg.bucket)
+            .prefix(format!("{}{prefix}", self.cfg.prefix))
+            .send()
+            .await
+            .map_err(|e| self.fail("ListMultipartUploads", &self.cfg.prefix, e))?;
+        Ok(out
+            .uploads()
+            .iter()
+            .filter_map(|u| {
+                Some(OpenUpload {
+                    key: u.key()?.to_string(),
+                    upload_id: u.upload_id()?.to_string(),
+                    started: u
+                        .initiated()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0)),
+                })
+            })
+            .collect())
+    }
+}
+
+async fn probe(client: &aws_sdk_s3::Client, cfg: &S3Destination) -> anyhow::Result<String> {
+    let key = format!(
+        "{}.rdbvault-write-probe-{}",
+        cfg.prefix,
+        uuid::Uuid::new_v4().simple()
+    );
+    client
+        .put_object()
+        .bucket(&cfg.bucket)
+        .key(&key)
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(
+            b"rdbvault write probe; safe to delete\n",
+        ))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", aws_sdk_s3::error::DisplayErrorContext(e)))
+        .with_context(|| {
+            format!(
+                "cannot write to s3://{}/{}: check the bucket exists, the endpoint, and that the credentials allow s3:PutObject",
+                cfg.bucket, cfg.prefix
+            )
+        })?;
+    client
+        .delete_object()
+        .bucket(&cfg.bucket)
+        .key(&key)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", aws_sdk_s3::error::DisplayErrorContext(e)))
+        .with_context(|| {
+            format!(
+                "wrote s3://{}/{key} but cannot delete it: retention needs s3:DeleteObject; remove the probe object by hand",
+                cfg.bucket
+            )
+        })?;
+    Ok("write and delete OK".into())
+}
