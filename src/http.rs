@@ -22,8 +22,6 @@ use axum::routing::get;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-/// A scheduler heartbeat older than this makes `/readyz` fail.
-pub const HEARTBEAT_STALE_SECS: f64 = 30.0;
 /// The longest any request may take before the server gives up with a 503.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Jobs returned by `/v1/jobs` without `limit`.
@@ -164,9 +162,7 @@ async fn readyz(State(s): State<Arc<HttpState>>) -> impl IntoResponse {
     if let Err(e) = s.store.check_writable().await {
         problems.push(format!("state DB is not writable: {e}"));
     }
-    let heartbeat = s.metrics.scheduler_heartbeat.get();
-    let age = crate::clock::wall_now().timestamp_millis() as f64 / 1000.0 - heartbeat;
-    if heartbeat == 0.0 || age > HEARTBEAT_STALE_SECS {
+    if let Some(age) = s.metrics.scheduler_staleness(crate::clock::wall_now()) {
         problems.push(format!("scheduler heartbeat is stale ({age:.0}s old)"));
     }
     let last_api = s

@@ -98,7 +98,19 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
 }
 
+/// A scheduler heartbeat older than this means the scheduler loop is hung: `/readyz` fails
+/// and the systemd watchdog is no longer fed.
+pub const HEARTBEAT_STALE_SECS: f64 = 30.0;
+
 impl Metrics {
+    /// `None` while the scheduler loop beats; else the age in seconds of its last beat (since
+    /// the epoch when it never beat). The one liveness rule of `/readyz` and the watchdog.
+    pub fn scheduler_staleness(&self, now: chrono::DateTime<chrono::Utc>) -> Option<f64> {
+        let beat = self.scheduler_heartbeat.get();
+        let age = now.timestamp_millis() as f64 / 1000.0 - beat;
+        (beat <= 0.0 || age > HEARTBEAT_STALE_SECS).then_some(age)
+    }
+
     /// Creates every metric and registers it in `registry`.
     ///
     /// # Errors
