@@ -9,6 +9,7 @@
 pub mod action;
 pub mod client;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod retry;
 pub mod sign;

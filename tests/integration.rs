@@ -21,6 +21,7 @@ mod integration {
     mod fetch;
     mod hostile;
     mod http_api;
+    mod layers;
     mod online;
     mod operations;
     mod paths;

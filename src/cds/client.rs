@@ -7,7 +7,7 @@ use super::retry::RetryPolicy;
 use super::sign::{self, Method, SigningInput};
 use super::{Action, Error, ErrorKind, ParamType};
 use crate::clock::SharedClock;
-use crate::metrics::ApiMetrics;
+use super::metrics::ApiMetrics;
 use crate::secret::Secret;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashMap};

@@ -1,7 +1,7 @@
 //! `backup-now`: one job per instance a policy selects, run in the foreground with progress bars.
 
 use super::format::{duration_of, human_bytes, progress_label};
-use crate::app::Failure;
+use crate::failure::Failure;
 use crate::config::Config;
 use crate::runner::Outcome;
 use crate::store::jobs::Inserted;

@@ -1,7 +1,7 @@
 //! `demo`: the simulator, a throwaway state DB and directory, and the daemon, with a live log.
 
 use super::format::{human_bytes, local};
-use crate::app::Failure;
+use crate::failure::Failure;
 use crate::config;
 use crate::job::State;
 use anyhow::Context as _;

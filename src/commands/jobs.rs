@@ -3,7 +3,7 @@
 
 use super::format::{duration_of, human_bytes, local};
 use super::open_for_reading;
-use crate::app::Failure;
+use crate::failure::Failure;
 use crate::cli::{JobsArgs, JobsCommand};
 use crate::config::Config;
 use crate::job::State;

@@ -28,7 +28,7 @@ pub use jobs::jobs;
 pub use prune::prune;
 pub use verify::verify;
 
-use crate::app::Failure;
+use crate::failure::Failure;
 use crate::config::{self, Config};
 use crate::store::Store;
 

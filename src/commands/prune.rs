@@ -1,7 +1,7 @@
 //! `prune [--policy P] [--dry-run]`.
 
 use super::policies_named;
-use crate::app::Failure;
+use crate::failure::Failure;
 use crate::config::Config;
 use crate::prune::Mode;
 use std::sync::Arc;

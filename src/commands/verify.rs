@@ -1,6 +1,6 @@
 //! `verify [ID ...] [--all]`: re-reads stored copies ([`crate::verify::verify_copies`]).
 
-use crate::app::Failure;
+use crate::failure::Failure;
 use crate::config::Config;
 use crate::store::Store;
 
