@@ -1,12 +1,29 @@
 //! Download URLs and resumable body streams from the provider's download host.
+//!
+//! [`Downloader::stream_into`] is a retry loop over connections. Each connection goes through
+//! four steps, one function each, so that every decision in them can be tested with plain
+//! values (a status, headers, byte counts, times) rather than a live download host:
+//! 1. pick a URL from a `DownloadBackup` answer (here: `choose_url`);
+//! 2. send the request, following at most [`MAX_REDIRECTS`] redirects ([`check_redirect`]);
+//! 3. classify the answer by its status and headers (`answer`);
+//! 4. pump the body into the sink, within the announced size, the deadline and the minimum
+//!    rate (`pump`, with the rate measured in `rate`).
+//!
+//! A connection that fails counts against `MAX_ATTEMPTS_WITHOUT_PROGRESS` only when it brought
+//! no progress, so a long download over a flaky link goes on as long as bytes keep coming.
+
+mod answer;
+mod pump;
+mod rate;
 
 use super::{Checker, Error, ShardSource, Sink};
 use crate::cds;
+use crate::cds::model::BackupDownload;
+use crate::clock::Clock;
 use crate::config::DownloadRoute;
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
-use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Consecutive attempts without a single new byte before a download is given up.
 const MAX_ATTEMPTS_WITHOUT_PROGRESS: u32 = 8;
@@ -55,70 +72,6 @@ impl RateGuard {
             crate::config::units::format_size(self.min_bytes_per_second),
             crate::config::units::format_duration(self.window)
         )
-    }
-}
-
-/// Bytes received on one connection in slices of the window, so the rate over the last window
-/// is known in constant memory.
-struct RateMeter {
-    guard: RateGuard,
-    started: Instant,
-    slice: Duration,
-    /// (slice start, bytes), oldest first.
-    slices: VecDeque<(Instant, u64)>,
-}
-
-impl RateMeter {
-    fn new(guard: RateGuard, now: Instant) -> Self {
-        RateMeter {
-            guard,
-            started: now,
-            slice: (guard.window / 8).max(Duration::from_millis(10)),
-            slices: VecDeque::new(),
-        }
-    }
-
-    fn record(&mut self, now: Instant, bytes: u64) {
-        match self.slices.back_mut() {
-            Some((start, n)) if now.saturating_duration_since(*start) < self.slice => *n += bytes,
-            _ => self.slices.push_back((now, bytes)),
-        }
-        self.forget(now);
-    }
-
-    /// Leaves `span` out of the measurement: time spent waiting for our own destination is not
-    /// the download host's slowness.
-    fn exclude(&mut self, span: Duration) {
-        self.started += span;
-        for (start, _) in &mut self.slices {
-            *start += span;
-        }
-    }
-
-    /// Drops slices that lie wholly before the window (one that overlaps it still counts, so
-    /// the estimate errs towards keeping the connection).
-    fn forget(&mut self, now: Instant) {
-        let keep = self.guard.window + self.slice;
-        while self
-            .slices
-            .front()
-            .is_some_and(|(start, _)| now.saturating_duration_since(*start) >= keep)
-        {
-            self.slices.pop_front();
-        }
-    }
-
-    /// The bytes of the last window, if the connection has been open a whole window and that is
-    /// below the minimum rate.
-    fn stalled(&mut self, now: Instant) -> Option<u64> {
-        if self.guard.min_bytes_per_second == 0
-            || now.saturating_duration_since(self.started) < self.guard.window
-        {
-            return None;
-        }
-        self.forget(now);
-        let got: u64 = self.slices.iter().map(|(_, n)| n).sum();
-        (got < self.guard.bytes_per_window()).then_some(got)
     }
 }
 
@@ -179,6 +132,90 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Past `deadline` by `clock`: the job's completion window is over. Checked before every
+/// connection and after every chunk, with the injected clock so tests can move time.
+fn check_deadline(clock: &dyn Clock, deadline: DateTime<Utc>) -> Result<(), Error> {
+    if clock.now() > deadline {
+        return Err(Error::Deadline);
+    }
+    Ok(())
+}
+
+/// What the retry loop remembers between connections.
+struct Tries {
+    /// Attempts in a row that brought no progress.
+    failures: u32,
+    /// Why the last attempt failed, for the message when the download is given up.
+    last_problem: String,
+    /// The public URL rather than the intranet one.
+    use_public: bool,
+    /// A `DownloadBackup` answer not used yet (only the first connection has one).
+    fresh_urls: Option<BackupDownload>,
+}
+
+impl Tries {
+    fn new(src: &ShardSource) -> Self {
+        Tries {
+            failures: 0,
+            last_problem: String::new(),
+            use_public: src.route == DownloadRoute::Public,
+            fresh_urls: src.fresh_urls.clone(),
+        }
+    }
+
+    /// Counts one failed attempt and remembers why; returns how many failed in a row.
+    fn fail(&mut self, problem: String) -> u32 {
+        self.failures += 1;
+        self.last_problem = problem;
+        self.failures
+    }
+
+    /// Gives up after [`MAX_ATTEMPTS_WITHOUT_PROGRESS`] failed attempts in a row, naming the
+    /// byte reached and the last problem.
+    fn check_budget(&self, at_byte: u64) -> Result<(), Error> {
+        if self.failures >= MAX_ATTEMPTS_WITHOUT_PROGRESS {
+            return Err(Error::Download(format!(
+                "gave up after {} attempts without progress at byte {at_byte}: {}",
+                self.failures, self.last_problem
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Which URL of a `DownloadBackup` answer to use.
+#[derive(Debug, PartialEq, Eq)]
+enum UrlChoice {
+    Use(String),
+    /// The intranet URL is missing and the route allows the public one: switch, ask again.
+    SwitchToPublic,
+}
+
+/// The public or the intranet URL of `info`, per the route and whether the route already fell
+/// back to public. An empty URL is the provider saying it has none for that network.
+fn choose_url(
+    src: &ShardSource,
+    use_public: bool,
+    info: &BackupDownload,
+) -> Result<UrlChoice, Error> {
+    let url = if use_public {
+        &info.backup_download_url
+    } else {
+        &info.backup_intranet_download_url
+    };
+    if !url.is_empty() {
+        return Ok(UrlChoice::Use(url.clone()));
+    }
+    if src.route == DownloadRoute::Auto && !use_public {
+        return Ok(UrlChoice::SwitchToPublic);
+    }
+    Err(Error::Download(format!(
+        "DownloadBackup gave no {} URL for backup {}",
+        if use_public { "public" } else { "intranet" },
+        src.backup_id
+    )))
+}
+
 impl Downloader {
     /// # Errors
     /// The TLS stack cannot be initialised.
@@ -227,253 +264,86 @@ impl Downloader {
         cancel: &tokio_util::sync::CancellationToken,
         deadline: DateTime<Utc>,
     ) -> Result<(), Error> {
-        let mut failures = 0u32;
-        let mut last_problem = String::new();
-        let mut use_public = src.route == DownloadRoute::Public;
-        let mut fresh_urls = src.fresh_urls.clone();
+        let call = pump::Call {
+            src,
+            guard: self.guard,
+            clock: self.cds.clock().as_ref(),
+            progress,
+            cancel,
+            deadline,
+        };
+        let mut tries = Tries::new(src);
         loop {
             if cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            if self.cds.clock().now() > deadline {
-                return Err(Error::Deadline);
-            }
-            if failures >= MAX_ATTEMPTS_WITHOUT_PROGRESS {
-                return Err(Error::Download(format!(
-                    "gave up after {failures} attempts without progress at byte {}: {last_problem}",
-                    checker.bytes()
-                )));
-            }
-            if failures > 0 {
-                self.backoff(failures, cancel).await?;
+            check_deadline(call.clock, deadline)?;
+            tries.check_budget(checker.bytes())?;
+            if tries.failures > 0 {
+                self.backoff(tries.failures, cancel).await?;
             }
             let offset = checker.bytes();
             if src.expected_size == Some(offset) && offset > 0 {
                 return Ok(());
             }
-            // A fresh URL for every connection: they expire.
-            let fetched = match fresh_urls.take() {
-                Some(info) => Ok(info),
-                None => {
-                    self.cds
-                        .download_backup(&src.instance_uuid, &src.backup_id)
-                        .await
-                }
+            let Some(url) = self.pick_url(src, &mut tries).await? else {
+                continue;
             };
-            let info = match fetched {
-                Ok(info) => info,
-                Err(e) if e.is_retryable() => {
-                    failures += 1;
-                    last_problem = e.to_string();
-                    continue;
-                }
-                Err(e) => return Err(Error::Download(e.to_string())),
+            let Some((response, skip)) =
+                self.connect(src, &url, offset, &mut tries, cancel).await?
+            else {
+                continue;
             };
-            let url = if use_public {
-                info.backup_download_url.clone()
-            } else {
-                info.backup_intranet_download_url.clone()
-            };
-            if url.is_empty() {
-                if src.route == DownloadRoute::Auto && !use_public {
-                    use_public = true;
-                    continue;
-                }
-                return Err(Error::Download(format!(
-                    "DownloadBackup gave no {} URL for backup {}",
-                    if use_public { "public" } else { "intranet" },
-                    src.backup_id
-                )));
-            }
-            let mut request = self.http.get(&url);
-            if offset > 0 {
-                request = request.header(reqwest::header::RANGE, format!("bytes={offset}-"));
-            }
-            let response = tokio::select! {
-                _ = cancel.cancelled() => return Err(Error::Cancelled),
-                r = request.send() => r,
-            };
-            let response = match response {
-                Ok(r) => r,
-                Err(e) => {
-                    let e = e.without_url();
-                    if e.is_redirect() {
-                        // Our redirect policy said no: asking again gets the same answer.
-                        return Err(Error::Download(format!(
-                            "download host {}: {}",
-                            redact_url(&url),
-                            error_chain(&e)
-                        )));
-                    }
-                    if src.route == DownloadRoute::Auto
-                        && !use_public
-                        && (e.is_connect() || e.is_timeout())
-                    {
-                        tracing::warn!(backup_id = %src.backup_id, error = %e, "intranet download URL unreachable; switching to the public URL");
-                        use_public = true;
-                        continue;
-                    }
-                    failures += 1;
-                    last_problem = format!("cannot connect to {}: {e}", redact_url(&url));
-                    tracing::warn!(backup_id = %src.backup_id, attempt = failures, problem = %last_problem, "download attempt failed");
-                    continue;
-                }
-            };
-            let status = response.status().as_u16();
-            let mut skip = 0u64;
-            match status {
-                200 => skip = offset, // the host ignored Range: drop what we already have
-                206 => {
-                    let start = response
-                        .headers()
-                        .get(reqwest::header::CONTENT_RANGE)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.strip_prefix("bytes "))
-                        .and_then(|v| v.split('-').next())
-                        .and_then(|v| v.parse::<u64>().ok());
-                    if start != Some(offset) {
-                        failures += 1;
-                        last_problem = format!(
-                            "asked for bytes from {offset}, got Content-Range starting at {start:?}"
-                        );
-                        continue;
+            let body = response
+                .bytes_stream()
+                .map(|r| r.map_err(reqwest::Error::without_url));
+            match pump::pump(&call, body, skip, checker, sink).await? {
+                pump::End::Complete => return Ok(()),
+                pump::End::Interrupted {
+                    problem,
+                    got,
+                    stalled,
+                } => {
+                    tries.last_problem = problem;
+                    if rate::made_progress(self.guard, got, stalled) {
+                        tries.failures = 0;
+                    } else {
+                        tries.failures += 1;
                     }
                 }
-                403 | 404 | 410 => {
-                    failures += 1;
-                    last_problem = format!(
-                        "download host answered HTTP {status} for {} (expired URL?)",
-                        redact_url(&url)
-                    );
-                    tracing::warn!(backup_id = %src.backup_id, status, "download URL refused; asking DownloadBackup for a fresh one");
-                    continue;
-                }
-                408 | 429 | 500..=599 => {
-                    failures += 1;
-                    last_problem = format!("download host answered HTTP {status}");
-                    tracing::warn!(backup_id = %src.backup_id, status, attempt = failures, "download host error; retrying");
-                    continue;
-                }
-                300..=399 => {
-                    // reqwest hands back a redirect it will not follow (a scheme it does not
-                    // speak): say where it pointed and why that is refused.
-                    let target = response
-                        .headers()
-                        .get(reqwest::header::LOCATION)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| response.url().join(v).ok());
-                    let why = match &target {
-                        Some(t) => check_redirect(&[response.url().clone()], t)
-                            .err()
-                            .unwrap_or_else(|| {
-                                format!("refused a redirect to {}", redact_url(t.as_str()))
-                            }),
-                        None => "a redirect without a usable Location".into(),
-                    };
-                    return Err(Error::Download(format!(
-                        "download host {} answered HTTP {status}: {why}",
-                        redact_url(&url)
-                    )));
-                }
-                other => {
-                    return Err(Error::Download(format!(
-                        "download host answered HTTP {other} for {}",
-                        redact_url(&url)
-                    )));
-                }
             }
+        }
+    }
 
-            let mut body = response.bytes_stream();
-            let before = checker.bytes();
-            let mut meter = RateMeter::new(self.guard, Instant::now());
-            let mut tick = tokio::time::interval(meter.slice);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut stalled = false;
-            loop {
-                let next = tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => return Err(Error::Cancelled),
-                    n = body.next() => n,
-                    _ = tick.tick() => {
-                        if let Some(got) = meter.stalled(Instant::now()) {
-                            stalled = true;
-                            last_problem = format!(
-                                "download stalled at byte {}: {} in the last {}, below {}",
-                                checker.bytes(),
-                                crate::config::units::format_size(got),
-                                crate::config::units::format_duration(self.guard.window),
-                                self.guard.describe()
-                            );
-                            tracing::warn!(backup_id = %src.backup_id, problem = %last_problem, "download too slow; dropping the connection and resuming with Range");
-                            break;
-                        }
-                        continue;
-                    }
-                };
-                match next {
-                    Some(Ok(mut chunk)) => {
-                        // Skipped bytes count too: the host is sending, only not what we need.
-                        meter.record(Instant::now(), chunk.len() as u64);
-                        if skip > 0 {
-                            let drop = (skip as usize).min(chunk.len());
-                            let _ = chunk.split_to(drop);
-                            skip -= drop as u64;
-                            if chunk.is_empty() {
-                                continue;
-                            }
-                        }
-                        // Never more than announced (or, unannounced, than max_backup_size):
-                        // a longer body is an error, not a bigger file.
-                        let bound = src.expected_size.unwrap_or(src.max_size);
-                        if checker.bytes() + chunk.len() as u64 > bound {
-                            return Err(Error::Verification(match src.expected_size {
-                                Some(expected) => format!(
-                                    "the download is longer than the provider's BackupSize ({expected} bytes)"
-                                ),
-                                None => format!(
-                                    "the provider announced no BackupSize and the download passed limits.max_backup_size ({bound} bytes)"
-                                ),
-                            }));
-                        }
-                        checker.update(&chunk);
-                        let writing = Instant::now();
-                        sink.write(chunk).await?;
-                        meter.exclude(writing.elapsed());
-                        progress(checker.bytes());
-                        if self.cds.clock().now() > deadline {
-                            return Err(Error::Deadline);
-                        }
-                    }
-                    Some(Err(e)) => {
-                        last_problem = format!(
-                            "connection broken at byte {}: {}",
-                            checker.bytes(),
-                            e.without_url()
-                        );
-                        tracing::warn!(backup_id = %src.backup_id, problem = %last_problem, "download interrupted; resuming with Range");
-                        break;
-                    }
-                    None => {
-                        if src.expected_size.is_none_or(|e| checker.bytes() >= e) {
-                            return Ok(());
-                        }
-                        last_problem = format!(
-                            "body ended at byte {} of {}",
-                            checker.bytes(),
-                            src.expected_size.unwrap_or_default()
-                        );
-                        tracing::warn!(backup_id = %src.backup_id, problem = %last_problem, "download ended early; resuming with Range");
-                        break;
-                    }
-                }
+    /// The URL for the next connection, or `None` to go round the loop again (a failed
+    /// `DownloadBackup` counted in `tries`, or a switch to the public route).
+    async fn pick_url(
+        &self,
+        src: &ShardSource,
+        tries: &mut Tries,
+    ) -> Result<Option<String>, Error> {
+        // A fresh URL for every connection: they expire.
+        let fetched = match tries.fresh_urls.take() {
+            Some(info) => Ok(info),
+            None => {
+                self.cds
+                    .download_backup(&src.instance_uuid, &src.backup_id)
+                    .await
             }
-            // A stalled connection that brought less than a window's worth is no progress, or
-            // a host that trickles would be retried forever.
-            let got = checker.bytes() - before;
-            if got > 0 && !(stalled && got < self.guard.bytes_per_window()) {
-                failures = 0;
-            } else {
-                failures += 1;
+        };
+        let info = match fetched {
+            Ok(info) => info,
+            Err(e) if e.is_retryable() => {
+                tries.fail(e.to_string());
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::Download(e.to_string())),
+        };
+        match choose_url(src, tries.use_public, &info)? {
+            UrlChoice::Use(url) => Ok(Some(url)),
+            UrlChoice::SwitchToPublic => {
+                tries.use_public = true;
+                Ok(None)
             }
         }
     }
@@ -482,9 +352,29 @@ impl Downloader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
 
     fn u(s: &str) -> url::Url {
         s.parse().unwrap()
+    }
+
+    fn source(route: DownloadRoute) -> ShardSource {
+        ShardSource {
+            instance_uuid: "5d74bb81-0473-464d-b15b-0ae418619248".into(),
+            backup_id: "b1".into(),
+            expected_size: Some(100),
+            max_size: 1 << 30,
+            route,
+            fresh_urls: None,
+        }
+    }
+
+    fn answer(public: &str, intranet: &str) -> BackupDownload {
+        BackupDownload {
+            backup_download_url: public.into(),
+            backup_intranet_download_url: intranet.into(),
+            ..BackupDownload::default()
+        }
     }
 
     #[test]
@@ -521,47 +411,34 @@ mod tests {
     }
 
     #[test]
-    fn the_rate_meter_flags_a_trickle_but_not_a_steady_or_paused_stream() {
-        let guard = RateGuard {
-            min_bytes_per_second: 1000,
-            window: Duration::from_secs(10),
-        };
-        let t0 = Instant::now();
-        let s = Duration::from_secs;
-        // Steady at 2000 B/s: never stalled.
-        let mut m = RateMeter::new(guard, t0);
-        for i in 1..=30 {
-            m.record(t0 + s(i), 2000);
-            assert_eq!(m.stalled(t0 + s(i)), None, "second {i}");
-        }
-        // One byte every 5 s: stalled once a whole window has passed, not before.
-        let mut m = RateMeter::new(guard, t0);
-        m.record(t0 + s(5), 1);
-        assert_eq!(m.stalled(t0 + s(9)), None, "too early to judge");
-        m.record(t0 + s(10), 1);
-        assert_eq!(m.stalled(t0 + s(10)), Some(2));
-        // A fast start does not excuse a stall later.
-        let mut m = RateMeter::new(guard, t0);
-        m.record(t0 + s(1), 1_000_000);
-        assert_eq!(m.stalled(t0 + s(5)), None);
-        assert_eq!(m.stalled(t0 + s(30)), Some(0));
-        // Time spent writing to the destination is left out.
-        let mut m = RateMeter::new(guard, t0);
-        m.record(t0 + s(1), 12_000);
-        m.exclude(s(20));
-        assert_eq!(m.stalled(t0 + s(30)), None);
-        let mut m = RateMeter::new(guard, t0);
-        m.record(t0 + s(1), 12_000);
-        assert_eq!(m.stalled(t0 + s(30)), Some(0), "the same without the pause");
-        // 0 turns the check off.
-        let mut m = RateMeter::new(
-            RateGuard {
-                min_bytes_per_second: 0,
-                ..guard
-            },
-            t0,
+    fn a_redirect_from_https_down_to_http_is_refused_even_later_in_the_chain() {
+        let first = [u("https://dl.example.com/b.rdb")];
+        let err = check_redirect(&first, &u("http://dl.example.com/b.rdb")).unwrap_err();
+        assert_eq!(
+            err,
+            "refused a redirect from https down to http (http://dl.example.com/b.rdb)"
         );
-        assert_eq!(m.stalled(t0 + s(100)), None);
+        let later = [u("https://a/"), u("https://b/"), u("https://c/")];
+        assert!(check_redirect(&later, &u("http://d/")).is_err());
+        // Up again is fine.
+        assert!(check_redirect(&[u("http://a/")], &u("https://b/")).is_ok());
+    }
+
+    #[test]
+    fn the_fourth_hop_is_refused_whatever_the_scheme() {
+        let hops: Vec<url::Url> = ["https://a/", "https://b/", "https://c/", "https://d/"]
+            .into_iter()
+            .map(u)
+            .collect();
+        assert!(
+            check_redirect(&hops[..3], &u("https://x/")).is_ok(),
+            "third"
+        );
+        let err = check_redirect(&hops, &u("https://x/")).unwrap_err();
+        assert_eq!(
+            err,
+            "refused a redirect to https://x/: more than 3 redirects"
+        );
     }
 
     #[test]
@@ -570,5 +447,87 @@ mod tests {
             redact_url("http://127.0.0.1:9751/_download/b.rdb?Expires=1&Signature=secret-token");
         assert_eq!(r, "http://127.0.0.1/_download/b.rdb (port 9751)");
         assert!(!r.contains("secret-token"));
+        assert_eq!(redact_url("not a url"), "<unparsable URL>");
+    }
+
+    #[test]
+    fn the_route_picks_the_url() {
+        let both = answer("https://pub/b.rdb", "http://intra/b.rdb");
+        let pick = |route, public| choose_url(&source(route), public, &both).unwrap();
+        assert_eq!(
+            pick(DownloadRoute::Public, true),
+            UrlChoice::Use("https://pub/b.rdb".into())
+        );
+        assert_eq!(
+            pick(DownloadRoute::Intranet, false),
+            UrlChoice::Use("http://intra/b.rdb".into())
+        );
+        assert_eq!(
+            pick(DownloadRoute::Auto, false),
+            UrlChoice::Use("http://intra/b.rdb".into()),
+            "auto tries the intranet first"
+        );
+        assert_eq!(
+            pick(DownloadRoute::Auto, true),
+            UrlChoice::Use("https://pub/b.rdb".into()),
+            "once switched, public"
+        );
+        assert!(Tries::new(&source(DownloadRoute::Public)).use_public);
+        assert!(!Tries::new(&source(DownloadRoute::Auto)).use_public);
+    }
+
+    #[test]
+    fn a_missing_url_switches_auto_to_public_and_fails_the_others() {
+        let no_intranet = answer("https://pub/b.rdb", "");
+        assert_eq!(
+            choose_url(&source(DownloadRoute::Auto), false, &no_intranet).unwrap(),
+            UrlChoice::SwitchToPublic
+        );
+        let err = choose_url(&source(DownloadRoute::Intranet), false, &no_intranet).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "download failed: DownloadBackup gave no intranet URL for backup b1"
+        );
+        let none = answer("", "");
+        let err = choose_url(&source(DownloadRoute::Auto), true, &none).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "download failed: DownloadBackup gave no public URL for backup b1"
+        );
+        assert!(choose_url(&source(DownloadRoute::Public), true, &none).is_err());
+    }
+
+    #[test]
+    fn the_deadline_passes_by_the_injected_clock() {
+        let deadline = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let clock = ManualClock::new(deadline - chrono::Duration::seconds(1));
+        assert!(check_deadline(&clock, deadline).is_ok());
+        clock.advance(chrono::Duration::seconds(1));
+        assert!(
+            check_deadline(&clock, deadline).is_ok(),
+            "at it is not past it"
+        );
+        clock.advance(chrono::Duration::milliseconds(1));
+        assert!(matches!(
+            check_deadline(&clock, deadline),
+            Err(Error::Deadline)
+        ));
+    }
+
+    #[test]
+    fn attempts_without_progress_are_given_up_naming_the_last_problem() {
+        let mut tries = Tries::new(&source(DownloadRoute::Public));
+        for n in 1..MAX_ATTEMPTS_WITHOUT_PROGRESS {
+            assert_eq!(tries.fail(format!("problem {n}")), n);
+            assert!(tries.check_budget(10).is_ok(), "attempt {n}");
+        }
+        tries.fail("HTTP 503".into());
+        let err = tries.check_budget(10).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "download failed: gave up after 8 attempts without progress at byte 10: HTTP 503"
+        );
     }
 }
