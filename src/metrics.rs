@@ -16,7 +16,6 @@ const PHASE_BUCKETS: &[f64] = &[
     28800.0, 43200.0,
 ];
 
-
 /// All of rdbvault's metrics.
 #[derive(Clone, Debug)]
 pub struct Metrics {

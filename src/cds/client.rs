@@ -1,5 +1,6 @@
 //! The signed HTTP client: one `reqwest::Client`, one call per action, retries, metrics.
 
+use super::metrics::ApiMetrics;
 use super::model::{
     Backup, BackupDownload, CreatedInstances, DbConfigCatalog, Envelope, Instance, Region, TaskRef,
 };
@@ -7,7 +8,6 @@ use super::retry::RetryPolicy;
 use super::sign::{self, Method, SigningInput};
 use super::{Action, Error, ErrorKind, ParamType};
 use crate::clock::SharedClock;
-use super::metrics::ApiMetrics;
 use crate::secret::Secret;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashMap};

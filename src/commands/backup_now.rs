@@ -1,8 +1,8 @@
 //! `backup-now`: one job per instance a policy selects, run in the foreground with progress bars.
 
 use super::format::{duration_of, human_bytes, progress_label};
-use crate::failure::Failure;
 use crate::config::Config;
+use crate::failure::Failure;
 use crate::runner::Outcome;
 use crate::store::jobs::Inserted;
 use std::io::IsTerminal as _;

@@ -2,8 +2,8 @@
 //! `backups pin|unpin`; the inventory's JSON, which `GET /v1/backups` serves too.
 
 use super::{open_for_reading, policies_named};
-use crate::failure::Failure;
 use crate::config::Config;
+use crate::failure::Failure;
 use crate::store::Store;
 use crate::views::{CopyCheck, inventory, inventory_json, set_checks};
 use std::sync::Arc;

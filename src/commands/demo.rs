@@ -1,8 +1,8 @@
 //! `demo`: the simulator, a throwaway state DB and directory, and the daemon, with a live log.
 
 use super::format::{human_bytes, local};
-use crate::failure::Failure;
 use crate::config;
+use crate::failure::Failure;
 use crate::job::State;
 use anyhow::Context as _;
 use std::sync::Arc;

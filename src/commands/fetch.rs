@@ -1,8 +1,8 @@
 //! `fetch`: a stored copy back to a local file, verified on the way, nothing left behind on failure.
 
 use super::open_for_reading;
-use crate::failure::Failure;
 use crate::config::Config;
+use crate::failure::Failure;
 use anyhow::Context as _;
 use std::io::IsTerminal as _;
 

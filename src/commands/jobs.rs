@@ -3,9 +3,9 @@
 
 use super::format::{duration_of, human_bytes, local};
 use super::open_for_reading;
-use crate::failure::Failure;
 use crate::cli::{JobsArgs, JobsCommand};
 use crate::config::Config;
+use crate::failure::Failure;
 use crate::job::State;
 use crate::views::{JobDetail, job_checks, jobs_json, state_label};
 

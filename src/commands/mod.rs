@@ -28,8 +28,8 @@ pub use jobs::jobs;
 pub use prune::prune;
 pub use verify::verify;
 
-use crate::failure::Failure;
 use crate::config::{self, Config};
+use crate::failure::Failure;
 use crate::store::Store;
 
 // Shared by `jobs`, `backups` and `fetch`.

@@ -1,8 +1,8 @@
 //! `prune [--policy P] [--dry-run]`.
 
 use super::policies_named;
-use crate::failure::Failure;
 use crate::config::Config;
+use crate::failure::Failure;
 use crate::prune::Mode;
 use std::sync::Arc;
 

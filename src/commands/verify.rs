@@ -1,7 +1,7 @@
 //! `verify [ID ...] [--all]`: re-reads stored copies ([`crate::verify::verify_copies`]).
 
-use crate::failure::Failure;
 use crate::config::Config;
+use crate::failure::Failure;
 use crate::store::Store;
 
 /// `verify [ID ...] [--all]`.

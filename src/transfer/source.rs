@@ -52,8 +52,8 @@ pub struct RateGuard {
 impl Default for RateGuard {
     fn default() -> Self {
         RateGuard {
-            min_bytes_per_second: 16 << 10,
-            window: Duration::from_secs(60),
+            min_bytes_per_second: crate::config::DEFAULT_DOWNLOAD_MIN_RATE,
+            window: crate::config::DEFAULT_DOWNLOAD_RATE_WINDOW,
         }
     }
 }

@@ -65,7 +65,12 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// The top-level module a file belongs to: `src/prune/plan.rs` → `prune`.
 fn top_module(file: &Path) -> String {
     let rel = file.strip_prefix(src()).unwrap();
-    let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+    let first = rel
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy();
     first.trim_end_matches(".rs").to_string()
 }
 
@@ -177,9 +182,9 @@ fn function_lengths(text: &str) -> Vec<(String, usize, usize)> {
 fn fn_name(line: &str) -> Option<String> {
     let words: Vec<&str> = line.split_whitespace().collect();
     let at = words.iter().position(|w| *w == "fn")?;
-    let before_ok = words[..at].iter().all(|w| {
-        matches!(*w, "pub" | "async" | "const" | "unsafe") || w.starts_with("pub(")
-    });
+    let before_ok = words[..at]
+        .iter()
+        .all(|w| matches!(*w, "pub" | "async" | "const" | "unsafe") || w.starts_with("pub("));
     let name: String = words
         .get(at + 1)?
         .chars()
@@ -249,5 +254,8 @@ fn the_function_length_check_measures_what_it_claims() {
         found,
         vec![("a".to_string(), 1, 4), ("c".to_string(), 6, 4)]
     );
-    assert_eq!(crate_paths("use crate::store::ms;\n// crate::app\nlet x = crate::clock::wall_now();"), vec!["store", "clock"]);
+    assert_eq!(
+        crate_paths("use crate::store::ms;\n// crate::app\nlet x = crate::clock::wall_now();"),
+        vec!["store", "clock"]
+    );
 }
