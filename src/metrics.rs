@@ -61,162 +61,25 @@ impl Metrics {
     pub fn register(registry: Registry) -> prometheus::Result<Self> {
         let api = ApiMetrics::register(&registry)?;
         let r = &registry;
+        // One metric per line: the table of what rdbvault exports.
+        #[rustfmt::skip]
         let m = Metrics {
-            backup_runs: reg(
-                r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "rdbvault_backup_runs_total",
-                        "Backup jobs finished, by result (success, failure, missed)",
-                    ),
-                    &["policy", "instance", "result"],
-                )?,
-            )?,
-            backup_last_success: reg(
-                r,
-                GaugeVec::new(
-                    Opts::new(
-                        "rdbvault_backup_last_success_timestamp_seconds",
-                        "When the last verified copy of this instance was stored (Unix time)",
-                    ),
-                    &["policy", "instance"],
-                )?,
-            )?,
-            backup_last_attempt: reg(
-                r,
-                GaugeVec::new(
-                    Opts::new(
-                        "rdbvault_backup_last_attempt_timestamp_seconds",
-                        "When the last backup job of this instance ended, whatever its result",
-                    ),
-                    &["policy", "instance"],
-                )?,
-            )?,
-            backup_last_size: reg(
-                r,
-                GaugeVec::new(
-                    Opts::new(
-                        "rdbvault_backup_last_size_bytes",
-                        "Size of the last stored copy (all shards)",
-                    ),
-                    &["policy", "instance"],
-                )?,
-            )?,
-            phase_duration: reg(
-                r,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "rdbvault_backup_phase_duration_seconds",
-                        "Duration of backup phases (snapshot, transfer, verify, total)",
-                    )
-                    .buckets(PHASE_BUCKETS.to_vec()),
-                    &["policy", "phase"],
-                )?,
-            )?,
-            transfer_bytes: reg(
-                r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "rdbvault_transfer_bytes_total",
-                        "Bytes written to each destination",
-                    ),
-                    &["destination"],
-                )?,
-            )?,
-            schedule_next_run: reg(
-                r,
-                GaugeVec::new(
-                    Opts::new(
-                        "rdbvault_schedule_next_run_timestamp_seconds",
-                        "Next due time of the policy's schedule (Unix time)",
-                    ),
-                    &["policy"],
-                )?,
-            )?,
-            schedule_expected_interval: reg(
-                r,
-                GaugeVec::new(
-                    Opts::new(
-                        "rdbvault_schedule_expected_interval_seconds",
-                        "Longest gap between consecutive runs of the policy's schedule",
-                    ),
-                    &["policy"],
-                )?,
-            )?,
-            jobs: reg(
-                r,
-                IntGaugeVec::new(
-                    Opts::new("rdbvault_jobs", "Jobs in the state DB by state"),
-                    &["state"],
-                )?,
-            )?,
-            verified_backups: reg(
-                r,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "rdbvault_verified_backups",
-                        "Verified copies held, by location (provider, destination)",
-                    ),
-                    &["policy", "instance", "location"],
-                )?,
-            )?,
-            retention_deleted: reg(
-                r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "rdbvault_retention_deleted_total",
-                        "Copies deleted by retention, by location",
-                    ),
-                    &["policy", "location"],
-                )?,
-            )?,
-            retention_blocked: reg(
-                r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "rdbvault_retention_blocked_total",
-                        "Prune runs that deleted nothing because a safety rule stopped them",
-                    ),
-                    &["policy", "reason"],
-                )?,
-            )?,
-            schedule_skipped: reg(
-                r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "rdbvault_schedule_skipped_total",
-                        "Due runs not started because the instance still had an open job",
-                    ),
-                    &["policy", "reason"],
-                )?,
-            )?,
-            provider_values_rejected: reg(
-                r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "rdbvault_provider_values_rejected_total",
-                        "Provider values refused (path-like ids, implausible sizes), by field; the job of that instance failed",
-                    ),
-                    &["policy", "field"],
-                )?,
-            )?,
-            scheduler_heartbeat: reg(
-                r,
-                prometheus::Gauge::new(
-                    "rdbvault_scheduler_heartbeat_timestamp_seconds",
-                    "Last time the scheduler loop ran (Unix time)",
-                )?,
-            )?,
-            build_info: reg(
-                r,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "rdbvault_build_info",
-                        "Always 1; the version is in the label",
-                    ),
-                    &["version"],
-                )?,
-            )?,
+            backup_runs: counter(r, "rdbvault_backup_runs_total", "Backup jobs finished, by result (success, failure, missed)", &["policy", "instance", "result"])?,
+            backup_last_success: gauge(r, "rdbvault_backup_last_success_timestamp_seconds", "When the last verified copy of this instance was stored (Unix time)", &["policy", "instance"])?,
+            backup_last_attempt: gauge(r, "rdbvault_backup_last_attempt_timestamp_seconds", "When the last backup job of this instance ended, whatever its result", &["policy", "instance"])?,
+            backup_last_size: gauge(r, "rdbvault_backup_last_size_bytes", "Size of the last stored copy (all shards)", &["policy", "instance"])?,
+            phase_duration: histogram(r, "rdbvault_backup_phase_duration_seconds", "Duration of backup phases (snapshot, transfer, verify, total)", PHASE_BUCKETS, &["policy", "phase"])?,
+            transfer_bytes: counter(r, "rdbvault_transfer_bytes_total", "Bytes written to each destination", &["destination"])?,
+            schedule_next_run: gauge(r, "rdbvault_schedule_next_run_timestamp_seconds", "Next due time of the policy's schedule (Unix time)", &["policy"])?,
+            schedule_expected_interval: gauge(r, "rdbvault_schedule_expected_interval_seconds", "Longest gap between consecutive runs of the policy's schedule", &["policy"])?,
+            jobs: int_gauge(r, "rdbvault_jobs", "Jobs in the state DB by state", &["state"])?,
+            verified_backups: int_gauge(r, "rdbvault_verified_backups", "Verified copies held, by location (provider, destination)", &["policy", "instance", "location"])?,
+            retention_deleted: counter(r, "rdbvault_retention_deleted_total", "Copies deleted by retention, by location", &["policy", "location"])?,
+            retention_blocked: counter(r, "rdbvault_retention_blocked_total", "Prune runs that deleted nothing because a safety rule stopped them", &["policy", "reason"])?,
+            schedule_skipped: counter(r, "rdbvault_schedule_skipped_total", "Due runs not started because the instance still had an open job", &["policy", "reason"])?,
+            provider_values_rejected: counter(r, "rdbvault_provider_values_rejected_total", "Provider values refused (path-like ids, implausible sizes), by field; the job of that instance failed", &["policy", "field"])?,
+            scheduler_heartbeat: reg(r, prometheus::Gauge::new("rdbvault_scheduler_heartbeat_timestamp_seconds", "Last time the scheduler loop ran (Unix time)")?)?,
+            build_info: int_gauge(r, "rdbvault_build_info", "Always 1; the version is in the label", &["version"])?,
             api,
             registry,
         };
@@ -230,6 +93,44 @@ impl Metrics {
     pub fn render(&self) -> String {
         render(&self.registry)
     }
+}
+
+fn counter(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    reg(r, IntCounterVec::new(Opts::new(name, help), labels)?)
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<GaugeVec> {
+    reg(r, GaugeVec::new(Opts::new(name, help), labels)?)
+}
+
+fn int_gauge(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
+    reg(r, IntGaugeVec::new(Opts::new(name, help), labels)?)
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    buckets: &[f64],
+    labels: &[&str],
+) -> prometheus::Result<HistogramVec> {
+    reg(
+        r,
+        HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+            labels,
+        )?,
+    )
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(

@@ -147,28 +147,74 @@ impl Plan {
     }
 }
 
-/// The calendar bucket of a time, in the policy's zone.
-fn bucket(kind: &str, t: DateTime<Utc>, tz: Tz) -> String {
-    let l = t.with_timezone(&tz);
-    match kind {
-        "hourly" => format!(
-            "{}-{:02}-{:02}T{:02}",
-            l.year(),
-            l.month(),
-            l.day(),
-            l.hour()
-        ),
-        "daily" => format!("{}-{:02}-{:02}", l.year(), l.month(), l.day()),
-        "weekly" => {
-            let w = l.iso_week();
-            format!("{}-W{:02}", w.year(), w.week())
+/// The calendar rules, each keeping the newest set of its last N buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Calendar {
+    Hourly,
+    Daily,
+    Weekly,
+    Monthly,
+    Yearly,
+}
+
+impl Calendar {
+    const ALL: [Calendar; 5] = [
+        Calendar::Hourly,
+        Calendar::Daily,
+        Calendar::Weekly,
+        Calendar::Monthly,
+        Calendar::Yearly,
+    ];
+
+    /// How many buckets the rules keep of this kind.
+    fn count(self, rules: &KeepRules) -> Option<u32> {
+        match self {
+            Calendar::Hourly => rules.keep_hourly,
+            Calendar::Daily => rules.keep_daily,
+            Calendar::Weekly => rules.keep_weekly,
+            Calendar::Monthly => rules.keep_monthly,
+            Calendar::Yearly => rules.keep_yearly,
         }
-        "monthly" => format!("{}-{:02}", l.year(), l.month()),
-        _ => format!("{}", l.year()),
+    }
+
+    /// The bucket of a time, in the policy's zone.
+    fn bucket(self, t: DateTime<Utc>, tz: Tz) -> String {
+        let l = t.with_timezone(&tz);
+        match self {
+            Calendar::Hourly => format!(
+                "{}-{:02}-{:02}T{:02}",
+                l.year(),
+                l.month(),
+                l.day(),
+                l.hour()
+            ),
+            Calendar::Daily => format!("{}-{:02}-{:02}", l.year(), l.month(), l.day()),
+            Calendar::Weekly => {
+                let w = l.iso_week();
+                format!("{}-W{:02}", w.year(), w.week())
+            }
+            Calendar::Monthly => format!("{}-{:02}", l.year(), l.month()),
+            Calendar::Yearly => format!("{}", l.year()),
+        }
+    }
+
+    fn reason(self, bucket: String) -> Reason {
+        match self {
+            Calendar::Hourly => Reason::Hourly(bucket),
+            Calendar::Daily => Reason::Daily(bucket),
+            Calendar::Weekly => Reason::Weekly(bucket),
+            Calendar::Monthly => Reason::Monthly(bucket),
+            Calendar::Yearly => Reason::Yearly(bucket),
+        }
     }
 }
 
-/// Decides for one side (destination or provider) of one instance.
+/// Why each set is kept so far, by set id (an empty entry: no reason yet).
+type Reasons<'a> = BTreeMap<&'a str, BTreeSet<Reason>>;
+
+/// Decides for one side (destination or provider) of one instance: the reasons that hold
+/// whatever the rules say (pinned, unverified, not rdbvault's), then each keep rule over the
+/// sets it may count, then the `min_verified` floor, then the circuit breaker.
 pub fn plan(
     sets: &[Set],
     rules: &KeepRules,
@@ -179,12 +225,24 @@ pub fn plan(
     // A canonical order, so the input order cannot matter.
     let mut sorted: Vec<&Set> = sets.iter().collect();
     sorted.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| a.id.cmp(&b.id)));
-    let mut reasons: BTreeMap<&str, BTreeSet<Reason>> = BTreeMap::new();
-
+    let mut reasons = standing_reasons(&sorted, location);
     // Sets rules may count: verified, and on the provider side made by rdbvault.
-    let eligible =
-        |s: &Set| s.verified && (location == Location::Destination || s.created_by_rdbvault);
-    for s in &sorted {
+    let candidates: Vec<&Set> = sorted
+        .iter()
+        .copied()
+        .filter(|s| s.verified && (location == Location::Destination || s.created_by_rdbvault))
+        .collect();
+    keep_by_rules(&candidates, rules, tz, &mut reasons);
+    keep_min_verified(&candidates, rules.min_verified, &mut reasons);
+    let mut decisions: Vec<Decision> = sorted.iter().map(|s| decide(s, &reasons)).collect();
+    let blocked = circuit_breaker(&mut decisions, max_deletions);
+    Plan { decisions, blocked }
+}
+
+/// The reasons that do not depend on the keep rules.
+fn standing_reasons<'a>(sorted: &[&'a Set], location: Location) -> Reasons<'a> {
+    let mut reasons = Reasons::new();
+    for s in sorted {
         let entry = reasons.entry(s.id.as_str()).or_default();
         if s.pinned {
             entry.insert(Reason::Pinned);
@@ -198,40 +256,33 @@ pub fn plan(
             entry.insert(Reason::DestinationNotVerified);
         }
     }
-    let candidates: Vec<&&Set> = sorted.iter().filter(|s| eligible(s)).collect();
-    // cannot fail, each `expect("entry")` below: the loop above made an entry for every set.
+    reasons
+}
 
+/// Adds a reason to a set; every set has an entry (see [`standing_reasons`]).
+fn add(reasons: &mut Reasons<'_>, s: &Set, reason: Reason) {
+    if let Some(entry) = reasons.get_mut(s.id.as_str()) {
+        entry.insert(reason);
+    }
+}
+
+/// `keep_last`, the calendar rules and `keep_within`, over the candidates (newest first).
+fn keep_by_rules(candidates: &[&Set], rules: &KeepRules, tz: Tz, reasons: &mut Reasons<'_>) {
     if let Some(n) = rules.keep_last {
         for (i, s) in candidates.iter().take(n as usize).enumerate() {
-            reasons
-                .get_mut(s.id.as_str())
-                .expect("entry")
-                .insert(Reason::Last(i as u32 + 1));
+            add(reasons, s, Reason::Last(i as u32 + 1));
         }
     }
-    for (kind, n) in [
-        ("hourly", rules.keep_hourly),
-        ("daily", rules.keep_daily),
-        ("weekly", rules.keep_weekly),
-        ("monthly", rules.keep_monthly),
-        ("yearly", rules.keep_yearly),
-    ] {
-        let Some(n) = n else { continue };
+    for kind in Calendar::ALL {
+        let Some(n) = kind.count(rules) else { continue };
         let mut seen = BTreeSet::new();
-        for s in &candidates {
+        for s in candidates {
             if seen.len() >= n as usize {
                 break;
             }
-            let b = bucket(kind, s.time, tz);
+            let b = kind.bucket(s.time, tz);
             if seen.insert(b.clone()) {
-                let r = match kind {
-                    "hourly" => Reason::Hourly(b),
-                    "daily" => Reason::Daily(b),
-                    "weekly" => Reason::Weekly(b),
-                    "monthly" => Reason::Monthly(b),
-                    _ => Reason::Yearly(b),
-                };
-                reasons.get_mut(s.id.as_str()).expect("entry").insert(r);
+                add(reasons, s, kind.reason(b));
             }
         }
     }
@@ -239,68 +290,63 @@ pub fn plan(
         let from = newest.time - chrono::Duration::from_std(within).unwrap_or_default();
         let label = crate::config::units::format_duration(within);
         for s in candidates.iter().filter(|s| s.time >= from) {
-            reasons
-                .get_mut(s.id.as_str())
-                .expect("entry")
-                .insert(Reason::Within(label.clone()));
+            add(reasons, s, Reason::Within(label.clone()));
         }
     }
-    let kept = |reasons: &BTreeMap<&str, BTreeSet<Reason>>, s: &Set| {
-        reasons.get(s.id.as_str()).is_some_and(|r| !r.is_empty())
-    };
-    let kept_verified = candidates.iter().filter(|s| kept(&reasons, s)).count() as u32;
-    if kept_verified < rules.min_verified {
-        let mut missing = rules.min_verified - kept_verified;
-        for s in &candidates {
-            if missing == 0 {
-                break;
-            }
-            if !kept(&reasons, s) {
-                reasons
-                    .get_mut(s.id.as_str())
-                    .expect("entry")
-                    .insert(Reason::MinVerified(rules.min_verified));
-                missing -= 1;
-            }
-        }
-    }
+}
 
-    let mut decisions: Vec<Decision> = sorted
-        .iter()
-        .map(|s| {
-            let r = &reasons[s.id.as_str()];
-            if r.is_empty() {
-                Decision {
-                    id: s.id.clone(),
-                    keep: false,
-                    reasons: vec![if s.verified {
-                        Reason::NoRuleKeeps
-                    } else {
-                        Reason::Unverified
-                    }],
-                }
-            } else {
-                Decision {
-                    id: s.id.clone(),
-                    keep: true,
-                    reasons: r.iter().cloned().collect(),
-                }
-            }
-        })
-        .collect();
-    let deletions = decisions.iter().filter(|d| !d.keep).count();
-    let blocked = if deletions > max_deletions as usize {
-        for d in decisions.iter_mut().filter(|d| !d.keep) {
-            d.keep = true;
-            d.reasons.push(Reason::CircuitBreaker);
+fn is_kept(reasons: &Reasons<'_>, s: &Set) -> bool {
+    reasons.get(s.id.as_str()).is_some_and(|r| !r.is_empty())
+}
+
+/// Keeps the newest unkept candidates until `min_verified` are kept.
+fn keep_min_verified(candidates: &[&Set], min_verified: u32, reasons: &mut Reasons<'_>) {
+    let kept = candidates.iter().filter(|s| is_kept(reasons, s)).count() as u32;
+    let mut missing = min_verified.saturating_sub(kept);
+    for s in candidates {
+        if missing == 0 {
+            break;
         }
-        Some(format!(
-            "{deletions} deletions planned, more than max_deletions_per_run ({max_deletions}): nothing deleted; raise the limit or prune by hand if this is intended"
-        ))
-    } else {
-        None
-    };
-    Plan { decisions, blocked }
+        if !is_kept(reasons, s) {
+            add(reasons, s, Reason::MinVerified(min_verified));
+            missing -= 1;
+        }
+    }
+}
+
+/// A set with a reason is kept with all of them; one without is deleted, saying why.
+fn decide(s: &Set, reasons: &Reasons<'_>) -> Decision {
+    match reasons.get(s.id.as_str()).filter(|r| !r.is_empty()) {
+        Some(r) => Decision {
+            id: s.id.clone(),
+            keep: true,
+            reasons: r.iter().cloned().collect(),
+        },
+        None => Decision {
+            id: s.id.clone(),
+            keep: false,
+            reasons: vec![if s.verified {
+                Reason::NoRuleKeeps
+            } else {
+                Reason::Unverified
+            }],
+        },
+    }
+}
+
+/// More deletions than `max_deletions`: keep everything and say why.
+fn circuit_breaker(decisions: &mut [Decision], max_deletions: u32) -> Option<String> {
+    let deletions = decisions.iter().filter(|d| !d.keep).count();
+    if deletions <= max_deletions as usize {
+        return None;
+    }
+    for d in decisions.iter_mut().filter(|d| !d.keep) {
+        d.keep = true;
+        d.reasons.push(Reason::CircuitBreaker);
+    }
+    Some(format!(
+        "{deletions} deletions planned, more than max_deletions_per_run ({max_deletions}): nothing deleted; raise the limit or prune by hand if this is intended"
+    ))
 }
 
 #[cfg(test)]
@@ -472,112 +518,43 @@ mod tests {
     /// (kind, zone, times, n, expected kept): calendar buckets across DST, month ends, leap days.
     #[test]
     fn calendar_buckets_table() {
+        use Calendar::*;
         let berlin = chrono_tz::Europe::Berlin;
         let shanghai = chrono_tz::Asia::Shanghai;
-        type Case<'a> = (&'a str, Tz, Vec<(&'a str, &'a str)>, u32, Vec<&'a str>);
+        type Case<'a> = (Calendar, Tz, Vec<(&'a str, &'a str)>, u32, Vec<&'a str>);
+        // One case per line: (rule, zone, sets, N, kept newest first).
+        #[rustfmt::skip]
         let cases: Vec<Case> = vec![
             // Fall back in Berlin: local 02:30 happens twice (00:30Z CEST, 01:30Z CET). Buckets
             // are local wall-clock hours, so both fall in "2026-10-25T02" and the newer is kept.
-            (
-                "hourly",
-                berlin,
-                vec![
-                    ("a", "2026-10-25T00:30:00Z"),
-                    ("b", "2026-10-25T01:30:00Z"),
-                    ("c", "2026-10-25T02:30:00Z"),
-                ],
-                5,
-                vec!["c", "b"],
-            ),
+            (Hourly, berlin, vec![("a", "2026-10-25T00:30:00Z"), ("b", "2026-10-25T01:30:00Z"), ("c", "2026-10-25T02:30:00Z")], 5, vec!["c", "b"]),
             // Spring forward in Berlin: 01:59 CET and 03:01 CEST, minutes apart, same local day;
             // 23:30Z the day before is 00:30 local on the 29th too.
-            (
-                "daily",
-                berlin,
-                vec![
-                    ("a", "2026-03-29T00:59:00Z"),
-                    ("b", "2026-03-29T01:01:00Z"),
-                    ("c", "2026-03-28T23:30:00Z"),
-                ],
-                5,
-                vec!["b"],
-            ),
+            (Daily, berlin, vec![("a", "2026-03-29T00:59:00Z"), ("b", "2026-03-29T01:01:00Z"), ("c", "2026-03-28T23:30:00Z")], 5, vec!["b"]),
             // Month end in Shanghai: 2026-01-31T16:30Z is already 1 February local.
-            (
-                "monthly",
-                shanghai,
-                vec![
-                    ("jan", "2026-01-31T15:30:00Z"),
-                    ("feb", "2026-01-31T16:30:00Z"),
-                ],
-                2,
-                vec!["feb", "jan"],
-            ),
-            (
-                "monthly",
-                Tz::UTC,
-                vec![
-                    ("jan", "2026-01-31T15:30:00Z"),
-                    ("jan2", "2026-01-31T16:30:00Z"),
-                ],
-                2,
-                vec!["jan2"],
-            ),
+            (Monthly, shanghai, vec![("jan", "2026-01-31T15:30:00Z"), ("feb", "2026-01-31T16:30:00Z")], 2, vec!["feb", "jan"]),
+            (Monthly, Tz::UTC, vec![("jan", "2026-01-31T15:30:00Z"), ("jan2", "2026-01-31T16:30:00Z")], 2, vec!["jan2"]),
             // Leap day: 29 Feb is its own day, and in February.
-            (
-                "daily",
-                Tz::UTC,
-                vec![
-                    ("28", "2028-02-28T12:00:00Z"),
-                    ("29", "2028-02-29T12:00:00Z"),
-                    ("1", "2028-03-01T12:00:00Z"),
-                ],
-                2,
-                vec!["1", "29"],
-            ),
-            (
-                "monthly",
-                Tz::UTC,
-                vec![
-                    ("29", "2028-02-29T23:00:00Z"),
-                    ("1", "2028-03-01T01:00:00Z"),
-                ],
-                1,
-                vec!["1"],
-            ),
+            (Daily, Tz::UTC, vec![("28", "2028-02-28T12:00:00Z"), ("29", "2028-02-29T12:00:00Z"), ("1", "2028-03-01T12:00:00Z")], 2, vec!["1", "29"]),
+            (Monthly, Tz::UTC, vec![("29", "2028-02-29T23:00:00Z"), ("1", "2028-03-01T01:00:00Z")], 1, vec!["1"]),
             // ISO weeks: 2026-12-31 (Thu) and 2027-01-01 (Fri) are both in 2026-W53.
-            (
-                "weekly",
-                Tz::UTC,
-                vec![
-                    ("thu", "2026-12-31T12:00:00Z"),
-                    ("fri", "2027-01-01T12:00:00Z"),
-                    ("mon", "2027-01-04T12:00:00Z"),
-                ],
-                5,
-                vec!["mon", "fri"],
-            ),
+            (Weekly, Tz::UTC, vec![("thu", "2026-12-31T12:00:00Z"), ("fri", "2027-01-01T12:00:00Z"), ("mon", "2027-01-04T12:00:00Z")], 5, vec!["mon", "fri"]),
             // Yearly across a zone's new year.
-            (
-                "yearly",
-                shanghai,
-                vec![("a", "2026-12-31T15:00:00Z"), ("b", "2026-12-31T17:00:00Z")],
-                5,
-                vec!["b", "a"],
-            ),
+            (Yearly, shanghai, vec![("a", "2026-12-31T15:00:00Z"), ("b", "2026-12-31T17:00:00Z")], 5, vec!["b", "a"]),
         ];
         for (kind, tz, times, n, want) in cases {
             let sets: Vec<Set> = times.iter().map(|(id, t)| set(id, t)).collect();
             let mut r = rules();
             match kind {
-                "hourly" => r.keep_hourly = Some(n),
-                "daily" => r.keep_daily = Some(n),
-                "weekly" => r.keep_weekly = Some(n),
-                "monthly" => r.keep_monthly = Some(n),
-                _ => r.keep_yearly = Some(n),
+                Hourly => r.keep_hourly = Some(n),
+                Daily => r.keep_daily = Some(n),
+                Weekly => r.keep_weekly = Some(n),
+                Monthly => r.keep_monthly = Some(n),
+                Yearly => r.keep_yearly = Some(n),
             }
+            assert_eq!(kind.count(&r), Some(n));
             let p = plan(&sets, &r, Location::Destination, tz, 100);
-            assert_eq!(kept(&p), want, "{kind} in {tz}: {times:?}");
+            assert_eq!(kept(&p), want, "{kind:?} in {tz}: {times:?}");
         }
     }
 }

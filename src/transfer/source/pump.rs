@@ -155,6 +155,7 @@ mod tests {
     #[derive(Default)]
     struct VecSink(Vec<u8>);
 
+    #[async_trait::async_trait]
     impl Sink for VecSink {
         async fn write(&mut self, chunk: Bytes) -> Result<(), Error> {
             self.0.extend_from_slice(&chunk);
