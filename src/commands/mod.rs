@@ -1,4 +1,6 @@
 //! The foreground commands, one file per subcommand:
+//! - `run.rs`: `run` (the daemon). `check_config.rs`: `check-config`. `api.rs`: `api`.
+//!   `sim.rs`: `sim`.
 //! - `backup_now.rs`: `backup-now`.
 //! - `jobs.rs`: `jobs`, `jobs show`.
 //! - `backups.rs`: `backups`, `backups pin|unpin`.
@@ -11,21 +13,29 @@
 //! The JSON they print is defined in [`crate::views`], which `/v1/*` serves too. Here: what
 //! several commands share (opening the state DB read-only, finding policies by name).
 
+mod api;
 mod backup_now;
 mod backups;
+mod check_config;
 mod demo;
 mod fetch;
 mod format;
 mod jobs;
 mod prune;
+mod run;
+mod sim;
 mod verify;
 
+pub use api::api;
 pub use backup_now::backup_now;
 pub use backups::backups;
+pub use check_config::{check_config, describe_config};
 pub use demo::demo;
 pub use fetch::fetch;
 pub use jobs::jobs;
 pub use prune::prune;
+pub use run::run;
+pub use sim::sim;
 pub use verify::verify;
 
 use crate::config::{self, Config};

@@ -10,8 +10,8 @@
 //! - [`dir`]: a local directory (`.partial` file, fsync, rename).
 //!
 //! Adding a kind: a variant in `config` ([`DestinationKind`]), one new file here implementing
-//! [`Backend`] (and [`crate::transfer::Sink`] for its writer), and one arm in [`Handle::new`] and
-//! [`describe`].
+//! [`Backend`] (and [`crate::transfer::Sink`] for its writer), and one arm in [`Handle::new`],
+//! [`describe`] and [`settings`].
 
 pub mod dir;
 pub mod s3;
@@ -197,6 +197,15 @@ pub fn describe(dest: &Destination) -> String {
     match &dest.kind {
         DestinationKind::S3(cfg) => s3::describe(cfg),
         DestinationKind::File(cfg) => dir::describe(cfg),
+    }
+}
+
+/// The settings worth showing beside [`describe`] (`check-config`): ` (part 16MiB x 4, ...)`
+/// for S3, nothing for a directory.
+pub fn settings(dest: &Destination) -> String {
+    match &dest.kind {
+        DestinationKind::S3(cfg) => s3::settings(cfg),
+        DestinationKind::File(_) => String::new(),
     }
 }
 

@@ -109,6 +109,20 @@ pub fn describe(cfg: &S3Destination) -> String {
     text
 }
 
+/// Part size, upload concurrency, addressing and storage class, for `check-config`.
+pub fn settings(cfg: &S3Destination) -> String {
+    format!(
+        " (part {} x {}{}{})",
+        crate::config::units::format_size(cfg.part_size),
+        cfg.upload_concurrency,
+        if cfg.path_style { ", path-style" } else { "" },
+        cfg.storage_class
+            .as_deref()
+            .map(|c| format!(", {c}"))
+            .unwrap_or_default()
+    )
+}
+
 /// One bucket (and prefix) with its client.
 pub struct Bucket {
     client: aws_sdk_s3::Client,

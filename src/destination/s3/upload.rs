@@ -104,6 +104,78 @@ impl S3Sink {
         }
     }
 
+    /// Smaller than one part: the whole, verified file is in memory; one PUT.
+    async fn put_whole(&mut self, stored: &Stored) -> Result<(), Error> {
+        let data = std::mem::take(&mut self.buf).freeze();
+        self.put(&self.key, "application/octet-stream")
+            .content_length(data.len() as i64)
+            .set_metadata(Some(self.metadata(stored)))
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(|e| {
+                s3_error(
+                    &format!("PutObject s3://{}/{}", self.cfg.bucket, self.key),
+                    e,
+                )
+            })?;
+        Ok(())
+    }
+
+    /// Uploads the last part, waits for all, checks their sizes add up to the verified stream,
+    /// completes the upload and gives the object its metadata.
+    async fn complete_upload(&mut self, stored: &Stored) -> Result<(), Error> {
+        if !self.buf.is_empty() {
+            let last = std::mem::take(&mut self.buf).freeze();
+            self.upload_part(last).await?;
+        }
+        while !self.inflight.is_empty() {
+            self.join_one().await?;
+        }
+        let mut parts = self.parts.clone();
+        parts.sort_by_key(|p| p.part_number);
+        let uploaded: i64 = parts.iter().map(|p| p.size).sum();
+        if uploaded as u64 != stored.size {
+            return Err(Error::Destination(format!(
+                "uploaded parts hold {uploaded} bytes, the verified stream {}",
+                stored.size
+            )));
+        }
+        let completed = parts
+            .iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(p.part_number as i32)
+                    .e_tag(&p.etag)
+                    .build()
+            })
+            .collect();
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.cfg.bucket)
+            .key(&self.key)
+            .upload_id(self.upload_id.clone().unwrap_or_default())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                s3_error(
+                    &format!(
+                        "CompleteMultipartUpload s3://{}/{}",
+                        self.cfg.bucket, self.key
+                    ),
+                    e,
+                )
+            })?;
+        self.upload_id = None;
+        self.set_metadata(stored).await?;
+        Ok(())
+    }
+
     /// A PutObject of `key` with the destination's storage class and encryption: the one
     /// builder for the data of a small copy and for every manifest.
     fn put(
@@ -405,69 +477,9 @@ impl Sink for S3Sink {
 
     async fn commit(&mut self, stored: &Stored, manifest: &Manifest) -> Result<(), Error> {
         if self.upload_id.is_none() {
-            // Smaller than one part: the whole, verified file is in memory; one PUT.
-            let data = std::mem::take(&mut self.buf).freeze();
-            self.put(&self.key, "application/octet-stream")
-                .content_length(data.len() as i64)
-                .set_metadata(Some(self.metadata(stored)))
-                .body(ByteStream::from(data))
-                .send()
-                .await
-                .map_err(|e| {
-                    s3_error(
-                        &format!("PutObject s3://{}/{}", self.cfg.bucket, self.key),
-                        e,
-                    )
-                })?;
+            self.put_whole(stored).await?;
         } else {
-            if !self.buf.is_empty() {
-                let last = std::mem::take(&mut self.buf).freeze();
-                self.upload_part(last).await?;
-            }
-            while !self.inflight.is_empty() {
-                self.join_one().await?;
-            }
-            let mut parts = self.parts.clone();
-            parts.sort_by_key(|p| p.part_number);
-            let uploaded: i64 = parts.iter().map(|p| p.size).sum();
-            if uploaded as u64 != stored.size {
-                return Err(Error::Destination(format!(
-                    "uploaded parts hold {uploaded} bytes, the verified stream {}",
-                    stored.size
-                )));
-            }
-            let completed = parts
-                .iter()
-                .map(|p| {
-                    CompletedPart::builder()
-                        .part_number(p.part_number as i32)
-                        .e_tag(&p.etag)
-                        .build()
-                })
-                .collect();
-            self.client
-                .complete_multipart_upload()
-                .bucket(&self.cfg.bucket)
-                .key(&self.key)
-                .upload_id(self.upload_id.clone().unwrap_or_default())
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(completed))
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| {
-                    s3_error(
-                        &format!(
-                            "CompleteMultipartUpload s3://{}/{}",
-                            self.cfg.bucket, self.key
-                        ),
-                        e,
-                    )
-                })?;
-            self.upload_id = None;
-            self.set_metadata(stored).await?;
+            self.complete_upload(stored).await?;
         }
         // What the destination now holds must be what was verified.
         let head = self

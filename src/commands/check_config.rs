@@ -1,0 +1,210 @@
+//! `check-config [--online]`: what rdbvault understood from the config (offline), then, with
+//! `--online`, a signed `DescribeDBInstances` and a write probe per destination.
+
+use crate::cds::{self, Params};
+use crate::config::{self, Config, credentials};
+use crate::failure::Failure;
+use crate::metrics::ApiMetrics;
+use std::fmt::Write as _;
+
+fn format_local(t: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz) -> String {
+    t.with_timezone(&tz)
+        .format("%Y-%m-%d %H:%M:%S %Z (UTC%:z)")
+        .to_string()
+}
+
+fn describe_keep(k: &config::KeepRules) -> String {
+    let mut parts = Vec::new();
+    for (name, v) in [
+        ("keep_last", k.keep_last),
+        ("keep_hourly", k.keep_hourly),
+        ("keep_daily", k.keep_daily),
+        ("keep_weekly", k.keep_weekly),
+        ("keep_monthly", k.keep_monthly),
+        ("keep_yearly", k.keep_yearly),
+    ] {
+        if let Some(v) = v {
+            parts.push(format!("{name} {v}"));
+        }
+    }
+    if let Some(w) = k.keep_within {
+        parts.push(format!("keep_within {}", config::units::format_duration(w)));
+    }
+    parts.push(format!("min_verified {}", k.min_verified));
+    parts.join(", ")
+}
+
+/// The offline report of `check-config`.
+pub fn describe_config(cfg: &Config, now: chrono::DateTime<chrono::Utc>) -> String {
+    let mut out = String::new();
+    describe_services(&mut out, cfg);
+    let _ = writeln!(out, "destinations:");
+    for d in cfg.destinations.values() {
+        let _ = writeln!(
+            out,
+            "  {:<12} {}{}",
+            d.name,
+            crate::destination::describe(d),
+            crate::destination::settings(d)
+        );
+    }
+    let _ = writeln!(out, "policies:");
+    for p in &cfg.policies {
+        describe_policy(&mut out, p, now);
+    }
+    out
+}
+
+/// The file, the API endpoint, credentials, state, HTTP and logging.
+fn describe_services(out: &mut String, cfg: &Config) {
+    let _ = writeln!(out, "{}: OK", cfg.source.display());
+    let _ = writeln!(
+        out,
+        "cds: {} (timeout {}, API times read in {})",
+        cds::client::redis_base_url(&cfg.cds.endpoint),
+        config::units::format_duration(cfg.cds.timeout),
+        cfg.cds.time_zone
+    );
+    let cred = |file: &Option<std::path::PathBuf>, env: &str| match file {
+        Some(p) => format!("file {}", p.display()),
+        None => format!("${env}"),
+    };
+    let _ = writeln!(
+        out,
+        "credentials: access key id from {}, secret from {} (read by --online, run and api)",
+        cred(&cfg.cds.access_key_id_file, credentials::ENV_ACCESS_KEY_ID),
+        cred(
+            &cfg.cds.access_key_secret_file,
+            credentials::ENV_ACCESS_KEY_SECRET
+        )
+    );
+    let _ = writeln!(
+        out,
+        "state: {}   http: {}{}   log: {} {}",
+        cfg.state.path.display(),
+        cfg.http.listen,
+        match &cfg.http.token_file {
+            Some(p) => format!(" (/v1 bearer token from {}, read by run)", p.display()),
+            None => String::new(),
+        },
+        cfg.log.level,
+        format!("{:?}", cfg.log.format).to_lowercase()
+    );
+}
+
+/// One policy: its schedule and next runs, selectors and retention.
+fn describe_policy(out: &mut String, p: &config::Policy, now: chrono::DateTime<chrono::Utc>) {
+    let s = &p.schedule;
+    let _ = writeln!(
+        out,
+        "  {}: cron \"{}\" in {}, jitter {}, start within {}, finish within {}, catch-up {}, to {} ({} download)",
+        p.name,
+        s.cron,
+        s.timezone,
+        config::units::format_duration(s.jitter),
+        config::units::format_duration(s.start_window),
+        config::units::format_duration(s.completion_window),
+        format!("{:?}", s.catch_up).to_lowercase(),
+        p.destination,
+        format!("{:?}", p.download).to_lowercase()
+    );
+    let runs = s.cron.upcoming(now, s.timezone, 3);
+    if runs.is_empty() {
+        let _ = writeln!(out, "    next runs: never (this cron never fires again)");
+    }
+    for (i, t) in runs.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "    {} {}",
+            if i == 0 { "next runs:" } else { "          " },
+            format_local(*t, s.timezone)
+        );
+    }
+    let selectors: Vec<_> = p.instances.iter().map(ToString::to_string).collect();
+    let _ = writeln!(out, "    instances: {}", selectors.join("; "));
+    let _ = writeln!(
+        out,
+        "    retention: destination {}",
+        describe_keep(&p.retention.destination)
+    );
+    match &p.retention.provider {
+        Some(k) => {
+            let _ = writeln!(out, "               provider {}", describe_keep(k));
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "               provider: no rules, rdbvault never deletes provider backups"
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "               at most {} deletions per run",
+        p.retention.max_deletions_per_run
+    );
+}
+
+/// `check-config [--online]`.
+pub async fn check_config(cfg: &Config, online: bool) -> Result<(), Failure> {
+    print!("{}", describe_config(cfg, crate::clock::wall_now()));
+    if !online {
+        return Ok(());
+    }
+    println!("online checks:");
+    let registry = prometheus::Registry::new();
+    let metrics = ApiMetrics::register(&registry)?;
+    let client = crate::services::cds_client(&cfg.cds, metrics)?;
+    let mut failures = Vec::new();
+    match client.describe_db_instances(&Params::new()).await {
+        Ok(instances) => {
+            println!(
+                "  CDS API: DescribeDBInstances signed and accepted; {} instance(s) visible",
+                instances.len()
+            );
+            for p in &cfg.policies {
+                for sel in &p.instances {
+                    let matched: Vec<_> = instances.iter().filter(|i| sel.matches(i)).collect();
+                    if matched.is_empty() {
+                        let msg = format!("policy {}: selector {sel} matches no instance", p.name);
+                        println!("  {msg}");
+                        if matches!(sel, config::Selector::Uuid(_)) {
+                            failures.push(msg);
+                        }
+                    } else {
+                        let names: Vec<_> = matched
+                            .iter()
+                            .map(|i| {
+                                format!("{} ({}, {})", i.instance_name, i.instance_uuid, i.status)
+                            })
+                            .collect();
+                        println!("  policy {}: {sel} -> {}", p.name, names.join(", "));
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            println!("  CDS API: FAILED: {e}");
+            failures.push(e.to_string());
+        }
+    }
+    for d in cfg.destinations.values() {
+        match crate::destination::probe(d).await {
+            Ok(msg) => println!("  destination {}: {msg}", d.name),
+            Err(e) => {
+                println!("  destination {}: FAILED: {e:#}", d.name);
+                failures.push(format!("destination {}: {e:#}", d.name));
+            }
+        }
+    }
+    if failures.is_empty() {
+        println!("all online checks passed");
+        Ok(())
+    } else {
+        Err(Failure::Runtime(anyhow::anyhow!(
+            "{} online check(s) failed:\n  {}",
+            failures.len(),
+            failures.join("\n  ")
+        )))
+    }
+}
