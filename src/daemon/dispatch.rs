@@ -3,14 +3,17 @@
 
 use crate::runner::Outcome;
 use crate::services::Context;
-use crate::store::ms;
+use crate::store::{JobRow, Store, ms};
+use chrono::{DateTime, Utc};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Claims due jobs and runs them, at most `max_concurrent_jobs` at once, until `cancel`.
+/// Claims due jobs ([`claim_due`]) and runs them, at most `max_concurrent_jobs` at once, until
+/// `cancel`.
 ///
 /// `cancel` stops the dispatch loop (at shutdown or a config reload); running jobs are
 /// children of `jobs_cancel`, so a reload lets them finish. `running` is shared across reloads
@@ -21,75 +24,182 @@ pub async fn dispatch(
     cancel: CancellationToken,
     jobs_cancel: CancellationToken,
     tracker: TaskTracker,
-    running: Arc<Mutex<std::collections::HashSet<String>>>,
+    running: Arc<Mutex<HashSet<String>>>,
 ) {
     let limit = ctx.config.limits.max_concurrent_jobs;
     loop {
         // Register for a wake-up before looking, so a job created meanwhile is not missed.
         let notified = wake.notified();
         let now = ctx.clock.now();
-        let stale =
-            now - chrono::Duration::from_std(ctx.config.state.job_lease).unwrap_or_default();
-        match ctx.store.claimable_jobs(ms(now), ms(stale)).await {
-            Ok(jobs) => {
-                for job in jobs {
-                    // cannot fail (here and below): the set's holders only look up, insert
-                    // and remove, none of which panics, so the lock is never poisoned.
-                    if running.lock().expect("running set").len() >= limit {
-                        break;
-                    }
-                    if running.lock().expect("running set").contains(&job.id) {
-                        continue;
-                    }
-                    match ctx
-                        .store
-                        .claim_job(&job.id, &ctx.owner, ms(now), ms(stale))
-                        .await
-                    {
-                        Ok(true) => {}
-                        Ok(false) => continue,
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot claim a job");
-                            continue;
-                        }
-                    }
-                    if job.owner.is_some() && job.owner.as_deref() != Some(ctx.owner.as_str()) {
-                        tracing::info!(job_id = %job.id, policy = %job.policy, instance = %job.instance_uuid,
-                            state = %job.state, "resuming a job left by a process that stopped");
-                    }
-                    running.lock().expect("running set").insert(job.id.clone());
-                    let (ctx2, running2, wake2, cancel2) = (
-                        ctx.clone(),
-                        running.clone(),
-                        wake.clone(),
-                        jobs_cancel.child_token(),
-                    );
-                    tracker.spawn(async move {
-                        let outcome = crate::runner::run_job(&ctx2, &job.id, &cancel2).await;
-                        // Whatever the outcome: a new copy counts at once, and an instance whose
-                        // first job failed is exported at 0. Retention (which may wait for the
-                        // instance's DescribeBackups pacing) then recounts.
-                        if let Err(e) = crate::reconcile::refresh_verified_gauge(&ctx2).await {
-                            tracing::error!(error = %format!("{e:#}"), "cannot refresh rdbvault_verified_backups");
-                        }
-                        if outcome == Outcome::Stored {
-                            tracing::info!(job_id = %job.id, policy = %job.policy, instance = %job.instance_uuid, "job stored");
-                            // A new verified copy may let retention drop an old one of this
-                            // instance; the others have not changed.
-                            super::maintenance::prune_policy_logged(&ctx2, &job.policy, Some(&job.instance_uuid)).await;
-                        }
-                        let _ = super::maintenance::refresh_job_gauge(&ctx2).await;
-                        running2.lock().expect("running set").remove(&job.id);
-                        wake2.notify_one();
-                    });
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "cannot read due jobs"),
+        let lease = ctx.config.state.job_lease;
+        for job in claim_due(&ctx.store, &ctx.owner, now, lease, &running, limit).await {
+            let (ctx2, running2, wake2, cancel2) = (
+                ctx.clone(),
+                running.clone(),
+                wake.clone(),
+                jobs_cancel.child_token(),
+            );
+            tracker.spawn(async move {
+                run_and_follow_up(&ctx2, &job, &cancel2).await;
+                running2.lock().expect("running set").remove(&job.id);
+                wake2.notify_one();
+            });
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = notified => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+    }
+}
+
+/// Claims due jobs for `owner` while fewer than `limit` run here, and adds each to `running`.
+/// A job another live process holds (heartbeat within `lease`) is left alone; one whose owner
+/// stopped beating for longer is taken over. Jobs already in `running` are never claimed again.
+pub(crate) async fn claim_due(
+    store: &Store,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease: Duration,
+    running: &Mutex<HashSet<String>>,
+    limit: usize,
+) -> Vec<JobRow> {
+    let stale = now - chrono::Duration::from_std(lease).unwrap_or_default();
+    let due = match store.claimable_jobs(ms(now), ms(stale)).await {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read due jobs");
+            return Vec::new();
+        }
+    };
+    let mut claimed = Vec::new();
+    for job in due {
+        // cannot fail (here and below): the set's holders only look up, insert and remove,
+        // none of which panics, so the lock is never poisoned.
+        {
+            let set = running.lock().expect("running set");
+            if set.len() >= limit {
+                break;
+            }
+            if set.contains(&job.id) {
+                continue;
+            }
+        }
+        match store.claim_job(&job.id, owner, ms(now), ms(stale)).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot claim a job");
+                continue;
+            }
+        }
+        if job.owner.is_some() && job.owner.as_deref() != Some(owner) {
+            tracing::info!(job_id = %job.id, policy = %job.policy, instance = %job.instance_uuid,
+                state = %job.state, "resuming a job left by a process that stopped");
+        }
+        running.lock().expect("running set").insert(job.id.clone());
+        claimed.push(job);
+    }
+    claimed
+}
+
+/// Runs one claimed job, then what its end changes: the verified-copies gauge, retention of
+/// its instance after a new copy, the job gauge.
+async fn run_and_follow_up(ctx: &Context, job: &JobRow, cancel: &CancellationToken) {
+    let outcome = crate::runner::run_job(ctx, &job.id, cancel).await;
+    // Whatever the outcome: a new copy counts at once, and an instance whose first job failed
+    // is exported at 0. Retention (which may wait for the instance's DescribeBackups pacing)
+    // then recounts.
+    if let Err(e) = crate::reconcile::refresh_verified_gauge(ctx).await {
+        tracing::error!(error = %format!("{e:#}"), "cannot refresh rdbvault_verified_backups");
+    }
+    if outcome == Outcome::Stored {
+        tracing::info!(job_id = %job.id, policy = %job.policy, instance = %job.instance_uuid, "job stored");
+        // A new verified copy may let retention drop an old one of this instance; the others
+        // have not changed.
+        super::maintenance::prune_policy_logged(ctx, &job.policy, Some(&job.instance_uuid)).await;
+    }
+    let _ = super::maintenance::refresh_job_gauge(ctx).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::jobs::NewJob;
+
+    fn job(id: &str, instance: &str, owner: Option<&str>, at: i64) -> NewJob {
+        NewJob {
+            id: id.into(),
+            policy: "p".into(),
+            instance_uuid: instance.into(),
+            instance_name: "n".into(),
+            region_id: String::new(),
+            destination: "d".into(),
+            trigger: "schedule",
+            due_at: 0,
+            start_by: at + 3_600_000,
+            deadline_at: at + 7_200_000,
+            created_at: at,
+            owner: owner.map(str::to_string),
+        }
+    }
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn no_more_jobs_are_claimed_than_free_slots_and_none_twice() {
+        let (_dir, store) = store().await;
+        for (id, instance) in [("a", "i1"), ("b", "i2"), ("c", "i3")] {
+            store
+                .insert_job(&job(id, instance, None, ms(t(0))))
+                .await
+                .unwrap();
+        }
+        let running = Mutex::new(HashSet::from(["a".to_string()]));
+        let lease = Duration::from_secs(60);
+        let claimed = claim_due(&store, "me", t(1), lease, &running, 2).await;
+        // "a" is already running here; one slot was free.
+        assert_eq!(claimed.len(), 1);
+        assert_ne!(claimed[0].id, "a");
+        assert_eq!(running.lock().unwrap().len(), 2);
+        // Full: nothing more, even though one job is still due.
+        assert!(
+            claim_due(&store, "me", t(2), lease, &running, 2)
+                .await
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_live_owners_job_is_left_and_a_silent_owners_job_is_taken_over_after_the_lease() {
+        let (_dir, store) = store().await;
+        store
+            .insert_job(&job("x", "i1", Some("other"), ms(t(0))))
+            .await
+            .unwrap();
+        let lease = Duration::from_secs(60);
+        let running = Mutex::new(HashSet::new());
+        // Its owner beat 30 s ago: alive.
+        store.heartbeat("other", ms(t(0))).await.unwrap();
+        assert!(
+            claim_due(&store, "me", t(30), lease, &running, 4)
+                .await
+                .is_empty()
+        );
+        // Silent for longer than the lease: this process resumes it.
+        let claimed = claim_due(&store, "me", t(61), lease, &running, 4).await;
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(store.job("x").await.unwrap().owner.as_deref(), Some("me"));
+        // And the old owner's claim is gone: its writes are fenced off.
+        let fenced = crate::store::jobs::Claim::new("x", "other");
+        assert!(!store.holds(&fenced).await.unwrap());
     }
 }

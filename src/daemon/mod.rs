@@ -47,38 +47,6 @@ pub async fn run(
     run_with_reload(ctx, listener, shutdown, None, token).await
 }
 
-/// The tasks that follow the config: replaced as a whole on reload.
-fn spawn_generation(
-    ctx: &Context,
-    tracker: &TaskTracker,
-    jobs: &TaskTracker,
-    wake: &Arc<Notify>,
-    generation: &CancellationToken,
-    jobs_cancel: &CancellationToken,
-    running: &Arc<Mutex<std::collections::HashSet<String>>>,
-) {
-    tracker.spawn(prune_daily(ctx.clone(), generation.child_token()));
-    tracker.spawn(reverify(ctx.clone(), generation.child_token()));
-    tracker.spawn(refresh_verified_gauge_loop(
-        ctx.clone(),
-        generation.child_token(),
-    ));
-    tracker.spawn(crate::scheduler::run(
-        ctx.clone(),
-        ctx.config.clone(),
-        wake.clone(),
-        generation.child_token(),
-    ));
-    tracker.spawn(dispatch(
-        ctx.clone(),
-        wake.clone(),
-        generation.child_token(),
-        jobs_cancel.clone(),
-        jobs.clone(),
-        running.clone(),
-    ));
-}
-
 /// Runs the daemon until `shutdown` resolves, then drains. With `reload_from`, SIGHUP reloads
 /// the config from that file: it is validated first; if invalid, the old config stays and the
 /// log says why. Schedule state lives in the DB, so it survives a reload.
@@ -95,43 +63,24 @@ pub async fn run_with_reload(
     reload_from: Option<std::path::PathBuf>,
     token: Option<crate::secret::Secret>,
 ) -> anyhow::Result<()> {
-    rebuild_gauges(&ctx).await?;
+    maintenance::rebuild_gauges(&ctx).await?;
     let root = CancellationToken::new();
-    let wake = Arc::new(Notify::new());
-    let tracker = TaskTracker::new();
-    let jobs = TaskTracker::new();
-    let running: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
-    let jobs_cancel = root.child_token();
-
-    let http_ctx = Arc::new(std::sync::RwLock::new(ctx.clone()));
-    let http_token = Arc::new(std::sync::RwLock::new(token));
-    let app = crate::http::router(crate::http::HttpState {
-        metrics: ctx.metrics.clone(),
-        store: ctx.store.clone(),
-        ctx: http_ctx.clone(),
-        token: http_token.clone(),
-    });
-    let http_cancel = root.clone();
-    tracker.spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_cancel.cancelled().await })
-            .await
-        {
-            tracing::error!(error = %e, "HTTP endpoint failed");
-        }
-    });
-    tracker.spawn(heartbeat(ctx.clone(), root.child_token()));
-    tracker.spawn(watchdog(ctx.clone(), root.child_token()));
+    let tasks = Tasks {
+        wake: Arc::new(Notify::new()),
+        tracker: TaskTracker::new(),
+        jobs: TaskTracker::new(),
+        running: Arc::default(),
+        jobs_cancel: root.child_token(),
+    };
+    let http = serve_http(&ctx, listener, token, &tasks.tracker, root.clone());
+    tasks
+        .tracker
+        .spawn(heartbeat(ctx.clone(), root.child_token()));
+    tasks
+        .tracker
+        .spawn(watchdog(ctx.clone(), root.child_token()));
     let mut generation = root.child_token();
-    spawn_generation(
-        &ctx,
-        &tracker,
-        &jobs,
-        &wake,
-        &generation,
-        &jobs_cancel,
-        &running,
-    );
+    tasks.spawn_generation(&ctx, &generation);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
     let mut current = ctx.clone();
@@ -151,35 +100,134 @@ pub async fn run_with_reload(
                     continue;
                 };
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                match crate::config::load(path) {
-                    Err(errors) => tracing::error!(
-                        config = %path.display(),
-                        errors = %errors,
-                        "config reload failed; keeping the old config"
-                    ),
-                    Ok(cfg) => match reload_parts(&current, cfg).await {
-                        Err(e) => tracing::error!(error = %format!("{e:#}"), "config reload failed; keeping the old config"),
-                        Ok((new_ctx, new_token)) => {
-                            *http_token.write().unwrap_or_else(std::sync::PoisonError::into_inner) = new_token;
-                            generation.cancel();
-                            generation = root.child_token();
-                            spawn_generation(&new_ctx, &tracker, &jobs, &wake, &generation, &jobs_cancel, &running);
-                            // cannot fail: writers only assign (readers cannot poison a RwLock).
-                            *http_ctx.write().expect("context lock") = new_ctx.clone();
-                            tracing::info!(config = %path.display(), policies = new_ctx.config.policies.len(), "config reloaded");
-                            current = new_ctx;
-                        }
-                    },
+                if let Some(new_ctx) = reload_config(&current, path, &http).await {
+                    generation.cancel();
+                    generation = root.child_token();
+                    tasks.spawn_generation(&new_ctx, &generation);
+                    current = new_ctx;
                 }
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             }
         }
     }
+    drain(&ctx, root, tasks).await;
+    Ok(())
+}
+
+/// The tasks of a running daemon, shared across reloads.
+struct Tasks {
+    wake: Arc<Notify>,
+    tracker: TaskTracker,
+    /// Running jobs: drained separately, with [`DRAIN_DEADLINE`].
+    jobs: TaskTracker,
+    /// Jobs this process runs now, shared across reloads so a new dispatcher never starts a
+    /// job the old one is still running.
+    running: Arc<Mutex<std::collections::HashSet<String>>>,
+    jobs_cancel: CancellationToken,
+}
+
+impl Tasks {
+    /// The tasks that follow the config: replaced as a whole on reload.
+    fn spawn_generation(&self, ctx: &Context, generation: &CancellationToken) {
+        self.tracker
+            .spawn(prune_daily(ctx.clone(), generation.child_token()));
+        self.tracker
+            .spawn(reverify(ctx.clone(), generation.child_token()));
+        self.tracker.spawn(refresh_verified_gauge_loop(
+            ctx.clone(),
+            generation.child_token(),
+        ));
+        self.tracker.spawn(crate::scheduler::run(
+            ctx.clone(),
+            ctx.config.clone(),
+            self.wake.clone(),
+            generation.child_token(),
+        ));
+        self.tracker.spawn(dispatch(
+            ctx.clone(),
+            self.wake.clone(),
+            generation.child_token(),
+            self.jobs_cancel.clone(),
+            self.jobs.clone(),
+            self.running.clone(),
+        ));
+    }
+}
+
+/// What the HTTP endpoint reads that a reload replaces.
+struct HttpShared {
+    ctx: Arc<std::sync::RwLock<Context>>,
+    token: Arc<std::sync::RwLock<Option<crate::secret::Secret>>>,
+}
+
+/// Serves `/metrics`, `/healthz`, `/readyz` and `/v1/*` until `cancel`.
+fn serve_http(
+    ctx: &Context,
+    listener: tokio::net::TcpListener,
+    token: Option<crate::secret::Secret>,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> HttpShared {
+    let shared = HttpShared {
+        ctx: Arc::new(std::sync::RwLock::new(ctx.clone())),
+        token: Arc::new(std::sync::RwLock::new(token)),
+    };
+    let app = crate::http::router(crate::http::HttpState {
+        metrics: ctx.metrics.clone(),
+        store: ctx.store.clone(),
+        ctx: shared.ctx.clone(),
+        token: shared.token.clone(),
+    });
+    tracker.spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await
+        {
+            tracing::error!(error = %e, "HTTP endpoint failed");
+        }
+    });
+    shared
+}
+
+/// Loads and validates the config at `path` and builds its services; on success the HTTP
+/// endpoint serves the new ones. `None` (and the old config stays) on any problem, logged.
+async fn reload_config(
+    current: &Context,
+    path: &std::path::Path,
+    http: &HttpShared,
+) -> Option<Context> {
+    let cfg = match crate::config::load(path) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            tracing::error!(config = %path.display(), errors = %errors, "config reload failed; keeping the old config");
+            return None;
+        }
+    };
+    let (new_ctx, new_token) = match reload_parts(current, cfg).await {
+        Ok(parts) => parts,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "config reload failed; keeping the old config");
+            return None;
+        }
+    };
+    *http
+        .token
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = new_token;
+    // cannot fail: writers only assign (readers cannot poison a RwLock).
+    *http.ctx.write().expect("context lock") = new_ctx.clone();
+    tracing::info!(config = %path.display(), policies = new_ctx.config.policies.len(), "config reloaded");
+    Some(new_ctx)
+}
+
+/// Stops taking jobs, gives running ones [`DRAIN_DEADLINE`] to reach a safe point, then hands
+/// every job this process still owns back so the next process resumes it at once.
+async fn drain(ctx: &Context, root: CancellationToken, tasks: Tasks) {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("shutting down: no new jobs; running steps finish at a safe point");
     root.cancel();
-    jobs.close();
-    if tokio::time::timeout(DRAIN_DEADLINE, jobs.wait())
+    tasks.jobs.close();
+    if tokio::time::timeout(DRAIN_DEADLINE, tasks.jobs.wait())
         .await
         .is_err()
     {
@@ -188,9 +236,8 @@ pub async fn run_with_reload(
             "drain deadline passed; leaving the rest to the next start"
         );
     }
-    tracker.close();
-    let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
-    // Hand every job we still own back, so the next process resumes it at once.
+    tasks.tracker.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tasks.tracker.wait()).await;
     if let Ok(open) = ctx.store.list_jobs(None, None, 10_000).await {
         for j in open
             .iter()
@@ -200,7 +247,6 @@ pub async fn run_with_reload(
         }
     }
     ctx.store.close().await;
-    Ok(())
 }
 
 /// What a reload replaces: the context and the `/v1` token, both or neither.
