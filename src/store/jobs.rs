@@ -192,6 +192,35 @@ fn advance_sql(to: State) -> &'static str {
 }
 
 impl Store {
+    /// Runs `body` in one transaction that starts with [`fence`]: every statement in it is the
+    /// claim holder's, or none is written ([`Error::LostClaim`]).
+    async fn fenced<T>(
+        &self,
+        claim: &Claim,
+        body: impl AsyncFnOnce(&mut sqlx::SqliteConnection) -> Result<T>,
+    ) -> Result<T> {
+        let mut tx = self.pool().begin().await?;
+        fence(&mut tx, claim).await?;
+        let out = body(&mut tx).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// One `UPDATE jobs ... WHERE id = ? AND owner = ?`: `query` carries its other binds; the
+    /// claim's job id and owner are bound last. No row written: [`Error::LostClaim`].
+    async fn owned_update(
+        &self,
+        claim: &Claim,
+        query: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> Result<()> {
+        let r = query
+            .bind(claim.job_id.clone())
+            .bind(claim.owner.clone())
+            .execute(self.pool())
+            .await?;
+        claim.check(r.rows_affected())
+    }
+
     /// Creates a pending job. A job run at once by its creator (`owner` set: `backup-now`) is
     /// created only if the instance has no open job at all, so it never runs beside another;
     /// a scheduled job only if its policy has no open job for the instance (jobs of different
@@ -386,89 +415,69 @@ impl Store {
 
     /// Fails a job (from whatever open state it is in) with the full error chain.
     pub async fn fail_job(&self, claim: &Claim, now: i64, error: &str) -> Result<()> {
-        let r = sqlx::query(
+        let query = sqlx::query(
             "UPDATE jobs SET state = 'failed', finished_at = ?, error = ?, owner = NULL
              WHERE id = ? AND owner = ? AND state NOT IN ('stored','failed','missed')",
-        )
-        .bind(now)
-        .bind(error.to_string())
-        .bind(claim.job_id.clone())
-        .bind(claim.owner.clone())
-        .execute(self.pool())
-        .await?;
-        claim.check(r.rows_affected())
+        );
+        self.owned_update(claim, query.bind(now).bind(error.to_string()))
+            .await
     }
 
     /// Records a missed job (could not start inside its window) with the reason.
     pub async fn miss_job(&self, claim: &Claim, now: i64, reason: &str) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
-        fence(&mut tx, claim).await?;
-        sqlx::query("UPDATE jobs SET error = ? WHERE id = ?")
-            .bind(reason.to_string())
-            .bind(claim.job_id.clone())
-            .execute(&mut *tx)
-            .await?;
-        advance_in(&mut tx, claim, State::Pending, Event::Miss, now).await?;
-        tx.commit().await?;
-        Ok(())
+        self.fenced(claim, async |tx| {
+            sqlx::query("UPDATE jobs SET error = ? WHERE id = ?")
+                .bind(reason.to_string())
+                .bind(claim.job_id.clone())
+                .execute(&mut *tx)
+                .await?;
+            advance_in(&mut *tx, claim, State::Pending, Event::Miss, now).await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Write-ahead for `CreateBackup`: from here on, the provider may hold a backup for the job.
     pub async fn mark_create_sent(&self, claim: &Claim, now: i64) -> Result<()> {
-        let r = sqlx::query(
+        let query = sqlx::query(
             "UPDATE jobs SET create_sent_at = ?, attempts = attempts + 1 WHERE id = ? AND owner = ?",
-        )
-        .bind(now)
-        .bind(claim.job_id.clone())
-        .bind(claim.owner.clone())
-        .execute(self.pool())
-        .await?;
-        claim.check(r.rows_affected())
+        );
+        self.owned_update(claim, query.bind(now)).await
     }
 
     /// `CreateBackup` was certainly not applied (refused or 409): it may be sent again later.
     pub async fn clear_create_sent(&self, claim: &Claim, next_attempt_at: i64) -> Result<()> {
-        let r = sqlx::query(
+        let query = sqlx::query(
             "UPDATE jobs SET create_sent_at = NULL, next_attempt_at = ? WHERE id = ? AND owner = ?",
-        )
-        .bind(next_attempt_at)
-        .bind(claim.job_id.clone())
-        .bind(claim.owner.clone())
-        .execute(self.pool())
-        .await?;
-        claim.check(r.rows_affected())
+        );
+        self.owned_update(claim, query.bind(next_attempt_at)).await
     }
 
     pub async fn set_job_bytes(&self, claim: &Claim, bytes: i64) -> Result<()> {
-        let r = sqlx::query("UPDATE jobs SET bytes = ? WHERE id = ? AND owner = ?")
-            .bind(bytes)
-            .bind(claim.job_id.clone())
-            .bind(claim.owner.clone())
-            .execute(self.pool())
-            .await?;
-        claim.check(r.rows_affected())
+        let query = sqlx::query("UPDATE jobs SET bytes = ? WHERE id = ? AND owner = ?");
+        self.owned_update(claim, query.bind(bytes)).await
     }
 
     /// Records the job's provider records (once, when they are all finished).
     pub async fn insert_shards(&self, claim: &Claim, rows: &[ShardRow]) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
-        fence(&mut tx, claim).await?;
-        for r in rows {
-            sqlx::query(
-                "INSERT OR IGNORE INTO job_shards (job_id, backup_id, shard_id, size, provider_start, provider_end, state)
-                 VALUES (?, ?, ?, ?, ?, ?, 'waiting')",
-            )
-            .bind(r.job_id.clone())
-            .bind(r.backup_id.clone())
-            .bind(r.shard_id.clone())
-            .bind(r.size)
-            .bind(r.provider_start.clone())
-            .bind(r.provider_end.clone())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.fenced(claim, async |tx| {
+            for r in rows {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO job_shards (job_id, backup_id, shard_id, size, provider_start, provider_end, state)
+                     VALUES (?, ?, ?, ?, ?, ?, 'waiting')",
+                )
+                .bind(r.job_id.clone())
+                .bind(r.backup_id.clone())
+                .bind(r.shard_id.clone())
+                .bind(r.size)
+                .bind(r.provider_start.clone())
+                .bind(r.provider_end.clone())
+                .execute(&mut *tx)
+                .await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     pub async fn shards(&self, job_id: &str) -> Result<Vec<ShardRow>> {
@@ -491,21 +500,21 @@ impl Store {
         object_key: &str,
         manifest_key: &str,
     ) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
-        fence(&mut tx, claim).await?;
-        sqlx::query(
-            "UPDATE job_shards SET state = 'transferring', shard_id = ?, object_key = ?, manifest_key = ?, bytes_done = 0
-             WHERE job_id = ? AND backup_id = ?",
-        )
-        .bind(shard_id.to_string())
-        .bind(object_key.to_string())
-        .bind(manifest_key.to_string())
-        .bind(claim.job_id.clone())
-        .bind(backup_id.to_string())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        self.fenced(claim, async |tx| {
+            sqlx::query(
+                "UPDATE job_shards SET state = 'transferring', shard_id = ?, object_key = ?, manifest_key = ?, bytes_done = 0
+                 WHERE job_id = ? AND backup_id = ?",
+            )
+            .bind(shard_id.to_string())
+            .bind(object_key.to_string())
+            .bind(manifest_key.to_string())
+            .bind(claim.job_id.clone())
+            .bind(backup_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Records where a shard's not-yet-visible data lives: an S3 multipart upload id or a
@@ -517,51 +526,51 @@ impl Store {
         upload_id: Option<&str>,
         temp_path: Option<&str>,
     ) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
-        fence(&mut tx, claim).await?;
-        sqlx::query(
-            "UPDATE job_shards SET upload_id = ?, temp_path = ? WHERE job_id = ? AND backup_id = ?",
-        )
-        .bind(upload_id.map(str::to_string))
-        .bind(temp_path.map(str::to_string))
-        .bind(claim.job_id.clone())
-        .bind(backup_id.to_string())
-        .execute(&mut *tx)
-        .await?;
-        if upload_id.is_none() {
-            sqlx::query("DELETE FROM job_parts WHERE job_id = ? AND backup_id = ?")
-                .bind(claim.job_id.clone())
-                .bind(backup_id.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.fenced(claim, async |tx| {
+            sqlx::query(
+                "UPDATE job_shards SET upload_id = ?, temp_path = ? WHERE job_id = ? AND backup_id = ?",
+            )
+            .bind(upload_id.map(str::to_string))
+            .bind(temp_path.map(str::to_string))
+            .bind(claim.job_id.clone())
+            .bind(backup_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+            if upload_id.is_none() {
+                sqlx::query("DELETE FROM job_parts WHERE job_id = ? AND backup_id = ?")
+                    .bind(claim.job_id.clone())
+                    .bind(backup_id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     pub async fn record_part(&self, claim: &Claim, backup_id: &str, part: &PartRow) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
-        fence(&mut tx, claim).await?;
-        sqlx::query(
-            "INSERT OR REPLACE INTO job_parts (job_id, backup_id, part_number, etag, size) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(claim.job_id.clone())
-        .bind(backup_id.to_string())
-        .bind(part.part_number)
-        .bind(part.etag.clone())
-        .bind(part.size)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE job_shards SET bytes_done = (SELECT COALESCE(SUM(size), 0) FROM job_parts WHERE job_id = ?1 AND backup_id = ?2)
-             WHERE job_id = ?1 AND backup_id = ?2",
-        )
-        .bind(claim.job_id.clone())
-        .bind(backup_id.to_string())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        self.fenced(claim, async |tx| {
+            sqlx::query(
+                "INSERT OR REPLACE INTO job_parts (job_id, backup_id, part_number, etag, size) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(claim.job_id.clone())
+            .bind(backup_id.to_string())
+            .bind(part.part_number)
+            .bind(part.etag.clone())
+            .bind(part.size)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE job_shards SET bytes_done = (SELECT COALESCE(SUM(size), 0) FROM job_parts WHERE job_id = ?1 AND backup_id = ?2)
+                 WHERE job_id = ?1 AND backup_id = ?2",
+            )
+            .bind(claim.job_id.clone())
+            .bind(backup_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn parts(&self, job_id: &str, backup_id: &str) -> Result<Vec<PartRow>> {
@@ -584,40 +593,42 @@ impl Store {
         rdb_version: i64,
         checksum: &str,
     ) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
-        fence(&mut tx, claim).await?;
-        sqlx::query(
-            "UPDATE job_shards SET state = 'stored', bytes_done = ?, sha256 = ?, rdb_version = ?, checksum = ?,
-                    upload_id = NULL, temp_path = NULL
-             WHERE job_id = ? AND backup_id = ?",
-        )
-        .bind(bytes)
-        .bind(sha256.to_string())
-        .bind(rdb_version)
-        .bind(checksum.to_string())
-        .bind(claim.job_id.clone())
-        .bind(backup_id.to_string())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM job_parts WHERE job_id = ? AND backup_id = ?")
+        self.fenced(claim, async |tx| {
+            sqlx::query(
+                "UPDATE job_shards SET state = 'stored', bytes_done = ?, sha256 = ?, rdb_version = ?, checksum = ?,
+                        upload_id = NULL, temp_path = NULL
+                 WHERE job_id = ? AND backup_id = ?",
+            )
+            .bind(bytes)
+            .bind(sha256.to_string())
+            .bind(rdb_version)
+            .bind(checksum.to_string())
             .bind(claim.job_id.clone())
             .bind(backup_id.to_string())
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(())
+            sqlx::query("DELETE FROM job_parts WHERE job_id = ? AND backup_id = ?")
+                .bind(claim.job_id.clone())
+                .bind(backup_id.to_string())
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn shard_failed(&self, claim: &Claim, backup_id: &str) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
-        fence(&mut tx, claim).await?;
-        sqlx::query("UPDATE job_shards SET state = 'failed' WHERE job_id = ? AND backup_id = ?")
+        self.fenced(claim, async |tx| {
+            sqlx::query(
+                "UPDATE job_shards SET state = 'failed' WHERE job_id = ? AND backup_id = ?",
+            )
             .bind(claim.job_id.clone())
             .bind(backup_id.to_string())
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     /// The end of a verified job, in one fenced transaction: its copies enter the inventory and
@@ -628,14 +639,14 @@ impl Store {
         copies: &[super::inventory::NewCopy],
         now: i64,
     ) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
-        fence(&mut tx, claim).await?;
-        for c in copies {
-            super::inventory::insert_copy(&mut tx, c).await?;
-        }
-        advance_in(&mut tx, claim, State::Verifying, Event::Verified, now).await?;
-        tx.commit().await?;
-        Ok(())
+        self.fenced(claim, async |tx| {
+            for c in copies {
+                super::inventory::insert_copy(&mut *tx, c).await?;
+            }
+            advance_in(&mut *tx, claim, State::Verifying, Event::Verified, now).await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn add_event(&self, job_id: &str, at: i64, kind: &str, message: &str) -> Result<()> {
