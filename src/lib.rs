@@ -5,26 +5,32 @@
 //! every step in SQLite, prunes old copies by retention policy, and exports Prometheus metrics.
 //!
 //! # Layout
-//! Every module, from the bottom (no dependency on the others) up:
+//! Every module, from the bottom up; each uses only the ones above it in this list
+//! (`tests/integration/layers.rs` checks it; docs/architecture.md says where a change goes):
 //! - Foundations: [`clock`] (the only reader of wall time), [`secret`] (a string that never
-//!   prints), [`private_fs`] (files 0600, directories 0700 whatever the umask), [`metrics`]
-//!   (every Prometheus metric, in an explicit registry), [`failure`] (command failures and exit
-//!   codes).
-//! - Inputs and formats: [`config`] (the YAML schema, parsing, validation with locations),
-//!   [`cds`] (the signed CDS Redis API client and its typed answers), [`rdb`] (the RDB format:
-//!   header, CRC64 trailer, streaming verification, a generator), [`store`] (the SQLite state DB:
-//!   jobs, shards, parts, events, the inventory, schedule state).
-//! - Moving bytes: [`destination`] (S3 or a directory: clients, handles, the write probe),
-//!   [`transfer`] (streaming a provider backup into a destination, verified on the way; provider
-//!   ids checked and encoded for keys).
-//! - Decisions: [`job`] (the job's states and the runner that drives one job), [`scheduler`]
-//!   (cron, jitter, catch-up; creates jobs), [`retention`] (the pure keep/delete plan),
-//!   [`prune`] (gathers sets, plans, deletes), [`reconcile`] (the state DB against what the
-//!   destinations and the provider hold), [`verify`] (re-reading a stored copy).
-//! - Processes and faces: [`daemon`] (`run`: dispatch, heartbeat, maintenance, reload, drain),
-//!   [`http`] (`/metrics`, `/healthz`, `/readyz`, `/v1/jobs`, `/v1/backups`, `/v1/policies`),
-//!   [`commands`] (the foreground commands), [`app`] (dispatching the command line), [`cli`]
-//!   (clap definitions), [`sim`] (a faithful CDS Redis API simulator, used by tests and `demo`).
+//!   prints), [`private_fs`] (files 0600, directories 0700 whatever the umask), [`rdb`] (the RDB
+//!   format: header, CRC64 trailer, streaming verification, a generator), [`job`] (a job's
+//!   states and their transitions).
+//! - Inputs and state: [`cds`] (the signed CDS Redis API client, its typed answers and
+//!   metrics), [`config`] (the YAML schema: loading, validation with locations, the model),
+//!   [`store`] (the SQLite state DB: jobs, shards, parts, events, the inventory, schedule state),
+//!   [`metrics`] (every Prometheus metric, in an explicit registry).
+//! - Moving bytes: [`transfer`] (streaming a provider backup through the verifier into a sink;
+//!   provider ids checked and encoded for keys), [`destination`] (the only module that knows the
+//!   kinds: a handle per S3 bucket or directory, with its sink).
+//! - The bundle: [`services`] (config, state DB, CDS client, downloader, destination handles,
+//!   metrics, clock and owner, built once per config and rebuilt on reload).
+//! - Decisions: [`retention`] (the pure keep/delete plan), [`runner`] (drives one job through its
+//!   states), [`scheduler`] (cron, jitter, catch-up; creates jobs), [`prune`] (gather, plan,
+//!   apply), [`reconcile`] (the state DB against what the destinations and the provider hold),
+//!   [`verify`] (re-reading stored copies).
+//! - Read models: [`views`] (the JSON the command line and `/v1` both serve).
+//! - Processes and faces: [`http`] (`/metrics`, `/healthz`, `/readyz`, `/v1/jobs`,
+//!   `/v1/backups`, `/v1/policies`), [`daemon`] (`run`: dispatch, maintenance, signals, reload,
+//!   drain), [`sim`] (a faithful CDS Redis API simulator, used by tests and `demo`).
+//! - The command line: [`failure`] (command failures and exit codes), [`cli`] (clap
+//!   definitions), [`commands`] (one file per subcommand), [`app`] (dispatching the command
+//!   line).
 //!
 //! # Error handling rules
 //! - Library modules return their own error types (`cds::Error`, `config::Errors`); commands use

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Claims due jobs ([`claim_due`]) and runs them, at most `max_concurrent_jobs` at once, until
+/// Claims due jobs (`claim_due`) and runs them, at most `max_concurrent_jobs` at once, until
 /// `cancel`.
 ///
 /// `cancel` stops the dispatch loop (at shutdown or a config reload); running jobs are

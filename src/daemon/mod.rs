@@ -1,9 +1,9 @@
 //! The long-running process (`run`, and `demo` on top of it): wiring the tasks, reload on
 //! SIGHUP, and a drain on shutdown.
 //!
-//! - [`dispatch`](mod@dispatch): claims due jobs and runs them.
-//! - [`maintenance`]: daily reconcile and prune, re-verification, gauges from the state DB.
-//! - [`signals`]: job heartbeat, systemd watchdog, SIGTERM/SIGINT.
+//! - `dispatch`: claims due jobs and runs them.
+//! - `maintenance`: daily reconcile and prune, re-verification, gauges from the state DB.
+//! - `signals`: job heartbeat, systemd watchdog, SIGTERM/SIGINT.
 //!
 //! Jobs are claimed through the state DB (owner + heartbeat), so a daemon and a `backup-now`
 //! never run the same job, and a job whose owner stopped renewing its heartbeat for

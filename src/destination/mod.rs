@@ -50,7 +50,7 @@ pub struct OpenUpload {
 
 /// What the runner asks for when it starts (or resumes) one shard's copy.
 pub struct SinkRequest {
-    /// The object's key (with the destination's prefix, see [`Handle::key_prefix`]).
+    /// The object's key (with the destination's prefix, see [`Backend::key_prefix`]).
     pub key: String,
     pub manifest_key: String,
     pub backup_id: String,
