@@ -10,7 +10,9 @@ use super::{Backend, ObjectInfo, OpenUpload, OpenedSink, Reader, SinkRequest};
 use crate::config::{S3Credentials, S3Destination, credentials};
 use crate::transfer;
 use anyhow::{Context as _, bail};
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, ProvideCredentials as _, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use std::sync::Arc;
 
 pub use upload::{MAX_PARTS, S3Sink, abort_upload, list_uploads, part_size_for};
@@ -93,11 +95,113 @@ pub async fn client(cfg: &S3Destination) -> anyhow::Result<aws_sdk_s3::Client> {
     Ok(aws_sdk_s3::Client::from_conf(builder.build()))
 }
 
-/// One S3 SDK failure as text: what was being done and where, then the SDK's error with its
-/// sources (the service's code and message when it answered). The one formatting of S3 errors,
-/// shared by the handles here and the upload sink.
-pub fn sdk_error_text(what: &str, e: impl std::error::Error) -> String {
-    format!("{what}: {}", aws_sdk_s3::error::DisplayErrorContext(e))
+/// One S3 SDK failure as text: what was being done and where, the service's code and message
+/// when it answered (or why it did not), and the setting to check. The one formatting of S3
+/// errors, shared by the handles here and the upload sink; never the SDK's debug dump.
+pub fn sdk_error_text<E>(what: &str, e: SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let answer = match &e {
+        SdkError::ServiceError(_) => Answer::Service {
+            code: e.code().map(str::to_string),
+            message: e.message().map(str::to_string),
+            status: e.raw_response().map(|r| r.status().as_u16()),
+        },
+        SdkError::TimeoutError(_) => Answer::Unreachable("timed out".into()),
+        SdkError::DispatchFailure(d) => Answer::Unreachable(if d.is_timeout() {
+            "timed out connecting".into()
+        } else if d.is_io() {
+            format!("cannot connect: {}", innermost(&e))
+        } else {
+            format!("cannot send the request: {}", innermost(&e))
+        }),
+        SdkError::ResponseError(_) => Answer::Garbled(innermost(&e)),
+        _ => Answer::Garbled(innermost(&e)),
+    };
+    failure_text(what, &answer)
+}
+
+/// What S3 (or the way to it) said, as far as a message needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    /// The service answered with an error.
+    Service {
+        code: Option<String>,
+        message: Option<String>,
+        status: Option<u16>,
+    },
+    /// No answer: connection, DNS, TLS or a timeout.
+    Unreachable(String),
+    /// An answer the SDK could not read.
+    Garbled(String),
+}
+
+/// The deepest cause of an error chain: the part a person can act on ("Connection refused").
+fn innermost(e: &dyn std::error::Error) -> String {
+    let mut last: &dyn std::error::Error = e;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
+}
+
+fn failure_text(what: &str, answer: &Answer) -> String {
+    match answer {
+        Answer::Service {
+            code,
+            message,
+            status,
+        } => {
+            let code = code.as_deref().unwrap_or("");
+            let said = match (code, message.as_deref(), status) {
+                ("", None, Some(s)) => format!("HTTP {s}"),
+                ("", Some(m), _) => m.to_string(),
+                (c, None, _) => c.to_string(),
+                (c, Some(m), _) => format!("{c}: {m}"),
+            };
+            match hint(code, *status) {
+                Some(h) => format!("{what}: {said} ({h})"),
+                None => format!("{what}: {said}"),
+            }
+        }
+        Answer::Unreachable(why) => format!(
+            "{what}: {why} (check the destination's endpoint and region, and that the host is reachable)"
+        ),
+        Answer::Garbled(why) => {
+            format!("{what}: unreadable answer: {why} (is the endpoint an S3-compatible server?)")
+        }
+    }
+}
+
+/// The setting a code points at.
+fn hint(code: &str, status: Option<u16>) -> Option<&'static str> {
+    Some(match code {
+        "NoSuchBucket" => "the bucket does not exist: check `bucket`, `endpoint` and `region`",
+        "InvalidAccessKeyId" => {
+            "this endpoint does not know the access key id: check access_key_id_file or AWS_ACCESS_KEY_ID"
+        }
+        "SignatureDoesNotMatch" => {
+            "the secret key does not match the key id: check secret_access_key_file or AWS_SECRET_ACCESS_KEY"
+        }
+        "AccessDenied" | "AllAccessDisabled" => {
+            "the credentials lack a permission: rdbvault needs s3:PutObject, s3:GetObject, s3:DeleteObject, s3:ListBucket and s3:AbortMultipartUpload on the prefix"
+        }
+        "PermanentRedirect"
+        | "AuthorizationHeaderMalformed"
+        | "IllegalLocationConstraintException" => {
+            "the bucket is in another region: set the destination's `region`"
+        }
+        "ExpiredToken" | "InvalidToken" | "TokenRefreshRequired" => {
+            "the session credentials expired: refresh them or use key files"
+        }
+        c if c.starts_with("KMS") => "check server_side_encryption.kms_key_id and the key's policy",
+        "" if status == Some(403) => "forbidden: check the credentials and the bucket policy",
+        "" if status == Some(301) => {
+            "the bucket is in another region: set the destination's `region`"
+        }
+        _ => return None,
+    })
 }
 
 /// `s3://bucket/prefix`, with the endpoint when it is not AWS's.
@@ -139,7 +243,10 @@ impl Bucket {
         })
     }
 
-    fn fail(&self, action: &str, key: &str, e: impl std::error::Error) -> anyhow::Error {
+    fn fail<E>(&self, action: &str, key: &str, e: SdkError<E, HttpResponse>) -> anyhow::Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
         anyhow::anyhow!(sdk_error_text(&format!("{action} {}", self.locate(key)), e))
     }
 }
@@ -323,7 +430,7 @@ async fn probe(client: &aws_sdk_s3::Client, cfg: &S3Destination) -> anyhow::Resu
         ))
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("{}", aws_sdk_s3::error::DisplayErrorContext(e)))
+        .map_err(|e| anyhow::anyhow!(sdk_error_text("the probe", e)))
         .with_context(|| {
             format!(
                 "cannot write to s3://{}/{}: check the bucket exists, the endpoint, and that the credentials allow s3:PutObject",
@@ -336,7 +443,7 @@ async fn probe(client: &aws_sdk_s3::Client, cfg: &S3Destination) -> anyhow::Resu
         .key(&key)
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("{}", aws_sdk_s3::error::DisplayErrorContext(e)))
+        .map_err(|e| anyhow::anyhow!(sdk_error_text("the probe", e)))
         .with_context(|| {
             format!(
                 "wrote s3://{}/{key} but cannot delete it: retention needs s3:DeleteObject; remove the probe object by hand",
@@ -344,4 +451,47 @@ async fn probe(client: &aws_sdk_s3::Client, cfg: &S3Destination) -> anyhow::Resu
             )
         })?;
     Ok("write and delete OK".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(code: &str, message: &str, status: u16) -> Answer {
+        Answer::Service {
+            code: (!code.is_empty()).then(|| code.to_string()),
+            message: (!message.is_empty()).then(|| message.to_string()),
+            status: Some(status),
+        }
+    }
+
+    #[test]
+    fn an_s3_error_says_the_code_the_message_and_the_setting_to_check() {
+        let t = failure_text(
+            "PutObject s3://b/k",
+            &service("NoSuchBucket", "The specified bucket does not exist", 404),
+        );
+        assert_eq!(
+            t,
+            "PutObject s3://b/k: NoSuchBucket: The specified bucket does not exist (the bucket does not exist: check `bucket`, `endpoint` and `region`)"
+        );
+        let t = failure_text("HeadObject s3://b/k", &service("", "", 403));
+        assert!(t.contains("HTTP 403") && t.contains("credentials"), "{t}");
+        let t = failure_text("x", &service("SignatureDoesNotMatch", "m", 403));
+        assert!(t.contains("secret_access_key_file"), "{t}");
+        let t = failure_text(
+            "x",
+            &service("SlowDown", "Please reduce your request rate", 503),
+        );
+        assert_eq!(t, "x: SlowDown: Please reduce your request rate");
+        let t = failure_text(
+            "x",
+            &Answer::Unreachable("cannot connect: Connection refused (os error 111)".into()),
+        );
+        assert!(
+            t.contains("Connection refused") && t.contains("endpoint"),
+            "{t}"
+        );
+        assert!(t.len() < 300, "{t}");
+    }
 }

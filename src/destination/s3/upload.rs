@@ -36,10 +36,10 @@ pub const COPY_OBJECT_LIMIT: u64 = 5 << 30;
 /// Part size for a multipart self-copy.
 const COPY_PART_SIZE: u64 = 1 << 30;
 
-fn s3_error<E: std::error::Error + Send + Sync + 'static>(
-    what: &str,
-    e: aws_sdk_s3::error::SdkError<E>,
-) -> Error {
+fn s3_error<E>(what: &str, e: aws_sdk_s3::error::SdkError<E>) -> Error
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
     Error::Destination(super::sdk_error_text(what, e))
 }
 
@@ -565,15 +565,14 @@ pub async fn abort_upload(
         .await
     {
         Ok(_) => Ok(()),
-        Err(e) => {
-            // Already gone (completed or aborted) is fine.
-            let text = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
-            if text.contains("NoSuchUpload") {
-                Ok(())
-            } else {
-                Err(Error::Destination(format!("AbortMultipartUpload: {text}")))
-            }
+        // Already gone (completed or aborted) is fine.
+        Err(e) if aws_sdk_s3::error::ProvideErrorMetadata::code(&e) == Some("NoSuchUpload") => {
+            Ok(())
         }
+        Err(e) => Err(s3_error(
+            &format!("AbortMultipartUpload s3://{bucket}/{key}"),
+            e,
+        )),
     }
 }
 
