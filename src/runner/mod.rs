@@ -1,0 +1,455 @@
+//! Runs one job from whatever state its row is in to the end, one step at a time, journaling
+//! every step before acting on it, so a process that dies anywhere leaves a row the next
+//! process can resume.
+//!
+//! - `pending`: `CreateBackup` with `Desc = rdbvault:<job id>`. The send is journaled first
+//!   (`create_sent_at`), so a job never sends it twice: after a crash or an answer that leaves
+//!   the outcome unknown, the job looks for its backup by token instead. A 409 `ResourceInUse`
+//!   (or a refused connection) is retried until the start window closes, then the job is
+//!   `missed`.
+//! - `requested`/`snapshotting`: `DescribeBackups` with backoff (at most one call per poll) until
+//!   every record carrying the token is `finished` and the set is stable.
+//! - `transferring`: each record (one per shard) is streamed, verified and committed
+//!   ([`crate::transfer`]), at most `max_concurrent_transfers` at a time across jobs.
+//! - `verifying`: the destination is asked whether it holds what the DB says; the copies enter
+//!   the inventory; the job is `stored`.
+//!
+//! `completion_window` is a hard deadline for all of it.
+//!
+//! # Layout
+//! This file owns [`run_job`]: the step loop, the deadline check at its top, and every way a run
+//! ends (failed, missed, interrupted, lost claim) with its journal writes, cleanup and metrics.
+//! One file per phase does that phase's work: `request` (`pending`), `snapshot`
+//! (`requested`/`snapshotting`), `transfer` (`transferring`) and `verify` (`verifying`);
+//! `refusal` holds the provider values the runner will not build on.
+//!
+//! Each phase keeps its decisions in pure functions over plain values and an explicit `now`,
+//! unit-tested beside them; the async code around them does the I/O, in the journal order the
+//! crash tests rely on (a store write before the provider call it guards).
+
+mod refusal;
+mod request;
+mod snapshot;
+mod transfer;
+mod verify;
+
+use crate::destination::Handle;
+use crate::job::State;
+use crate::services::Context;
+use crate::store::{JobRow, from_ms, ms};
+use anyhow::anyhow;
+use chrono::{DateTime, Utc};
+use std::fmt;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How a run of [`run_job`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Stored,
+    Failed(String),
+    Missed(String),
+    /// Shutdown: the job stopped at a safe point and will be resumed.
+    Interrupted,
+    /// Another process took the job over (this one's lease lapsed); this one stopped without
+    /// touching it again.
+    LostClaim(String),
+}
+
+/// Why a step stopped.
+enum Stop {
+    Cancelled,
+    Fail(anyhow::Error),
+    /// A transfer failed for a reason that may pass (download host, destination): the shard
+    /// is transferred again while the deadline allows. Outside `transfer_all` it is a failure.
+    Transient(anyhow::Error),
+    /// The bytes did not verify (size or checksum): a corruption in transit is worth one more
+    /// download from a fresh URL, a few times. Outside `transfer_all` it is a failure.
+    Corrupt(anyhow::Error),
+    Miss(String),
+    /// The job's row names another owner now: stop, touch nothing.
+    LostClaim(String),
+}
+
+impl From<anyhow::Error> for Stop {
+    fn from(e: anyhow::Error) -> Self {
+        Stop::Fail(e)
+    }
+}
+
+impl From<crate::store::Error> for Stop {
+    fn from(e: crate::store::Error) -> Self {
+        match e {
+            crate::store::Error::LostClaim { .. } => Stop::LostClaim(e.to_string()),
+            other => Stop::Fail(other.into()),
+        }
+    }
+}
+
+type Step = Result<(), Stop>;
+
+/// Sleeps, unless shutdown comes first.
+async fn sleep(d: Duration, cancel: &CancellationToken) -> Step {
+    tokio::select! {
+        _ = cancel.cancelled() => Err(Stop::Cancelled),
+        _ = tokio::time::sleep(d) => Ok(()),
+    }
+}
+
+/// A journal time (Unix ms) as every message of the runner shows it.
+fn utc(at_ms: i64) -> impl fmt::Display {
+    from_ms(at_ms).format("%Y-%m-%d %H:%M:%S UTC")
+}
+
+/// When the job asked the provider (Unix ms): the time in its object keys and its inventory
+/// rows.
+fn requested_at_ms(job: &JobRow) -> i64 {
+    job.requested_at
+        .or(job.create_sent_at)
+        .unwrap_or(job.created_at)
+}
+
+/// The handle of the job's destination.
+fn destination_of(ctx: &Context, job: &JobRow) -> Result<Handle, Stop> {
+    ctx.destinations
+        .get(&job.destination)
+        .cloned()
+        .ok_or_else(|| {
+            Stop::Fail(anyhow!(
+                "destination `{}` is no longer in the config",
+                job.destination
+            ))
+        })
+}
+
+/// The outcome a job already in a terminal state reports, or `None` while it is open.
+fn terminal_outcome(state: State, error: Option<&str>) -> Option<Outcome> {
+    let error = || error.unwrap_or_default().to_string();
+    match state {
+        State::Stored => Some(Outcome::Stored),
+        State::Missed => Some(Outcome::Missed(error())),
+        State::Failed => Some(Outcome::Failed(error())),
+        State::Pending
+        | State::Requested
+        | State::Snapshotting
+        | State::Transferring
+        | State::Verifying => None,
+    }
+}
+
+/// An open job past its `completion_window`: it takes no further step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DeadlineExceeded {
+    /// `deadline_at`, Unix ms.
+    deadline_at: i64,
+}
+
+impl fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "deadline exceeded: the job did not finish within completion_window (by {})",
+            utc(self.deadline_at)
+        )
+    }
+}
+
+/// The check at the top of every step. A pending job is exempt: until it sends `CreateBackup`
+/// its start window (which ends before the deadline) decides whether it is missed.
+fn check_deadline(
+    state: State,
+    now: DateTime<Utc>,
+    deadline_at: i64,
+) -> Result<(), DeadlineExceeded> {
+    // Compared in whole milliseconds, as the journal stores times.
+    if state != State::Pending && ms(now) > deadline_at {
+        Err(DeadlineExceeded { deadline_at })
+    } else {
+        Ok(())
+    }
+}
+
+/// Runs a job until it is stored, failed or missed, or until shutdown. Every log line it
+/// writes carries `policy`, `instance` and `job_id` (a tracing span).
+pub async fn run_job(ctx: &Context, job_id: &str, cancel: &CancellationToken) -> Outcome {
+    use tracing::Instrument as _;
+    let (policy, instance) = match ctx.store.job(job_id).await {
+        Ok(j) => (j.policy, j.instance_uuid),
+        Err(_) => (String::new(), String::new()),
+    };
+    let span = tracing::info_span!("job", policy = %policy, instance = %instance, job_id = %job_id);
+    run_job_steps(ctx, job_id, cancel).instrument(span).await
+}
+
+/// The step loop: re-reads the row before every step (the last step changed it, or another
+/// process did), so each step decides on what the journal says now.
+async fn run_job_steps(ctx: &Context, job_id: &str, cancel: &CancellationToken) -> Outcome {
+    // What the snapshot phase remembers between its polls.
+    let mut polling = snapshot::Polling::new(&ctx.poll);
+    loop {
+        let job = match ctx.store.job(job_id).await {
+            Ok(j) => j,
+            Err(e) => return Outcome::Failed(format!("cannot read job {job_id}: {e}")),
+        };
+        let state = job.state();
+        if let Some(outcome) = terminal_outcome(state, job.error.as_deref()) {
+            return outcome;
+        }
+        if cancel.is_cancelled() {
+            return interrupted(ctx, &job).await;
+        }
+        let step = match check_deadline(state, ctx.now(), job.deadline_at) {
+            Err(late) => Err(Stop::Fail(anyhow!("{late}"))),
+            Ok(()) => match state {
+                State::Pending => request::request(ctx, &job, cancel).await,
+                State::Requested | State::Snapshotting => {
+                    snapshot::poll(ctx, &job, &mut polling, cancel).await
+                }
+                State::Transferring => transfer::transfer_all(ctx, &job, cancel).await,
+                State::Verifying => verify::verify(ctx, &job).await,
+                State::Stored | State::Failed | State::Missed => {
+                    unreachable!("terminal states return above")
+                }
+            },
+        };
+        if let Err(stop) = step {
+            return end(ctx, &job, stop).await;
+        }
+    }
+}
+
+/// How a step that stopped ends the run.
+async fn end(ctx: &Context, job: &JobRow, stop: Stop) -> Outcome {
+    match stop {
+        Stop::Cancelled => interrupted(ctx, job).await,
+        Stop::LostClaim(why) => lost_claim(ctx, job, why).await,
+        Stop::Miss(reason) => missed(ctx, job, reason).await,
+        Stop::Fail(err) | Stop::Transient(err) | Stop::Corrupt(err) => failed(ctx, job, err).await,
+    }
+}
+
+/// The job could not start inside its start window: journal it as missed.
+async fn missed(ctx: &Context, job: &JobRow, reason: String) -> Outcome {
+    let now = ms(ctx.now());
+    match ctx.store.miss_job(&ctx.claim(job), now, &reason).await {
+        Err(e @ crate::store::Error::LostClaim { .. }) => {
+            return lost_claim(ctx, job, e.to_string()).await;
+        }
+        Err(e) => {
+            tracing::error!(job_id = %job.id, error = %e, "cannot record a missed job")
+        }
+        Ok(()) => {}
+    }
+    ctx.event(job, "missed", &reason).await;
+    finished_metrics(ctx, job, "missed", 0, now);
+    Outcome::Missed(reason)
+}
+
+/// The job failed for good: clean up what it left at the destination, then journal the
+/// failure with its whole error chain.
+async fn failed(ctx: &Context, job: &JobRow, err: anyhow::Error) -> Outcome {
+    let chain = format!("{err:#}");
+    // Only the owner cleans up: another process's upload is not ours to abort.
+    match ctx.store.holds(&ctx.claim(job)).await {
+        Ok(true) => {}
+        Ok(false) => return lost_claim(ctx, job, chain).await,
+        Err(e) => {
+            // Unknown owner: touch nothing, hand the job back so the next
+            // dispatch (ours or another process's) decides with a working DB.
+            tracing::error!(job_id = %job.id, error = %e, "cannot read the job's owner; leaving the job open");
+            let _ = ctx.store.release_job(&job.id, &ctx.owner).await;
+            return Outcome::Interrupted;
+        }
+    }
+    let current = ctx.store.job(&job.id).await.unwrap_or(job.clone());
+    cleanup_partial(ctx, &current).await;
+    let now = ms(ctx.now());
+    match ctx.store.fail_job(&ctx.claim(job), now, &chain).await {
+        Err(e @ crate::store::Error::LostClaim { .. }) => {
+            return lost_claim(ctx, job, e.to_string()).await;
+        }
+        Err(e) => {
+            tracing::error!(job_id = %job.id, error = %e, "cannot record a failed job")
+        }
+        Ok(()) => {}
+    }
+    tracing::error!(policy = %job.policy, instance = %job.instance_uuid, job_id = %job.id, error = %chain, "backup job failed");
+    let _ = ctx
+        .store
+        .add_event(&job.id, ms(ctx.now()), "failed", &chain)
+        .await;
+    finished_metrics(ctx, job, "failure", 0, now);
+    Outcome::Failed(chain)
+}
+
+/// Another process owns the job now: say so in the journal (events are not state) and stop.
+async fn lost_claim(ctx: &Context, job: &JobRow, why: String) -> Outcome {
+    tracing::warn!(policy = %job.policy, instance = %job.instance_uuid, job_id = %job.id, "lost the claim on the job: {why}");
+    ctx.event(
+        job,
+        "lost-claim",
+        &format!("{} stopped: another process holds the job now", ctx.owner),
+    )
+    .await;
+    Outcome::LostClaim(why)
+}
+
+async fn interrupted(ctx: &Context, job: &JobRow) -> Outcome {
+    ctx.event(
+        job,
+        "interrupted",
+        &format!(
+            "shutdown: stopped in state {} at a safe point; the next start resumes it",
+            job.state
+        ),
+    )
+    .await;
+    let _ = ctx.store.release_job(&job.id, &ctx.owner).await;
+    Outcome::Interrupted
+}
+
+/// Aborts uploads and removes `.partial` files a failed job leaves.
+async fn cleanup_partial(ctx: &Context, job: &JobRow) {
+    let Ok(shards) = ctx.store.shards(&job.id).await else {
+        return;
+    };
+    for s in shards {
+        match transfer::abort_left_upload(ctx, job, &s).await {
+            Ok(Some(key)) => {
+                ctx.event(
+                    job,
+                    "upload-aborted",
+                    &format!("aborted multipart upload of {key}"),
+                )
+                .await
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(job_id = %job.id, error = %e, "cannot abort a multipart upload")
+            }
+        }
+        if let (Some(_), Some(key), Some(dest)) = (
+            &s.temp_path,
+            &s.object_key,
+            ctx.destinations.get(&job.destination),
+        ) {
+            dest.discard_unfinished(key).await;
+        }
+        let _ = ctx
+            .store
+            .shard_pending_data(&ctx.claim(job), &s.backup_id, None, None)
+            .await;
+    }
+}
+
+/// Updates the per-instance metrics when a job ends; `at_ms` is the `finished_at` written to the
+/// journal, so the gauges read the same after a restart rebuilds them from it.
+fn finished_metrics(ctx: &Context, job: &JobRow, result: &str, size: i64, at_ms: i64) {
+    let m = &ctx.metrics;
+    let labels = [job.policy.as_str(), job.instance_uuid.as_str()];
+    m.backup_runs
+        .with_label_values(&[job.policy.as_str(), job.instance_uuid.as_str(), result])
+        .inc();
+    let at = at_ms as f64 / 1000.0;
+    m.backup_last_attempt.with_label_values(&labels).set(at);
+    if result == "success" {
+        m.backup_last_success.with_label_values(&labels).set(at);
+        m.backup_last_size
+            .with_label_values(&labels)
+            .set(size as f64);
+    }
+}
+
+/// Helpers the phase tests share: plain timestamps.
+#[cfg(test)]
+mod test_support {
+    use chrono::{DateTime, Utc};
+
+    /// An RFC 3339 time.
+    pub fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect("a valid test time")
+            .with_timezone(&Utc)
+    }
+
+    /// The same time in Unix ms, as the journal stores it.
+    pub fn at_ms(s: &str) -> i64 {
+        crate::store::ms(at(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{at, at_ms};
+    use super::*;
+
+    #[test]
+    fn a_pending_job_is_never_stopped_by_the_deadline_only_by_its_start_window() {
+        let deadline = at_ms("2026-03-01T02:00:00Z");
+        let long_after = at("2026-03-02T00:00:00Z");
+        assert_eq!(check_deadline(State::Pending, long_after, deadline), Ok(()));
+    }
+
+    #[test]
+    fn every_open_state_after_pending_stops_one_millisecond_past_the_deadline() {
+        let deadline = at_ms("2026-03-01T02:00:00Z");
+        let on_time = at("2026-03-01T02:00:00Z");
+        let late = at("2026-03-01T02:00:00.001Z");
+        for state in [
+            State::Requested,
+            State::Snapshotting,
+            State::Transferring,
+            State::Verifying,
+        ] {
+            assert_eq!(check_deadline(state, on_time, deadline), Ok(()), "{state}");
+            assert_eq!(
+                check_deadline(state, late, deadline),
+                Err(DeadlineExceeded {
+                    deadline_at: deadline
+                }),
+                "{state}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_deadline_is_compared_in_whole_milliseconds_as_the_journal_stores_it() {
+        let deadline = at_ms("2026-03-01T02:00:00Z");
+        // Half a millisecond late still reads as the deadline's own millisecond.
+        let within_the_millisecond = at("2026-03-01T02:00:00.000500Z");
+        assert_eq!(
+            check_deadline(State::Transferring, within_the_millisecond, deadline),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_deadline_message_names_the_setting_and_the_time_in_utc() {
+        let late = DeadlineExceeded {
+            deadline_at: at_ms("2026-03-01T02:00:00Z"),
+        };
+        assert_eq!(
+            late.to_string(),
+            "deadline exceeded: the job did not finish within completion_window (by 2026-03-01 02:00:00 UTC)"
+        );
+    }
+
+    #[test]
+    fn a_terminal_job_reports_its_recorded_error_and_an_open_one_reports_nothing() {
+        assert_eq!(
+            terminal_outcome(State::Stored, Some("ignored")),
+            Some(Outcome::Stored)
+        );
+        assert_eq!(
+            terminal_outcome(State::Failed, Some("boom")),
+            Some(Outcome::Failed("boom".into()))
+        );
+        assert_eq!(
+            terminal_outcome(State::Missed, None),
+            Some(Outcome::Missed(String::new()))
+        );
+        for open in State::ALL.into_iter().filter(|s| !s.is_terminal()) {
+            assert_eq!(terminal_outcome(open, Some("x")), None, "{open}");
+        }
+    }
+}
