@@ -100,12 +100,22 @@ pub fn load(path: &Path) -> Result<Config, Errors> {
             line: None,
             column: None,
             path: String::new(),
-            message: format!(
-                "cannot read the config file: {e}; pass -c FILE or set RDBVAULT_CONFIG"
-            ),
+            message: unreadable(path, &e),
         }],
     })?;
     parse(&text, path)
+}
+
+/// Why a config file cannot be read, and what to pass instead.
+fn unreadable(path: &Path, e: &std::io::Error) -> String {
+    if path.is_dir() {
+        let inside = path.join("rdbvault.yaml");
+        return format!(
+            "this is a directory, not a config file; pass the file itself, e.g. -c {}",
+            inside.display()
+        );
+    }
+    format!("cannot read the config file: {e}; pass -c FILE or set RDBVAULT_CONFIG")
 }
 
 /// Parses and validates config text; `source` is used in messages.
@@ -178,16 +188,69 @@ fn deserialize(text: &str, source: &Path) -> Result<RawConfig, Errors> {
         {
             message = rest.to_string();
         }
+        // YAML indents with spaces only; its parser reports a tab where it gives up, which
+        // may be a line after the one that has it.
+        let (line, column, message) = match first_tab(text) {
+            Some((tab_line, tab_column)) if line.is_none_or(|l| tab_line <= l) => (
+                Some(tab_line),
+                Some(tab_column),
+                format!(
+                    "line {tab_line} has a tab character; YAML indents with spaces only (the parser said: {message})"
+                ),
+            ),
+            _ => (line, column, explain_serde_message(&message)),
+        };
         Errors {
             file: source.to_path_buf(),
             problems: vec![Problem {
                 line,
                 column,
                 path,
-                message: explain_serde_message(&message),
+                message,
             }],
         }
     })
+}
+
+/// The line and column (1-based) of the first tab character in the indentation or between
+/// tokens of a YAML text, outside quoted strings and comments.
+fn first_tab(text: &str) -> Option<(usize, usize)> {
+    for (n, line) in text.lines().enumerate() {
+        let code = line.split(" #").next().unwrap_or(line);
+        let mut quote: Option<char> = None;
+        for (col, c) in code.chars().enumerate() {
+            match (quote, c) {
+                (None, '#') if col == 0 => break,
+                (None, '"' | '\'') => quote = Some(c),
+                (Some(q), c) if c == q => quote = None,
+                (None, '\t') => return Some((n + 1, col + 1)),
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tab_tests {
+    use super::*;
+
+    #[test]
+    fn a_tab_is_found_where_it_is_and_not_inside_quotes_or_comments() {
+        assert_eq!(first_tab("a:\n  b: 1\n\tc: 2\n"), Some((3, 1)));
+        assert_eq!(first_tab("a: \"x\ty\"\n# \tnote\nb: 1 # \tnote\n"), None);
+        assert_eq!(first_tab("a:\n  b:\t1\n"), Some((2, 5)));
+        let err = parse(
+            "cds:\n  region: mainland\ndestinations:\n\tlocal: {}\n",
+            Path::new("t.yaml"),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("t.yaml:4:1") && text.contains("line 4 has a tab"),
+            "{text}"
+        );
+    }
 }
 
 /// serde_yaml_ng appends " at line L column C"; we print the location in front instead.

@@ -22,6 +22,69 @@ const ALIASES: [&str; 6] = [
     "@annually",
 ];
 
+/// The fields of a 5- or 6-field expression, with the numbers each accepts.
+fn fields(count: usize) -> &'static [(&'static str, u32, u32)] {
+    const FIVE: [(&str, u32, u32); 5] = [
+        ("minute", 0, 59),
+        ("hour", 0, 23),
+        ("day-of-month", 1, 31),
+        ("month", 1, 12),
+        ("day-of-week", 0, 7),
+    ];
+    const SIX: [(&str, u32, u32); 6] = [
+        ("second", 0, 59),
+        ("minute", 0, 59),
+        ("hour", 0, 23),
+        ("day-of-month", 1, 31),
+        ("month", 1, 12),
+        ("day-of-week", 0, 7),
+    ];
+    if count == 6 { &SIX } else { &FIVE }
+}
+
+fn field_names(count: usize) -> String {
+    fields(count)
+        .iter()
+        .map(|(name, lo, hi)| format!("{name} {lo}-{hi}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Names the field and its range when a number is outside it (`minute 61 is outside 0-59`),
+/// which the cron parser only reports as "out of bounds". Steps (`*/90`) must be at least 1
+/// and at most the field's span. Names (`MON`, `JAN`) and croner's extras (`L`, `W`, `#`, `?`)
+/// are left to the parser.
+fn check_field_ranges(expr: &str) -> Result<(), String> {
+    let parts: Vec<&str> = expr.split_whitespace().collect();
+    for (part, (name, lo, hi)) in parts.iter().zip(fields(parts.len())) {
+        for item in part.split(',') {
+            let (range, step) = match item.split_once('/') {
+                Some((r, s)) => (r, Some(s)),
+                None => (item, None),
+            };
+            for bound in range.split('-') {
+                if let Ok(n) = bound.parse::<u32>()
+                    && (n < *lo || n > *hi)
+                {
+                    return Err(format!(
+                        "`{expr}`: {name} `{n}` is outside {lo}-{hi} (fields: {})",
+                        field_names(parts.len())
+                    ));
+                }
+            }
+            if let Some(step) = step.and_then(|s| s.parse::<u32>().ok())
+                && (step == 0 || step > hi - lo + 1)
+            {
+                return Err(format!(
+                    "`{expr}`: the {name} step `/{step}` must be 1 to {}",
+                    hi - lo + 1
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A parsed cron expression.
 #[derive(Clone)]
 pub struct CronExpr {
@@ -72,9 +135,15 @@ impl CronExpr {
             .seconds(Seconds::Optional)
             .year(Year::Disallowed)
             .build();
-        let cron = parser
-            .parse(trimmed)
-            .map_err(|e| format!("`{trimmed}` is not a valid cron expression: {e}"))?;
+        if !trimmed.starts_with('@') {
+            check_field_ranges(trimmed)?;
+        }
+        let cron = parser.parse(trimmed).map_err(|e| {
+            format!(
+                "`{trimmed}` is not a valid cron expression: {e} (fields: {})",
+                field_names(trimmed.split_whitespace().count())
+            )
+        })?;
         Ok(CronExpr {
             text: trimmed.to_string(),
             cron,
@@ -115,6 +184,30 @@ impl CronExpr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_number_outside_its_field_names_the_field_and_its_range() {
+        let e = CronExpr::parse("0 61 * * *").unwrap_err();
+        assert!(e.contains("hour `61` is outside 0-23"), "{e}");
+        let e = CronExpr::parse("61 3 * * *").unwrap_err();
+        assert!(e.contains("minute `61` is outside 0-59"), "{e}");
+        let e = CronExpr::parse("0 3 * 13 *").unwrap_err();
+        assert!(e.contains("month `13` is outside 1-12"), "{e}");
+        let e = CronExpr::parse("0 3 0 * *").unwrap_err();
+        assert!(e.contains("day-of-month `0` is outside 1-31"), "{e}");
+        let e = CronExpr::parse("75 * * * * *").unwrap_err();
+        assert!(e.contains("second `75` is outside 0-59"), "{e}");
+        let e = CronExpr::parse("*/0 * * * *").unwrap_err();
+        assert!(e.contains("minute step `/0` must be 1 to 60"), "{e}");
+        for good in [
+            "0 3 * * 1-5",
+            "*/15 0-23 1,15 JAN-DEC MON",
+            "30 2 * * 7",
+            "0 0 L * *",
+        ] {
+            CronExpr::parse(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+    }
     use chrono::TimeZone;
 
     fn utc(s: &str) -> DateTime<Utc> {

@@ -73,6 +73,21 @@ fn suggest<'c>(given: &str, candidates: impl IntoIterator<Item = &'c str>) -> Op
         .map(|(_, c)| c)
 }
 
+/// Names people write for a zone that are not IANA names: abbreviations (rdbvault itself prints
+/// Shanghai times as `CST`), cities that are not zone names, fixed offsets.
+fn zone_alias(given: &str) -> Option<&'static str> {
+    let key = given.trim().to_ascii_lowercase().replace([' ', '_'], "");
+    Some(match key.as_str() {
+        "cst" | "china" | "chinastandardtime" | "beijing" | "asia/beijing" | "asia/chongqing"
+        | "gmt+8" | "utc+8" | "utc+08:00" | "+08:00" | "+0800" | "cst-8" => "Asia/Shanghai",
+        "hkt" | "hongkong" => "Asia/Hong_Kong",
+        "sgt" | "singapore" => "Asia/Singapore",
+        "jst" | "tokyo" => "Asia/Tokyo",
+        "kst" | "seoul" => "Asia/Seoul",
+        _ => return None,
+    })
+}
+
 fn did_you_mean(s: Option<&str>) -> String {
     s.map(|s| format!(" (did you mean `{s}`?)"))
         .unwrap_or_default()
@@ -147,7 +162,8 @@ impl<'a> Validator<'a> {
     fn timezone(&mut self, path: &str, value: Option<&Text>, default: Tz) -> Tz {
         let Some(t) = value else { return default };
         t.0.trim().parse::<Tz>().unwrap_or_else(|_| {
-            let hint = suggest(&t.0, chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()));
+            let hint = zone_alias(&t.0)
+                .or_else(|| suggest(&t.0, chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())));
             self.problem(
                 path,
                 format!(
@@ -314,6 +330,28 @@ policies: []
                 "destinations",
                 "policies"
             ]
+        );
+    }
+
+    #[test]
+    fn zone_abbreviations_and_beijing_point_at_asia_shanghai() {
+        for given in [
+            "CST",
+            "Asia/Beijing",
+            "Beijing",
+            "UTC+8",
+            "China Standard Time",
+        ] {
+            assert_eq!(zone_alias(given), Some("Asia/Shanghai"), "{given}");
+        }
+        assert_eq!(zone_alias("Europe/Berln"), None);
+        let (_, problems) = check(|v| v.timezone("t", Some(&text("CST")), Tz::UTC));
+        assert!(
+            problems[0]
+                .message
+                .contains("did you mean `Asia/Shanghai`?"),
+            "{}",
+            problems[0].message
         );
     }
 
