@@ -105,6 +105,16 @@ impl Error {
         self.code() == Some("ResourceNotFound")
     }
 
+    /// True when the provider refused the credentials (wrong key id or secret, or a key without
+    /// the permission): a configuration problem, not an outage.
+    pub fn is_credentials(&self) -> bool {
+        self.kind == ErrorKind::Api
+            && (matches!(
+                self.code(),
+                Some("SignatureDoesNotMatch" | "InvalidAccessKeyId" | "AccessDenied")
+            ) || matches!(self.status, Some(401 | 403)))
+    }
+
     /// The label value for `rdbvault_api_requests_total{code}`: the API `Code` if it is a known
     /// one, else the HTTP status, else `timeout`, `request` or `transport`; anything else is
     /// `other` (see [`metric_code_label`]).

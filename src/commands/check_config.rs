@@ -152,40 +152,19 @@ pub async fn check_config(cfg: &Config, online: bool) -> Result<(), Failure> {
         return Ok(());
     }
     println!("online checks:");
+    let mut found = Findings::default();
     let registry = prometheus::Registry::new();
     let metrics = ApiMetrics::register(&registry)?;
     let client = crate::services::cds_client(&cfg.cds, metrics)?;
-    let mut failures = Vec::new();
     match client.describe_db_instances(&Params::new()).await {
-        Ok(instances) => {
-            println!(
-                "  CDS API: DescribeDBInstances signed and accepted; {} instance(s) visible",
-                instances.len()
-            );
-            for p in &cfg.policies {
-                for sel in &p.instances {
-                    let matched: Vec<_> = instances.iter().filter(|i| sel.matches(i)).collect();
-                    if matched.is_empty() {
-                        let msg = format!("policy {}: selector {sel} matches no instance", p.name);
-                        println!("  {msg}");
-                        if matches!(sel, config::Selector::Uuid(_)) {
-                            failures.push(msg);
-                        }
-                    } else {
-                        let names: Vec<_> = matched
-                            .iter()
-                            .map(|i| {
-                                format!("{} ({}, {})", i.instance_name, i.instance_uuid, i.status)
-                            })
-                            .collect();
-                        println!("  policy {}: {sel} -> {}", p.name, names.join(", "));
-                    }
-                }
-            }
-        }
+        Ok(instances) => resolve_selectors(cfg, &instances, &mut found),
         Err(e) => {
             println!("  CDS API: FAILED: {e}");
-            failures.push(e.to_string());
+            if e.is_credentials() {
+                found.credentials.push(e.to_string());
+            } else {
+                found.other.push(e.to_string());
+            }
         }
     }
     for d in cfg.destinations.values() {
@@ -193,18 +172,102 @@ pub async fn check_config(cfg: &Config, online: bool) -> Result<(), Failure> {
             Ok(msg) => println!("  destination {}: {msg}", d.name),
             Err(e) => {
                 println!("  destination {}: FAILED: {e:#}", d.name);
-                failures.push(format!("destination {}: {e:#}", d.name));
+                let text = format!("destination {}: {e:#}", d.name);
+                if e.downcast_ref::<crate::destination::CredentialsRejected>()
+                    .is_some()
+                {
+                    found.credentials.push(text);
+                } else {
+                    found.other.push(text);
+                }
             }
         }
     }
-    if failures.is_empty() {
-        println!("all online checks passed");
-        Ok(())
-    } else {
-        Err(Failure::Runtime(anyhow::anyhow!(
+    found.outcome()
+}
+
+/// What the online checks found wrong, by what the user must do about it.
+#[derive(Debug, Default)]
+struct Findings {
+    /// Credentials refused (CDS or S3): fix the keys (exit 2).
+    credentials: Vec<String>,
+    /// Selectors that match no instance: a policy that backs up nothing (exit 3).
+    unmatched: Vec<String>,
+    /// Anything else (unreachable endpoint, missing bucket): exit 1.
+    other: Vec<String>,
+}
+
+impl Findings {
+    /// Exit 2 when credentials were refused (nothing can work until they are fixed), else 3
+    /// when a selector matches nothing, else 1 for any other failure.
+    fn outcome(self) -> Result<(), Failure> {
+        let all: Vec<String> = [&self.credentials, &self.unmatched, &self.other]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        if all.is_empty() {
+            println!("all online checks passed");
+            return Ok(());
+        }
+        let text = format!(
             "{} online check(s) failed:\n  {}",
-            failures.len(),
-            failures.join("\n  ")
-        )))
+            all.len(),
+            all.join("\n  ")
+        );
+        Err(if !self.credentials.is_empty() {
+            Failure::Usage(text)
+        } else if !self.unmatched.is_empty() {
+            Failure::Failed(text)
+        } else {
+            Failure::Runtime(anyhow::anyhow!(text))
+        })
+    }
+}
+
+/// Prints what each selector of each policy matches; one that matches nothing is a finding.
+fn resolve_selectors(cfg: &Config, instances: &[cds::model::Instance], found: &mut Findings) {
+    println!(
+        "  CDS API: DescribeDBInstances signed and accepted; {} instance(s) visible",
+        instances.len()
+    );
+    for p in &cfg.policies {
+        for sel in &p.instances {
+            let matched: Vec<_> = instances.iter().filter(|i| sel.matches(i)).collect();
+            if matched.is_empty() {
+                let msg = format!(
+                    "policy {}: selector {sel} matches no instance; fix it or remove it",
+                    p.name
+                );
+                println!("  {msg}");
+                found.unmatched.push(msg);
+            } else {
+                let names: Vec<_> = matched
+                    .iter()
+                    .map(|i| format!("{} ({}, {})", i.instance_name, i.instance_uuid, i.status))
+                    .collect();
+                println!("  policy {}: {sel} -> {}", p.name, names.join(", "));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_credentials_outrank_unmatched_selectors_which_outrank_outages() {
+        let f = |c: usize, u: usize, o: usize| Findings {
+            credentials: vec!["c".into(); c],
+            unmatched: vec!["u".into(); u],
+            other: vec!["o".into(); o],
+        };
+        assert!(f(0, 0, 0).outcome().is_ok());
+        assert_eq!(f(1, 1, 1).outcome().unwrap_err().exit_code(), 2);
+        assert_eq!(f(0, 1, 1).outcome().unwrap_err().exit_code(), 3);
+        assert_eq!(f(0, 0, 1).outcome().unwrap_err().exit_code(), 1);
+        let text = f(1, 1, 1).outcome().unwrap_err().to_string();
+        assert!(text.starts_with("3 online check(s) failed"), "{text}");
     }
 }

@@ -27,6 +27,13 @@ use std::sync::Arc;
 pub use s3::client as s3_client;
 pub use s3::sdk_error_text;
 
+/// The destination refused the credentials (unknown key id, wrong secret, missing permission):
+/// a configuration problem, which commands report with exit 2. Carried inside an
+/// `anyhow::Error`; find it with `downcast_ref`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CredentialsRejected(pub String);
+
 /// A byte stream from a destination.
 pub type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
 

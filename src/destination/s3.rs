@@ -122,6 +122,30 @@ where
     failure_text(what, &answer)
 }
 
+/// Codes that mean the credentials, not the service, are wrong.
+const CREDENTIAL_CODES: [&str; 5] = [
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "ExpiredToken",
+    "InvalidToken",
+];
+
+/// A probe failure, typed [`super::CredentialsRejected`] when the credentials were refused.
+fn probe_error<E>(e: SdkError<E, HttpResponse>) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let refused = e.code().is_some_and(|c| CREDENTIAL_CODES.contains(&c))
+        || e.raw_response().is_some_and(|r| r.status().as_u16() == 403);
+    let text = sdk_error_text("the probe", e);
+    if refused {
+        anyhow::Error::new(super::CredentialsRejected(text))
+    } else {
+        anyhow::anyhow!(text)
+    }
+}
+
 /// What S3 (or the way to it) said, as far as a message needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Answer {
@@ -430,7 +454,7 @@ async fn probe(client: &aws_sdk_s3::Client, cfg: &S3Destination) -> anyhow::Resu
         ))
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!(sdk_error_text("the probe", e)))
+        .map_err(probe_error)
         .with_context(|| {
             format!(
                 "cannot write to s3://{}/{}: check the bucket exists, the endpoint, and that the credentials allow s3:PutObject",
@@ -443,7 +467,7 @@ async fn probe(client: &aws_sdk_s3::Client, cfg: &S3Destination) -> anyhow::Resu
         .key(&key)
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!(sdk_error_text("the probe", e)))
+        .map_err(probe_error)
         .with_context(|| {
             format!(
                 "wrote s3://{}/{key} but cannot delete it: retention needs s3:DeleteObject; remove the probe object by hand",

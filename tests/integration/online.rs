@@ -117,7 +117,25 @@ async fn online_check_resolves_selectors_and_probes_destinations() {
     // The probe leaves nothing behind.
     assert_eq!(std::fs::read_dir(d.join("archive")).unwrap().count(), 0);
 
-    // A uuid that matches nothing, and a wrong S3 secret: exit 1, each named.
+    // A uuid that matches nothing: a policy that would back up nothing, exit 3, named.
+    let path = write_config(
+        d,
+        &sim.base_url,
+        s3,
+        &s3.secret_key,
+        "00000000-0000-4000-8000-000000000000",
+    );
+    let r = check(path).await;
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(
+        r.all().contains(
+            "selector uuid 00000000-0000-4000-8000-000000000000 matches no instance; fix it or remove it"
+        ),
+        "{}",
+        r.all()
+    );
+
+    // And a wrong S3 secret too: a credential problem, exit 2, each named.
     let path = write_config(
         d,
         &sim.base_url,
@@ -126,7 +144,8 @@ async fn online_check_resolves_selectors_and_probes_destinations() {
         "00000000-0000-4000-8000-000000000000",
     );
     let r = check(path).await;
-    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.all().contains("SignatureDoesNotMatch"), "{}", r.all());
     assert!(
         r.all()
             .contains("00000000-0000-4000-8000-000000000000 matches no instance"),
@@ -157,7 +176,8 @@ async fn online_check_reports_a_wrong_cds_secret_without_printing_it() {
     );
     write_private(&dir.path().join("cds_secret"), "a-wrong-cds-secret");
     let r = check(path.clone()).await;
-    assert_eq!(r.code, 1, "{}", r.all());
+    // Refused credentials are a configuration problem: exit 2.
+    assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.all().contains("SignatureDoesNotMatch"), "{}", r.all());
     assert!(!r.all().contains("a-wrong-cds-secret"));
 
