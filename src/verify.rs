@@ -32,6 +32,24 @@ impl std::fmt::Display for Bad {
     }
 }
 
+/// A stored object whose length is not the verified size, said with both sizes and what to do
+/// about it.
+fn wrong_size(copy: &CopyRow, place: &str, actual: u64) -> Option<Bad> {
+    let expected = u64::try_from(copy.size?).ok()?;
+    if actual == expected {
+        return None;
+    }
+    let what = if actual < expected {
+        "truncated"
+    } else {
+        "longer than what was verified"
+    };
+    Some(Bad::Corrupt(format!(
+        "{place}: stored copy is {actual} bytes, expected {expected} ({what}); take a fresh backup with `rdbvault backup-now --policy {} --instance {}`; this copy is kept for inspection, counts for no retention rule, and may be deleted by hand",
+        copy.policy, copy.instance_uuid
+    )))
+}
+
 /// Streams one copy through the checker (and into `out`, if given) and compares it with the DB
 /// row and the manifest. `progress` gets the bytes read so far.
 ///
@@ -83,6 +101,10 @@ pub async fn check_copy(
                 .map_err(|e| Bad::Unreadable(format!("cannot write the local file: {e}")))?;
         }
         progress(checker.bytes());
+    }
+    // The bytes read, not the size the destination reports: what a restore would get.
+    if let Some(bad) = wrong_size(copy, &place, checker.bytes()) {
+        return Err(bad);
     }
     let stored = checker
         .finish(copy.size.map(|s| s as u64))
@@ -155,4 +177,30 @@ pub async fn verify_copies(
         report(c, &result);
     }
     Ok(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_stored_file_says_both_sizes_and_what_to_do() {
+        let copy = CopyRow {
+            policy: "nightly".into(),
+            instance_uuid: "u-1".into(),
+            size: Some(1000),
+            ..CopyRow::default()
+        };
+        let bad = wrong_size(&copy, "s3://b/k.rdb", 600).unwrap().to_string();
+        assert!(
+            bad.contains("stored copy is 600 bytes, expected 1000 (truncated)"),
+            "{bad}"
+        );
+        assert!(
+            bad.contains("rdbvault backup-now --policy nightly --instance u-1"),
+            "{bad}"
+        );
+        assert!(wrong_size(&copy, "x", 1000).is_none());
+        assert!(wrong_size(&CopyRow { size: None, ..copy }, "x", 5).is_none());
+    }
 }

@@ -3,7 +3,7 @@
 
 use super::{Result, Store};
 
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, sqlx::FromRow, serde::Serialize)]
 pub struct CopyRow {
     pub id: i64,
     pub location: String,

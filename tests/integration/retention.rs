@@ -168,6 +168,33 @@ async fn verify_catches_one_changed_byte_and_fetch_returns_the_exact_bytes() {
     );
     assert!(r.stdout.contains("2 copies checked, 1 bad"), "{}", r.stdout);
 
+    // A truncated object says both sizes and the next step.
+    let full = env.get(&bad_key).await;
+    client
+        .put_object()
+        .bucket(&cfg.bucket)
+        .key(&bad_key)
+        .body(aws_sdk_s3::primitives::ByteStream::from(
+            full[..full.len() / 2].to_vec(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    let r = env.run(&["verify", &bad.id]).await;
+    assert_eq!(r.code, 3, "{}", r.all());
+    let said = format!(
+        "stored copy is {} bytes, expected {} (truncated)",
+        full.len() / 2,
+        full.len()
+    );
+    assert!(r.stdout.contains(&said), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("rdbvault backup-now --policy p --instance"),
+        "{}",
+        r.stdout
+    );
+
     // fetch of the damaged copy fails and leaves no file behind.
     let out2 = env.dir.path().join("damaged.rdb");
     let r = env
