@@ -1,10 +1,18 @@
 //! `backup-now`: one job per instance a policy selects, run in the foreground with progress bars.
+//!
+//! The steps: find the policy and the instances it selects ([`select_instances`]), create one
+//! job each, owned by this process from birth ([`start_jobs`]), run them with a heartbeat and
+//! progress bars, printing each outcome as it arrives ([`run_jobs`]), and turn the outcomes
+//! into the exit code ([`verdict`]).
 
-use super::format::{duration_of, human_bytes, progress_label};
-use crate::config::Config;
+use super::format::{ShardBars, duration_of, human_bytes};
+use crate::cds::model::Instance;
+use crate::config::{Config, Policy};
 use crate::failure::Failure;
 use crate::runner::Outcome;
+use crate::services::Context;
 use crate::store::jobs::Inserted;
+use crate::store::{JobRow, ms};
 use std::io::IsTerminal as _;
 use std::sync::Arc;
 
@@ -14,14 +22,7 @@ pub async fn backup_now(
     policy_name: &str,
     instance: Option<&str>,
 ) -> Result<(), Failure> {
-    let Some(policy) = cfg.policies.iter().find(|p| p.name == policy_name).cloned() else {
-        let names: Vec<_> = cfg.policies.iter().map(|p| p.name.as_str()).collect();
-        return Err(Failure::Usage(format!(
-            "no policy named `{policy_name}` in {}; policies: {}",
-            cfg.source.display(),
-            names.join(", ")
-        )));
-    };
+    let policy = policy_named(&cfg, policy_name)?;
     let cfg = Arc::new(cfg);
     let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())?;
     let mut ctx = crate::services::open(
@@ -35,7 +36,44 @@ pub async fn backup_now(
         .cds
         .describe_db_instances(&crate::cds::Params::new())
         .await?;
-    let mut selected: Vec<_> = crate::scheduler::select(&policy, &all)
+    let selected = select_instances(&policy, &all, instance)?;
+
+    let bars = ShardBars::new(std::io::stderr().is_terminal());
+    ctx.progress = Some(bars.reporter());
+    let started = start_jobs(&ctx, &policy, &selected, &bars).await?;
+    let mut tally = run_jobs(&ctx, started.job_ids, cfg.limits.max_concurrent_jobs).await?;
+    // A refused instance (it has an open job) counts as a failed backup.
+    tally.failed += started.refused;
+    bars.clear();
+    ctx.store.close().await;
+    verdict(&tally, selected.len())
+}
+
+/// The policy `--policy` names; a usage error listing the policies when there is none.
+fn policy_named(cfg: &Config, name: &str) -> Result<Policy, Failure> {
+    match cfg.policies.iter().find(|p| p.name == name) {
+        Some(p) => Ok(p.clone()),
+        None => {
+            let names: Vec<_> = cfg.policies.iter().map(|p| p.name.as_str()).collect();
+            Err(Failure::Usage(format!(
+                "no policy named `{name}` in {}; policies: {}",
+                cfg.source.display(),
+                names.join(", ")
+            )))
+        }
+    }
+}
+
+/// The instances to back up: those the policy selects, narrowed to `--instance` (compared
+/// ignoring case, as the provider's UUIDs may come in either). Naming an instance the policy
+/// does not select is the user's mistake (exit 2); a policy that selects nothing is a failed
+/// backup (exit 3), as a scheduled run of it would be.
+fn select_instances(
+    policy: &Policy,
+    all: &[Instance],
+    instance: Option<&str>,
+) -> Result<Vec<Instance>, Failure> {
+    let mut selected: Vec<_> = crate::scheduler::select(policy, all)
         .into_iter()
         .cloned()
         .collect();
@@ -43,60 +81,42 @@ pub async fn backup_now(
         selected.retain(|i| i.instance_uuid.eq_ignore_ascii_case(uuid));
         if selected.is_empty() {
             return Err(Failure::Usage(format!(
-                "instance {uuid} is not selected by policy `{policy_name}` (or does not exist)"
+                "instance {uuid} is not selected by policy `{}` (or does not exist)",
+                policy.name
             )));
         }
     }
     if selected.is_empty() {
         return Err(Failure::Failed(format!(
-            "policy `{policy_name}` selects no instance; nothing to back up"
+            "policy `{}` selects no instance; nothing to back up",
+            policy.name
         )));
     }
+    Ok(selected)
+}
 
-    let tty = std::io::stderr().is_terminal();
-    let bars = indicatif::MultiProgress::new();
-    if !tty {
-        bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    let bar_map: Arc<std::sync::Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>> =
-        Arc::default();
-    // Job id -> instance name, filled as the jobs are created below, for the bars' labels.
-    let job_names: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>> =
-        Arc::default();
-    {
-        let (bars, bar_map, job_names) = (bars.clone(), bar_map.clone(), job_names.clone());
-        ctx.progress = Some(Arc::new(
-            move |job: &str, backup: &str, done: u64, total: Option<u64>| {
-                let mut map = bar_map.lock().unwrap_or_else(|e| e.into_inner());
-                let bar = map.entry(backup.to_string()).or_insert_with(|| {
-                    let b = bars.add(indicatif::ProgressBar::new(total.unwrap_or(0)));
-                    b.set_style(
-                        indicatif::ProgressStyle::with_template(
-                            "{msg:30} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-                        )
-                        // cannot fail: a constant template.
-                        .expect("valid template")
-                        .progress_chars("=> "),
-                    );
-                    let names = job_names.lock().unwrap_or_else(|e| e.into_inner());
-                    let name = names.get(job).map(String::as_str).unwrap_or("backup");
-                    b.set_message(progress_label(name, backup));
-                    b
-                });
-                bar.set_position(done);
-                if total == Some(done) {
-                    bar.finish();
-                }
-            },
-        ));
-    }
+/// The jobs [`start_jobs`] created, and how many instances got none.
+struct Started {
+    job_ids: Vec<String>,
+    /// Instances that already had an open job (whoever runs it).
+    refused: usize,
+}
 
+/// Creates one job per instance, owned by this process from birth: no dispatcher can claim it
+/// between its insert and its first step. An instance with an open job gets none.
+async fn start_jobs(
+    ctx: &Context,
+    policy: &Policy,
+    selected: &[Instance],
+    bars: &ShardBars,
+) -> Result<Started, Failure> {
     let now = ctx.clock.now();
-    let mut job_ids = Vec::new();
-    let mut refused = Vec::new();
-    for inst in &selected {
-        let mut job = crate::scheduler::new_job(&policy, inst, now, "manual", now);
-        // Owned from birth: no dispatcher can claim it between its insert and its first step.
+    let mut started = Started {
+        job_ids: Vec::new(),
+        refused: 0,
+    };
+    for inst in selected {
+        let mut job = crate::scheduler::new_job(policy, inst, now, "manual", now);
         job.owner = Some(ctx.owner.clone());
         match ctx.store.insert_job(&job).await? {
             Inserted::Created => {
@@ -104,22 +124,29 @@ pub async fn backup_now(
                     "job {} for {} ({}) started",
                     job.id, inst.instance_name, inst.instance_uuid
                 );
-                job_names
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(job.id.clone(), inst.instance_name.clone());
-                job_ids.push(job.id);
+                bars.name_job(&job.id, &inst.instance_name);
+                started.job_ids.push(job.id);
             }
             Inserted::InstanceBusy { open_job } => {
                 eprintln!(
                     "instance {} ({}) already has an open job {open_job}; not starting a second one",
                     inst.instance_name, inst.instance_uuid
                 );
-                refused.push(inst.instance_uuid.clone());
+                started.refused += 1;
             }
         }
     }
+    Ok(started)
+}
 
+/// Runs the jobs, at most `max_concurrent` at a time, with a heartbeat keeping them ours and
+/// SIGINT/SIGTERM stopping them at a safe point (the daemon resumes them); prints each outcome
+/// as its job ends and counts them.
+async fn run_jobs(
+    ctx: &Context,
+    job_ids: Vec<String>,
+    max_concurrent: usize,
+) -> Result<Tally, Failure> {
     let cancel = tokio_util::sync::CancellationToken::new();
     let hb = tokio::spawn(crate::daemon::heartbeat(ctx.clone(), cancel.clone()));
     let signal_cancel = cancel.clone();
@@ -127,9 +154,9 @@ pub async fn backup_now(
         crate::daemon::shutdown_signal().await;
         signal_cancel.cancel();
     });
-    let limit = Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_concurrent_jobs));
+    let limit = Arc::new(tokio::sync::Semaphore::new(max_concurrent));
     let mut tasks = tokio::task::JoinSet::new();
-    for id in job_ids.clone() {
+    for id in job_ids {
         let (ctx, cancel, limit) = (ctx.clone(), cancel.child_token(), limit.clone());
         tasks.spawn(async move {
             // cannot fail: `limit` is never closed.
@@ -138,75 +165,197 @@ pub async fn backup_now(
             (id, outcome)
         });
     }
-    let mut failed = refused.len();
-    let mut interrupted = 0;
+    let mut tally = Tally::default();
     while let Some(r) = tasks.join_next().await {
         let (id, outcome) =
             r.map_err(|e| Failure::Runtime(anyhow::anyhow!("job task failed: {e}")))?;
         let job = ctx.store.job(&id).await?;
-        match outcome {
-            Outcome::Stored => {
-                let shards = ctx.store.shards(&id).await.unwrap_or_default();
-                println!(
-                    "stored  {} {} ({}) {} in {}",
-                    job.id,
-                    job.instance_name,
-                    job.instance_uuid,
-                    human_bytes(job.bytes),
-                    duration_of(&job)
-                );
-                for s in shards {
-                    println!(
-                        "        {} sha256 {}",
-                        s.object_key.unwrap_or_default(),
-                        s.sha256.unwrap_or_default()
-                    );
-                }
-            }
-            Outcome::Failed(e) => {
-                failed += 1;
-                println!(
-                    "failed  {} {} ({}): {e}",
-                    job.id, job.instance_name, job.instance_uuid
-                );
-            }
-            Outcome::Missed(e) => {
-                failed += 1;
-                println!(
-                    "missed  {} {} ({}): {e}",
-                    job.id, job.instance_name, job.instance_uuid
-                );
-            }
-            Outcome::LostClaim(why) => {
-                failed += 1;
-                println!(
-                    "stopped {} {} ({}): {why}",
-                    job.id, job.instance_name, job.instance_uuid
-                );
-            }
-            Outcome::Interrupted => {
-                interrupted += 1;
-                println!(
-                    "stopped {} {} ({}): interrupted; `rdbvault run` resumes it",
-                    job.id, job.instance_name, job.instance_uuid
-                );
-            }
-        }
+        report_outcome(ctx, &job, &outcome).await;
+        tally.record(&outcome);
     }
     cancel.cancel();
     let _ = hb.await;
-    bars.clear().ok();
-    ctx.store.close().await;
-    if failed > 0 {
+    Ok(tally)
+}
+
+/// The lines for one ended job: a stored one with its size, time and each shard's object key
+/// and SHA-256; any other with why.
+async fn report_outcome(ctx: &Context, job: &JobRow, outcome: &Outcome) {
+    let who = format!("{} {} ({})", job.id, job.instance_name, job.instance_uuid);
+    match outcome {
+        Outcome::Stored => {
+            // The shard lines are a courtesy: a DB hiccup here does not fail a stored backup.
+            let shards = ctx.store.shards(&job.id).await.unwrap_or_default();
+            let took = duration_of(job, ms(crate::clock::wall_now()));
+            println!("stored  {who} {} in {took}", human_bytes(job.bytes));
+            for s in shards {
+                println!(
+                    "        {} sha256 {}",
+                    s.object_key.unwrap_or_default(),
+                    s.sha256.unwrap_or_default()
+                );
+            }
+        }
+        Outcome::Failed(e) => println!("failed  {who}: {e}"),
+        Outcome::Missed(e) => println!("missed  {who}: {e}"),
+        Outcome::LostClaim(why) => println!("stopped {who}: {why}"),
+        Outcome::Interrupted => {
+            println!("stopped {who}: interrupted; `rdbvault run` resumes it")
+        }
+    }
+}
+
+/// How the jobs ended, as far as the exit code cares.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Failed, missed, taken over by another process, or refused (an open job was in the way).
+    failed: usize,
+    /// Stopped by SIGINT/SIGTERM at a safe point; `rdbvault run` resumes them.
+    interrupted: usize,
+}
+
+impl Tally {
+    fn record(&mut self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Stored => {}
+            Outcome::Failed(_) | Outcome::Missed(_) | Outcome::LostClaim(_) => self.failed += 1,
+            Outcome::Interrupted => self.interrupted += 1,
+        }
+    }
+}
+
+/// The exit: any failed backup is exit 3 (even when others were interrupted: a failure is the
+/// news); only interruptions, exit 1 (nothing failed, the work is unfinished); else success.
+fn verdict(tally: &Tally, selected: usize) -> Result<(), Failure> {
+    if tally.failed > 0 {
         return Err(Failure::Failed(format!(
-            "{failed} of {} backup(s) failed",
-            selected.len()
+            "{} of {selected} backup(s) failed",
+            tally.failed
         )));
     }
-    if interrupted > 0 {
+    if tally.interrupted > 0 {
         return Err(Failure::Runtime(anyhow::anyhow!(
-            "{interrupted} job(s) interrupted before they finished"
+            "{} job(s) interrupted before they finished",
+            tally.interrupted
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failure::exit;
+
+    fn policy(selectors: &str) -> Policy {
+        let text = format!(
+            "destinations: {{ d: {{ type: file, path: /tmp }} }}\npolicies:\n  - name: nightly\n    schedule: {{ cron: \"0 2 * * *\" }}\n    instances: [ {selectors} ]\n    destination: d\n    retention: {{ destination: {{ keep_last: 1 }} }}\n"
+        );
+        crate::config::parse(&text, std::path::Path::new("t.yaml"))
+            .unwrap()
+            .policies
+            .remove(0)
+    }
+
+    fn instance(uuid: &str, name: &str) -> Instance {
+        Instance {
+            instance_uuid: uuid.into(),
+            instance_name: name.into(),
+            ..Instance::default()
+        }
+    }
+
+    fn fleet() -> Vec<Instance> {
+        vec![
+            instance("AAAA-1", "prod-cache-01"),
+            instance("bbbb-2", "prod-cluster-01"),
+            instance("cccc-3", "staging-cache"),
+        ]
+    }
+
+    fn names(selected: &[Instance]) -> Vec<&str> {
+        selected.iter().map(|i| i.instance_name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_policy_picks_every_instance_its_selectors_match() {
+        let picked = select_instances(&policy("{ name: \"prod-*\" }"), &fleet(), None).unwrap();
+        assert_eq!(names(&picked), ["prod-cache-01", "prod-cluster-01"]);
+    }
+
+    #[test]
+    fn an_instance_flag_narrows_the_selection_ignoring_case() {
+        let picked =
+            select_instances(&policy("{ name: \"prod-*\" }"), &fleet(), Some("aaaa-1")).unwrap();
+        assert_eq!(names(&picked), ["prod-cache-01"]);
+    }
+
+    #[test]
+    fn an_instance_the_policy_does_not_select_is_a_usage_error() {
+        let err = select_instances(&policy("{ name: \"prod-*\" }"), &fleet(), Some("cccc-3"))
+            .unwrap_err();
+        assert_eq!(err.exit_code(), exit::USAGE);
+        assert_eq!(
+            err.to_string(),
+            "instance cccc-3 is not selected by policy `nightly` (or does not exist)"
+        );
+    }
+
+    #[test]
+    fn a_policy_that_selects_nothing_is_a_failed_backup() {
+        let err = select_instances(&policy("{ name: \"none-*\" }"), &fleet(), None).unwrap_err();
+        assert_eq!(err.exit_code(), exit::FAILED);
+        assert_eq!(
+            err.to_string(),
+            "policy `nightly` selects no instance; nothing to back up"
+        );
+    }
+
+    fn tally_of(refused: usize, outcomes: &[Outcome]) -> Tally {
+        let mut tally = Tally::default();
+        for o in outcomes {
+            tally.record(o);
+        }
+        tally.failed += refused;
+        tally
+    }
+
+    #[test]
+    fn every_stored_job_is_success() {
+        let tally = tally_of(0, &[Outcome::Stored, Outcome::Stored]);
+        assert!(verdict(&tally, 2).is_ok());
+    }
+
+    #[test]
+    fn a_failed_missed_or_taken_over_job_is_exit_three() {
+        for bad in [
+            Outcome::Failed("x".into()),
+            Outcome::Missed("x".into()),
+            Outcome::LostClaim("x".into()),
+        ] {
+            let err = verdict(&tally_of(0, &[Outcome::Stored, bad]), 2).unwrap_err();
+            assert_eq!(err.exit_code(), exit::FAILED);
+            assert_eq!(err.to_string(), "1 of 2 backup(s) failed");
+        }
+    }
+
+    #[test]
+    fn a_refused_instance_counts_as_a_failed_backup() {
+        let err = verdict(&tally_of(1, &[Outcome::Stored]), 2).unwrap_err();
+        assert_eq!(err.exit_code(), exit::FAILED);
+        assert_eq!(err.to_string(), "1 of 2 backup(s) failed");
+    }
+
+    #[test]
+    fn interrupted_jobs_alone_are_a_runtime_failure() {
+        let err = verdict(&tally_of(0, &[Outcome::Interrupted, Outcome::Stored]), 2).unwrap_err();
+        assert_eq!(err.exit_code(), exit::RUNTIME);
+        assert_eq!(err.to_string(), "1 job(s) interrupted before they finished");
+    }
+
+    #[test]
+    fn a_failure_outranks_an_interruption() {
+        let tally = tally_of(0, &[Outcome::Interrupted, Outcome::Failed("x".into())]);
+        assert_eq!(verdict(&tally, 2).unwrap_err().exit_code(), exit::FAILED);
+    }
 }

@@ -55,11 +55,7 @@ pub async fn backups(cfg: Config, args: crate::cli::BackupsArgs) -> Result<(), F
     .await?;
     let checks = set_checks(&ctx.store, &all).await?;
     if args.json {
-        println!(
-            "{}",
-            // cannot fail: rows of strings and numbers, no non-string map keys.
-            serde_json::to_string_pretty(&inventory_json(&all, &checks)).expect("serialisable")
-        );
+        super::format::print_json(&inventory_json(&all, &checks));
     } else {
         print_inventory(&all, &checks);
     }

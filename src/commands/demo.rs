@@ -1,19 +1,65 @@
 //! `demo`: the simulator, a throwaway state DB and directory, and the daemon, with a live log.
+//!
+//! The steps: start the simulator ([`start_simulator`]); write the credentials, the archive
+//! directory and a config into a temporary directory ([`write_setup`], the config itself from
+//! [`demo_yaml`]); run the daemon until Ctrl-C, printing each finished job once
+//! ([`print_results_until_stopped`], the lines from [`result_lines`]); stop the simulator; the
+//! temporary directory goes when `demo` returns, whichever way it returns.
 
 use super::format::{human_bytes, local};
 use crate::config;
 use crate::failure::Failure;
 use crate::job::State;
+use crate::services::Context;
+use crate::sim::SimHandle;
+use crate::store::{JobRow, ShardRow, Store};
 use anyhow::Context as _;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// `demo`: the simulator, a throwaway state DB and directory, a policy every 10 seconds.
 pub async fn demo() -> Result<(), Failure> {
+    // Removed when dropped: at the end, or on any early return.
     let dir = tempfile::Builder::new()
         .prefix("rdbvault-demo-")
         .tempdir()
         .context("cannot create a temporary directory")?;
     let root = dir.path();
+    let sim = start_simulator().await?;
+    let config_path = write_setup(root, &sim.base_url)?;
+    let cfg = Arc::new(config::load(&config_path)?);
+    let ctx = demo_context(cfg.clone()).await?;
+    let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .context("cannot bind the metrics endpoint")?;
+    let metrics_addr = listener.local_addr().context("metrics address")?;
+    print_banner(&sim.base_url, root, &config_path, metrics_addr);
+
+    let store = ctx.store.clone();
+    let daemon = tokio::spawn(crate::daemon::run(
+        ctx,
+        listener,
+        crate::daemon::shutdown_signal(),
+    ));
+    print_results_until_stopped(&store, &root.join("archive"), &daemon).await;
+    match daemon.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(Failure::Runtime(e)),
+        Err(e) => {
+            return Err(Failure::Runtime(anyhow::anyhow!(
+                "demo daemon task failed: {e}"
+            )));
+        }
+    }
+    sim.stop().await;
+    println!("demo stopped; removing {}", root.display());
+    Ok(())
+}
+
+/// The simulator on a free local port, with the demo credentials; backups are ready after 2 s
+/// and are 8 MiB, so the first copies land within seconds.
+async fn start_simulator() -> Result<SimHandle, Failure> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("cannot start the simulator")?;
@@ -22,8 +68,12 @@ pub async fn demo() -> Result<(), Failure> {
     sim_cfg.access_key_secret = crate::secret::Secret::new(crate::sim::DEMO_ACCESS_KEY_SECRET);
     sim_cfg.settings.backup_delay = std::time::Duration::from_secs(2);
     sim_cfg.settings.default_backup_size = 8 << 20;
-    let sim = crate::sim::start(listener, sim_cfg).await?;
+    Ok(crate::sim::start(listener, sim_cfg).await?)
+}
 
+/// Writes what the demo's config names into `root` (the credential files, 0600; the archive
+/// directory) and the config itself; returns the config's path.
+fn write_setup(root: &Path, endpoint: &str) -> Result<PathBuf, Failure> {
     write_private(
         &root.join("cds_access_key_id"),
         crate::sim::DEMO_ACCESS_KEY_ID,
@@ -34,12 +84,22 @@ pub async fn demo() -> Result<(), Failure> {
     )?;
     crate::private_fs::create_dir_all(&root.join("archive"))
         .context("cannot create the archive directory")?;
+    // The documented metrics port when it is free; any port when another process has it.
     let http = if std::net::TcpListener::bind("127.0.0.1:9750").is_ok() {
         "127.0.0.1:9750"
     } else {
         "127.0.0.1:0"
     };
-    let yaml = format!(
+    let config_path = root.join("rdbvault.yaml");
+    std::fs::write(&config_path, demo_yaml(endpoint, root, http))
+        .context("cannot write the demo config")?;
+    Ok(config_path)
+}
+
+/// The demo's config: the simulator's API, everything else under `root`, one policy every 10
+/// seconds for the `prod-*` instances keeping the last 5 copies.
+fn demo_yaml(endpoint: &str, root: &Path, http: &str) -> String {
+    format!(
         r#"cds:
   endpoint: {endpoint}
   access_key_id_file: {root}/cds_access_key_id
@@ -66,29 +126,33 @@ policies:
     retention:
       destination: {{ keep_last: 5 }}
 "#,
-        endpoint = sim.base_url,
         root = root.display(),
-    );
-    let config_path = root.join("rdbvault.yaml");
-    std::fs::write(&config_path, &yaml).context("cannot write the demo config")?;
-    let cfg = Arc::new(config::load(&config_path)?);
+    )
+}
+
+/// The daemon's bundle, polling the simulator faster than a real API would allow, so a backup
+/// is followed within a second of being ready.
+async fn demo_context(cfg: Arc<config::Config>) -> Result<Context, Failure> {
     let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())?;
-    let mut ctx =
-        crate::services::open(cfg.clone(), crate::services::owner_id("demo"), metrics).await?;
+    let mut ctx = crate::services::open(cfg, crate::services::owner_id("demo"), metrics).await?;
     ctx.poll = crate::services::PollSettings {
         initial: std::time::Duration::from_millis(500),
         max: std::time::Duration::from_secs(2),
         ..crate::services::PollSettings::default()
     };
-    let listener = tokio::net::TcpListener::bind(cfg.http.listen)
-        .await
-        .context("cannot bind the metrics endpoint")?;
-    let metrics_addr = listener.local_addr().context("metrics address")?;
+    Ok(ctx)
+}
 
+/// What the demo runs and where to look.
+fn print_banner(
+    endpoint: &str,
+    root: &Path,
+    config_path: &Path,
+    metrics_addr: std::net::SocketAddr,
+) {
     println!("rdbvault demo");
     println!(
-        "  simulated CDS Redis API  {}/redis/  (instances prod-cache-01, prod-cluster-01 with 2 shards, staging-cache)",
-        sim.base_url
+        "  simulated CDS Redis API  {endpoint}/redis/  (instances prod-cache-01, prod-cluster-01 with 2 shards, staging-cache)"
     );
     println!(
         "  policy                   demo: every 10 seconds, instances \"prod-*\", keep_last 5"
@@ -103,70 +167,184 @@ policies:
     );
     println!("Ctrl-C stops the demo (and removes {}).", root.display());
     println!();
-
-    let store = ctx.store.clone();
-    let daemon = tokio::spawn(crate::daemon::run(
-        ctx,
-        listener,
-        crate::daemon::shutdown_signal(),
-    ));
-    let mut seen = std::collections::HashSet::new();
-    let archive = root.join("archive");
-    loop {
-        if daemon.is_finished() {
-            break;
-        }
-        if let Ok(rows) = store.list_jobs(Some("demo"), None, 20).await {
-            for j in rows.into_iter().rev() {
-                if !State::from_str_lossy(&j.state).is_terminal() || !seen.insert(j.id.clone()) {
-                    continue;
-                }
-                match j.state.as_str() {
-                    "stored" => {
-                        for s in store.shards(&j.id).await.unwrap_or_default() {
-                            println!(
-                                "{}  stored   {:<16} {}  {}  sha256 {}…",
-                                local(j.finished_at.unwrap_or(j.created_at)),
-                                j.instance_name,
-                                archive.join(s.object_key.unwrap_or_default()).display(),
-                                human_bytes(s.bytes_done),
-                                s.sha256
-                                    .unwrap_or_default()
-                                    .chars()
-                                    .take(16)
-                                    .collect::<String>()
-                            );
-                        }
-                    }
-                    other => println!(
-                        "{}  {other:<8} {:<16} {}",
-                        local(j.finished_at.unwrap_or(j.created_at)),
-                        j.instance_name,
-                        j.error.unwrap_or_default()
-                    ),
-                }
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
-    match daemon.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(Failure::Runtime(e)),
-        Err(e) => {
-            return Err(Failure::Runtime(anyhow::anyhow!(
-                "demo daemon task failed: {e}"
-            )));
-        }
-    }
-    sim.stop().await;
-    println!("demo stopped; removing {}", root.display());
-    Ok(())
 }
 
-fn write_private(path: &std::path::Path, content: &str) -> Result<(), Failure> {
+/// Every half second until the daemon stops (Ctrl-C), prints the jobs that finished since.
+async fn print_results_until_stopped(
+    store: &Store,
+    archive: &Path,
+    daemon: &tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let mut seen = HashSet::new();
+    while !daemon.is_finished() {
+        print_new_results(store, archive, &mut seen).await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// Prints each finished job of the last 20 once, oldest first. A DB read that fails is tried
+/// again on the next round: the log is a view, the daemon is what matters.
+async fn print_new_results(store: &Store, archive: &Path, seen: &mut HashSet<String>) {
+    let Ok(jobs) = store.list_jobs(Some("demo"), None, 20).await else {
+        return;
+    };
+    for job in jobs.into_iter().rev() {
+        if !State::from_str_lossy(&job.state).is_terminal() || !seen.insert(job.id.clone()) {
+            continue;
+        }
+        let shards = if job.state == "stored" {
+            store.shards(&job.id).await.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        for line in result_lines(&job, &shards, archive) {
+            println!("{line}");
+        }
+    }
+}
+
+/// The log lines of a finished job: a stored one, one per shard with where its copy landed, its
+/// size and the start of its SHA-256; any other, its state and error.
+fn result_lines(job: &JobRow, shards: &[ShardRow], archive: &Path) -> Vec<String> {
+    let at = local(job.finished_at.unwrap_or(job.created_at));
+    match job.state.as_str() {
+        "stored" => shards
+            .iter()
+            .map(|s| {
+                format!(
+                    "{at}  stored   {:<16} {}  {}  sha256 {}…",
+                    job.instance_name,
+                    archive
+                        .join(s.object_key.as_deref().unwrap_or_default())
+                        .display(),
+                    human_bytes(s.bytes_done),
+                    s.sha256
+                        .as_deref()
+                        .unwrap_or_default()
+                        .chars()
+                        .take(16)
+                        .collect::<String>()
+                )
+            })
+            .collect(),
+        other => vec![format!(
+            "{at}  {other:<8} {:<16} {}",
+            job.instance_name,
+            job.error.as_deref().unwrap_or_default()
+        )],
+    }
+}
+
+fn write_private(path: &Path, content: &str) -> Result<(), Failure> {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::write(path, content).with_context(|| format!("cannot write {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot chmod {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_config_backs_up_the_prod_instances_every_ten_seconds_into_the_archive() {
+        let root = Path::new("/tmp/rdbvault-demo-test");
+        let yaml = demo_yaml("http://127.0.0.1:9751", root, "127.0.0.1:0");
+        let cfg = config::parse(&yaml, &root.join("rdbvault.yaml")).unwrap();
+        assert_eq!(cfg.state.path, root.join("rdbvault.db"));
+        assert_eq!(cfg.policies.len(), 1);
+        let policy = &cfg.policies[0];
+        assert_eq!(policy.name, "demo");
+        assert_eq!(policy.schedule.cron.as_str(), "*/10 * * * * *");
+        assert_eq!(policy.destination, "archive");
+        assert!(cfg.destinations.contains_key("archive"));
+    }
+
+    fn job(state: &str, error: Option<&str>) -> JobRow {
+        JobRow {
+            id: "j1".into(),
+            policy: "demo".into(),
+            instance_uuid: "u1".into(),
+            instance_name: "prod-cache-01".into(),
+            region_id: String::new(),
+            destination: "archive".into(),
+            trigger: "schedule".into(),
+            state: state.into(),
+            due_at: 1_700_000_000_000,
+            start_by: 0,
+            deadline_at: 0,
+            created_at: 1_700_000_000_000,
+            create_sent_at: None,
+            requested_at: None,
+            snapshot_done_at: None,
+            transfer_started_at: None,
+            transfer_done_at: None,
+            verified_at: None,
+            finished_at: Some(1_700_000_012_000),
+            attempts: 1,
+            next_attempt_at: None,
+            bytes: 0,
+            error: error.map(String::from),
+            owner: None,
+            heartbeat_at: None,
+        }
+    }
+
+    fn shard(backup_id: &str) -> ShardRow {
+        ShardRow {
+            job_id: "j1".into(),
+            backup_id: backup_id.into(),
+            shard_id: String::new(),
+            size: Some(8 << 20),
+            provider_start: String::new(),
+            provider_end: String::new(),
+            state: "verified".into(),
+            object_key: Some(format!("demo/prod-cache-01/{backup_id}.rdb")),
+            manifest_key: None,
+            upload_id: None,
+            temp_path: None,
+            bytes_done: 8 << 20,
+            sha256: Some("0123456789abcdef0123456789abcdef".into()),
+            rdb_version: Some(11),
+            checksum: None,
+        }
+    }
+
+    #[test]
+    fn a_stored_job_prints_one_line_per_shard_with_where_it_landed() {
+        let lines = result_lines(
+            &job("stored", None),
+            &[shard("b1"), shard("b2")],
+            Path::new("/a"),
+        );
+        let at = local(1_700_000_012_000);
+        assert_eq!(
+            lines,
+            [
+                format!(
+                    "{at}  stored   prod-cache-01    /a/demo/prod-cache-01/b1.rdb  8.0 MiB  sha256 0123456789abcdef…"
+                ),
+                format!(
+                    "{at}  stored   prod-cache-01    /a/demo/prod-cache-01/b2.rdb  8.0 MiB  sha256 0123456789abcdef…"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn any_other_finished_job_prints_its_state_and_error() {
+        let lines = result_lines(
+            &job("failed", Some("CreateBackup refused")),
+            &[],
+            Path::new("/a"),
+        );
+        let at = local(1_700_000_012_000);
+        assert_eq!(
+            lines,
+            [format!(
+                "{at}  failed   prod-cache-01    CreateBackup refused"
+            )]
+        );
+    }
 }

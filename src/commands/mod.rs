@@ -8,7 +8,8 @@
 //! - `verify.rs`: `verify`.
 //! - `fetch.rs`: `fetch`.
 //! - `demo.rs`: `demo`.
-//! - `format.rs`: the formatting the commands share (bytes, local times, durations, labels).
+//! - `format.rs`: the formatting the commands share (bytes, local times, durations, labels,
+//!   the progress bars, the `jobs` table's layout, pretty JSON).
 //!
 //! The JSON they print is defined in [`crate::views`], which `/v1/*` serves too. Here: what
 //! several commands share (opening the state DB read-only, finding policies by name).
