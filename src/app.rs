@@ -24,13 +24,23 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             params,
             yes,
             endpoint,
+            password_file,
+            password_stdin,
         } => {
             init_logging(config::LogFormat::Text, "warn");
             let mut cds_cfg = config::load_cds(&config_path, explicit)?;
             if let Some(e) = endpoint {
                 cds_cfg.endpoint = e;
             }
-            crate::commands::api(&cds_cfg, &action, &params, yes).await
+            crate::commands::api(
+                &cds_cfg,
+                &action,
+                &params,
+                yes,
+                password_file.as_deref(),
+                password_stdin,
+            )
+            .await
         }
         Command::Sim(args) => {
             init_logging(config::LogFormat::Text, "info");

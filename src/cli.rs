@@ -98,8 +98,12 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  rdbvault api DescribeRegins\n  rdbvault api DescribeDBInstances InstanceName='prod cache'\n  \
 rdbvault api DescribeBackups InstanceUuid=5d74bb81-0473-464d-b15b-0ae418619248\n  \
-rdbvault api DeleteBackup InstanceUuid=... BackupId=... --yes\n\n\
-CreateDBInstance, DeleteDBInstance and DeleteBackup need --yes."
+rdbvault api DeleteBackup InstanceUuid=... BackupId=... --yes\n  \
+rdbvault api CreateDBInstance RegionId=CN_Beijing_A VdcId=... BasePipeId=... InstanceName=cache \\\n      \
+PaasGoodsId=12923 --password-file ./redis-password --yes\n\n\
+Everything is checked before anything is sent, and every problem is named at once. \
+CreateDBInstance, DeleteDBInstance and DeleteBackup need --yes. CreateDBInstance's Password is never \
+taken as KEY=VALUE (shell history, `ps`): use --password-file or --password-stdin."
     )]
     Api {
         /// DescribeRegins, DescribeAvailableDBConfig, CreateDBInstance, DescribeDBInstances,
@@ -114,6 +118,13 @@ CreateDBInstance, DeleteDBInstance and DeleteBackup need --yes."
         /// API endpoint, overriding cds.endpoint / cds.region (e.g. http://127.0.0.1:9751 for `rdbvault sim`)
         #[arg(long, value_name = "URL")]
         endpoint: Option<url::Url>,
+        /// CreateDBInstance's Password, from this file (one line; refused if its group or other
+        /// users can read it)
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// CreateDBInstance's Password, from the first line of standard input (piped, not typed)
+        #[arg(long, conflicts_with = "password_file")]
+        password_stdin: bool,
     },
     /// Start the built-in CDS Redis API simulator
     Sim(SimArgs),

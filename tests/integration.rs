@@ -12,6 +12,7 @@
 mod support;
 
 mod integration {
+    mod api_cli;
     mod bad_input;
     mod cds_client;
     mod config_cli;

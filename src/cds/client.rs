@@ -15,11 +15,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use url::Url;
 
-/// The value of one action parameter: a string, or an integer where the API wants a JSON number.
+/// The value of one action parameter: a string, or an integer where the API wants a JSON number,
+/// or a secret (a password), which prints as `***` and is exposed only into the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParamValue {
     Str(String),
     Int(i64),
+    Secret(Secret),
 }
 
 impl ParamValue {
@@ -27,6 +29,7 @@ impl ParamValue {
         match self {
             ParamValue::Str(s) => s.clone(),
             ParamValue::Int(i) => i.to_string(),
+            ParamValue::Secret(s) => s.expose().to_string(),
         }
     }
 
@@ -34,6 +37,7 @@ impl ParamValue {
         match self {
             ParamValue::Str(s) => serde_json::Value::String(s.clone()),
             ParamValue::Int(i) => serde_json::Value::from(*i),
+            ParamValue::Secret(s) => serde_json::Value::String(s.expose().to_string()),
         }
     }
 }
@@ -170,46 +174,47 @@ impl Client {
 
     /// Checks the parameters against the action's documented list: every required one present,
     /// no unknown name (a typo must not silently drop a filter), integers where integers go.
+    /// Every problem is named at once.
     ///
     /// # Errors
-    /// An [`ErrorKind::Request`] error naming the culprit.
+    /// An [`ErrorKind::Request`] error naming the culprits.
     pub fn validate(action: Action, params: &Params) -> Result<(), Error> {
-        for name in params.keys() {
+        let mut problems = Vec::new();
+        let mut unknown = false;
+        for (name, value) in params {
             let Some(spec) = action.param(name) else {
-                let known: Vec<_> = action.params().iter().map(|p| p.name).collect();
-                return Err(Error::request(
-                    action,
-                    if known.is_empty() {
-                        format!("{action} takes no parameters, got `{name}`")
-                    } else {
-                        format!(
-                            "unknown parameter `{name}`; {action} takes: {}",
-                            known.join(", ")
-                        )
-                    },
-                ));
+                problems.push(action.unknown_param(name));
+                unknown = true;
+                continue;
             };
             if spec.ty == ParamType::Integer
-                && let ParamValue::Str(s) = &params[name]
+                && let ParamValue::Str(s) = value
                 && s.parse::<i64>().is_err()
             {
-                return Err(Error::request(
-                    action,
-                    format!("parameter `{name}` must be an integer, got {s:?}"),
-                ));
+                problems.push(format!("parameter `{name}` must be an integer, got {s:?}"));
             }
         }
-        if let Some(missing) = action
-            .params()
+        let missing: Vec<_> = action
+            .missing_required(|n| params.contains_key(n))
             .iter()
-            .find(|p| p.required && !params.contains_key(p.name))
-        {
-            return Err(Error::request(
-                action,
-                format!("missing required parameter `{}`", missing.name),
-            ));
+            .map(|p| format!("`{}`", p.name))
+            .collect();
+        match missing.len() {
+            0 => {}
+            1 => problems.push(format!("missing required parameter {}", missing[0])),
+            _ => problems.push(format!(
+                "missing required parameters {}",
+                missing.join(", ")
+            )),
         }
-        Ok(())
+        if unknown && !action.params().is_empty() {
+            problems.push(action.accepted());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::request(action, problems.join("; ")))
+        }
     }
 
     /// One call with retries. Idempotent actions are retried on every retryable error; the two
@@ -593,5 +598,35 @@ mod tests {
             "{err}"
         );
         assert!(Client::validate(Action::DescribeDbInstances, &Params::new()).is_ok());
+    }
+
+    #[test]
+    fn validation_names_every_problem_at_once_with_a_suggestion() {
+        let err = Client::validate(
+            Action::CreateDbInstance,
+            &params([
+                ("RegionId", "r".into()),
+                ("InstanceNmae", "n".into()),
+                ("Amount", "two".into()),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "unknown parameter `InstanceNmae` (did you mean `InstanceName`?)",
+            "parameter `Amount` must be an integer",
+            "missing required parameters `VdcId`, `BasePipeId`, `InstanceName`, `PaasGoodsId`, `Password`",
+            "CreateDBInstance takes RegionId, VdcId",
+        ] {
+            assert!(err.contains(want), "{want}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_secret_parameter_prints_as_stars_and_travels_as_its_value() {
+        let v = ParamValue::Secret(Secret::new("hunter2-pw"));
+        assert!(!format!("{v:?}").contains("hunter2-pw"));
+        assert_eq!(v.to_json(), serde_json::json!("hunter2-pw"));
+        assert_eq!(v.as_query_string(), "hunter2-pw");
     }
 }
