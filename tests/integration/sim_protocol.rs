@@ -429,6 +429,10 @@ fn rdbvault_api_is_accepted_by_an_independent_server_for_get_and_post() {
     assert_eq!(doc["Data"]["body"]["Desc"], tricky);
     assert_eq!(doc["Data"]["body"]["InstanceUuid"], REPLICA);
 
+    // The password comes from a private file, never the command line.
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("redis-password");
+    support::write_private(&password, "pw-7c1e\n");
     let r = api(
         &[
             "CreateDBInstance",
@@ -437,7 +441,8 @@ fn rdbvault_api_is_accepted_by_an_independent_server_for_get_and_post() {
             "BasePipeId=p",
             "InstanceName=名字 x",
             "PaasGoodsId=12923",
-            "Password=pw",
+            "--password-file",
+            password.to_str().unwrap(),
             "Amount=2",
             "--yes",
         ],
@@ -450,6 +455,11 @@ fn rdbvault_api_is_accepted_by_an_independent_server_for_get_and_post() {
         "integers travel as JSON numbers"
     );
     assert_eq!(doc["Data"]["body"]["Amount"], 2);
+    assert_eq!(
+        doc["Data"]["body"]["Password"], "***",
+        "an echoed password is masked"
+    );
+    assert!(!r.all().contains("pw-7c1e"));
 
     // A wrong secret: non-zero exit, the API's code named, the secret nowhere.
     let r = api(&["DescribeRegins"], "wrong-secret-7f3a");
