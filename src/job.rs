@@ -4,4 +4,4 @@
 
 pub mod state;
 
-pub use state::{Event, State};
+pub use state::{Event, ShardState, State};

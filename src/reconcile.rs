@@ -32,7 +32,7 @@ pub async fn reconcile(ctx: &Context) -> anyhow::Result<Findings> {
         .list_jobs(None, None, 100_000)
         .await?
         .into_iter()
-        .filter(|j| !crate::job::State::from_str_lossy(&j.state).is_terminal())
+        .filter(|j| !j.state.is_terminal())
         .collect();
     let mut open_uploads = BTreeSet::new();
     for j in &open_jobs {

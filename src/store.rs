@@ -499,7 +499,7 @@ mod tests {
             size: Some(10),
             provider_start: String::new(),
             provider_end: String::new(),
-            state: "waiting".into(),
+            state: crate::job::ShardState::Waiting,
             object_key: None,
             manifest_key: None,
             upload_id: None,

@@ -67,7 +67,7 @@ pub struct JobDetail {
 
 /// A job's state for the `jobs` table and `jobs show`: `stored (copy failed re-verify)` when a
 /// stored copy failed its last re-verification.
-pub fn state_label(state: &str, checks: &[CopyCheck]) -> String {
+pub fn state_label(state: State, checks: &[CopyCheck]) -> String {
     if checks.iter().any(|c| !c.ok) {
         format!("{state} (copy failed re-verify)")
     } else {

@@ -9,7 +9,6 @@
 use super::format::{human_bytes, local};
 use crate::config;
 use crate::failure::Failure;
-use crate::job::State;
 use crate::services::Context;
 use crate::sim::SimHandle;
 use crate::store::{JobRow, ShardRow, Store};
@@ -189,10 +188,10 @@ async fn print_new_results(store: &Store, archive: &Path, seen: &mut HashSet<Str
         return;
     };
     for job in jobs.into_iter().rev() {
-        if !State::from_str_lossy(&job.state).is_terminal() || !seen.insert(job.id.clone()) {
+        if !job.state.is_terminal() || !seen.insert(job.id.clone()) {
             continue;
         }
-        let shards = if job.state == "stored" {
+        let shards = if job.state == crate::job::State::Stored {
             store.shards(&job.id).await.unwrap_or_default()
         } else {
             Vec::new()
@@ -207,8 +206,8 @@ async fn print_new_results(store: &Store, archive: &Path, seen: &mut HashSet<Str
 /// size and the start of its SHA-256; any other, its state and error.
 fn result_lines(job: &JobRow, shards: &[ShardRow], archive: &Path) -> Vec<String> {
     let at = local(job.finished_at.unwrap_or(job.created_at));
-    match job.state.as_str() {
-        "stored" => shards
+    match job.state {
+        crate::job::State::Stored => shards
             .iter()
             .map(|s| {
                 format!(
@@ -270,7 +269,7 @@ mod tests {
             region_id: String::new(),
             destination: "archive".into(),
             trigger: "schedule".into(),
-            state: state.into(),
+            state: state.parse().unwrap(),
             due_at: 1_700_000_000_000,
             start_by: 0,
             deadline_at: 0,
@@ -299,7 +298,7 @@ mod tests {
             size: Some(8 << 20),
             provider_start: String::new(),
             provider_end: String::new(),
-            state: "verified".into(),
+            state: crate::job::ShardState::Stored,
             object_key: Some(format!("demo/prod-cache-01/{backup_id}.rdb")),
             manifest_key: None,
             upload_id: None,

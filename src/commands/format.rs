@@ -288,7 +288,7 @@ mod tests {
             region_id: String::new(),
             destination: "d".into(),
             trigger: "manual".into(),
-            state: "transferring".into(),
+            state: crate::job::State::Transferring,
             due_at: 0,
             start_by: 0,
             deadline_at: 0,

@@ -64,7 +64,7 @@ fn print_detail(detail: JobDetail, events: &[EventRow]) {
     println!("job        {}", job.id);
     println!("policy     {}", job.policy);
     println!("instance   {} ({})", job.instance_name, job.instance_uuid);
-    println!("state      {}", state_label(&job.state, &reverify));
+    println!("state      {}", state_label(job.state, &reverify));
     println!("trigger    {}", job.trigger);
     println!("destination {}", job.destination);
     // Only the phases the job reached.
@@ -178,7 +178,7 @@ fn table_row(job: &JobRow, checks: &[CopyCheck], now_ms: i64) -> JobsRow {
         id: job.id.clone(),
         policy: job.policy.clone(),
         instance: instance.clone(),
-        state: state_label(&job.state, checks),
+        state: state_label(job.state, checks),
         due: local(job.due_at),
         took: duration_of(job, now_ms),
         bytes: human_bytes(job.bytes),
@@ -199,7 +199,7 @@ mod tests {
             region_id: "CN_Beijing_A".into(),
             destination: "archive".into(),
             trigger: "schedule".into(),
-            state: "stored".into(),
+            state: crate::job::State::Stored,
             due_at: 1_700_000_000_000,
             start_by: 1_700_000_300_000,
             deadline_at: 1_700_003_600_000,

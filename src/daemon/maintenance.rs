@@ -35,7 +35,7 @@ pub async fn rebuild_gauges(ctx: &Context) -> anyhow::Result<()> {
         if g.get() < at {
             g.set(at);
         }
-        if job.state() == crate::job::State::Stored {
+        if job.state == crate::job::State::Stored {
             ctx.metrics
                 .backup_last_success
                 .with_label_values(&labels)

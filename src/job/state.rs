@@ -60,7 +60,8 @@ impl State {
 
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`, not `write_str`: tables align states with `{:<12}`.
+        f.pad(self.as_str())
     }
 }
 
@@ -77,6 +78,82 @@ impl FromStr for State {
                     State::ALL.map(|s| s.as_str()).join(", ")
                 )
             })
+    }
+}
+
+impl TryFrom<String> for State {
+    type Error = String;
+
+    /// A state read from the state DB. An unknown one (written by a newer version, or a damaged
+    /// DB) is an error that names it, so a row is never silently taken for another state.
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl PartialEq<&str> for State {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<str> for State {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+/// Where one shard (one provider backup record) of a job is: `waiting` for its transfer,
+/// `transferring`, `stored` (verified and visible at the destination) or `failed` (its last
+/// attempt failed; the job may try again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShardState {
+    Waiting,
+    Transferring,
+    Stored,
+    Failed,
+}
+
+impl ShardState {
+    pub const ALL: [ShardState; 4] = [
+        ShardState::Waiting,
+        ShardState::Transferring,
+        ShardState::Stored,
+        ShardState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShardState::Waiting => "waiting",
+            ShardState::Transferring => "transferring",
+            ShardState::Stored => "stored",
+            ShardState::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for ShardState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `pad`, not `write_str`: tables align states with `{:<12}`.
+        f.pad(self.as_str())
+    }
+}
+
+impl TryFrom<String> for ShardState {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        ShardState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown shard state `{s}` in the state DB"))
+    }
+}
+
+impl PartialEq<&str> for ShardState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 

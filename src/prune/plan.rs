@@ -11,6 +11,7 @@
 use super::{Row, UnknownBackup, job_of_desc};
 use crate::cds::model::{Backup, parse_provider_time};
 use crate::config::Retention;
+use crate::job::State;
 use crate::retention::{self, Location, Reason, Set};
 use crate::store::from_ms;
 use crate::store::inventory::CopyRow;
@@ -112,7 +113,7 @@ impl Inventory {
 pub enum JobLookup {
     Found {
         policy: String,
-        state: String,
+        state: crate::job::State,
     },
     NotFound,
     /// The lookup failed; the message says why.
@@ -409,7 +410,7 @@ fn reclaim_candidates(
         // Only a job this DB knows ended without a copy: never an open job's backup.
         .filter(|s| {
             matches!(facts.jobs.get(&s.id), Some(JobLookup::Found { policy, state })
-                if policy == rules.policy && matches!(state.as_str(), "failed" | "missed"))
+                if policy == rules.policy && matches!(state, State::Failed | State::Missed))
         })
         .map(|s| s.id.clone())
         .collect()

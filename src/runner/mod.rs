@@ -191,7 +191,7 @@ async fn run_job_steps(ctx: &Context, job_id: &str, cancel: &CancellationToken) 
             Ok(j) => j,
             Err(e) => return Outcome::Failed(format!("cannot read job {job_id}: {e}")),
         };
-        let state = job.state();
+        let state = job.state;
         if let Some(outcome) = terminal_outcome(state, job.error.as_deref()) {
             return outcome;
         }

@@ -98,7 +98,7 @@ fn shard_row(job_id: &str, b: &Backup) -> ShardRow {
         size: b.backup_size.map(|s| s as i64),
         provider_start: b.start_time.clone(),
         provider_end: b.end_time.clone(),
-        state: "waiting".into(),
+        state: crate::job::ShardState::Waiting,
         object_key: None,
         manifest_key: None,
         upload_id: None,
@@ -187,7 +187,7 @@ async fn describe(
             job.instance_uuid,
         ))),
         Verdict::Running { records } => {
-            if job.state() == State::Requested {
+            if job.state == State::Requested {
                 ctx.store
                     .advance(
                         &ctx.claim(job),
@@ -221,7 +221,7 @@ async fn finished(ctx: &Context, job: &JobRow, records: &[Backup]) -> Step {
     let rows: Vec<ShardRow> = records.iter().map(|b| shard_row(&job.id, b)).collect();
     let claim = ctx.claim(job);
     ctx.store.insert_shards(&claim, &rows).await?;
-    let from = job.state();
+    let from = job.state;
     ctx.store
         .advance(&claim, from, Event::SnapshotFinished, ms(ctx.now()))
         .await?;
@@ -257,7 +257,7 @@ async fn token_not_found(ctx: &Context, job: &JobRow, now: DateTime<Utc>) -> Res
         .or(job.requested_at)
         .unwrap_or(job.created_at);
     let window = token_search_window(&ctx.poll, job.due_at, job.start_by);
-    let decision = after_not_found(now, since, window, job.state(), job.start_by);
+    let decision = after_not_found(now, since, window, job.state, job.start_by);
     if decision == NotFound::KeepLooking {
         return Ok(false);
     }

@@ -82,7 +82,10 @@ fn retry(failure: Failure, tries: u32, now: DateTime<Utc>, deadline: DateTime<Ut
 pub(super) async fn transfer_all(ctx: &Context, job: &JobRow, cancel: &CancellationToken) -> Step {
     let shards = ctx.store.shards(&job.id).await?;
     let started = ctx.now();
-    for shard in shards.iter().filter(|s| s.state != "stored") {
+    for shard in shards
+        .iter()
+        .filter(|s| s.state != crate::job::ShardState::Stored)
+    {
         transfer_with_retries(ctx, job, shard, cancel).await?;
     }
     let shards = ctx.store.shards(&job.id).await?;

@@ -13,7 +13,8 @@ use anyhow::anyhow;
 
 /// Whether the journal says the shard was stored: its state, and a SHA-256 recorded with it.
 fn was_stored(s: &ShardRow) -> bool {
-    s.state == "stored" && s.sha256.as_deref().is_some_and(|sha| !sha.is_empty())
+    s.state == crate::job::ShardState::Stored
+        && s.sha256.as_deref().is_some_and(|sha| !sha.is_empty())
 }
 
 /// Whether the object the destination holds is the one the journal recorded: the size always,
@@ -141,7 +142,7 @@ mod tests {
             size: Some(8192),
             provider_start: String::new(),
             provider_end: String::new(),
-            state: "stored".into(),
+            state: crate::job::ShardState::Stored,
             object_key: Some(format!("p/i/{backup_id}.rdb")),
             manifest_key: Some(format!("p/i/{backup_id}.rdb.manifest.json")),
             upload_id: None,
@@ -162,7 +163,7 @@ mod tests {
             region_id: "CN_Beijing_A".into(),
             destination: "s3-main".into(),
             trigger: "schedule".into(),
-            state: "verifying".into(),
+            state: crate::job::State::Verifying,
             due_at: 1_000,
             start_by: 2_000,
             deadline_at: 9_000,
@@ -194,7 +195,7 @@ mod tests {
     fn a_shard_is_stored_only_in_state_stored_and_with_a_recorded_sha256() {
         assert!(was_stored(&shard("a")));
         let mut waiting = shard("a");
-        waiting.state = "transferring".into();
+        waiting.state = crate::job::ShardState::Transferring;
         assert!(!was_stored(&waiting));
         for sha in [None, Some(String::new())] {
             let mut no_sha = shard("a");

@@ -20,7 +20,9 @@ pub struct JobRow {
     pub region_id: String,
     pub destination: String,
     pub trigger: String,
-    pub state: String,
+    /// Read through [`State`]'s `TryFrom<String>`: the store hands out typed states only.
+    #[sqlx(try_from = "String")]
+    pub state: State,
     pub due_at: i64,
     pub start_by: i64,
     pub deadline_at: i64,
@@ -41,10 +43,6 @@ pub struct JobRow {
 }
 
 impl JobRow {
-    pub fn state(&self) -> State {
-        self.state.parse().unwrap_or(State::Failed)
-    }
-
     /// The `Desc` token that finds this job's backup at the provider.
     pub fn token(&self) -> String {
         format!("{}{}", crate::cds::DESC_TOKEN_PREFIX, self.id)
@@ -59,7 +57,8 @@ pub struct ShardRow {
     pub size: Option<i64>,
     pub provider_start: String,
     pub provider_end: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: crate::job::ShardState,
     pub object_key: Option<String>,
     pub manifest_key: Option<String>,
     pub upload_id: Option<String>,

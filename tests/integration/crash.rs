@@ -65,11 +65,11 @@ async fn sigkill_at_random_points_loses_nothing_and_duplicates_nothing() {
         }
         // What each open job was doing when the axe fell.
         for j in store.list_jobs(None, None, 1000).await.unwrap() {
-            if !rdbvault::job::State::from_str_lossy(&j.state).is_terminal() {
+            if !j.state.is_terminal() {
                 phase_at_kill
                     .entry(j.id.clone())
                     .or_default()
-                    .push(j.state.clone());
+                    .push(j.state.to_string());
             }
         }
         daemon.start_kill().unwrap();
@@ -91,7 +91,7 @@ async fn sigkill_at_random_points_loses_nothing_and_duplicates_nothing() {
             .await
             .unwrap()
             .iter()
-            .filter(|j| !rdbvault::job::State::from_str_lossy(&j.state).is_terminal())
+            .filter(|j| !j.state.is_terminal())
             .count();
         if open == 0 {
             break;
@@ -104,7 +104,7 @@ async fn sigkill_at_random_points_loses_nothing_and_duplicates_nothing() {
     env.record(&String::from_utf8_lossy(&out.stderr));
     if open != 0 {
         for j in store.list_jobs(None, None, 10_000).await.unwrap() {
-            if !rdbvault::job::State::from_str_lossy(&j.state).is_terminal() {
+            if !j.state.is_terminal() {
                 let events = store.events(&j.id).await.unwrap();
                 eprintln!(
                     "OPEN {} {} owner={:?} events={events:#?}",
@@ -139,7 +139,9 @@ async fn sigkill_at_random_points_loses_nothing_and_duplicates_nothing() {
             other => panic!("job {} ended {other}", j.id),
         }
         for phase in phase_at_kill.get(&j.id).into_iter().flatten() {
-            *table.entry((phase.clone(), j.state.clone())).or_default() += 1;
+            *table
+                .entry((phase.clone(), j.state.to_string()))
+                .or_default() += 1;
         }
     }
     assert!(env.uploads().await.is_empty(), "no multipart upload left");

@@ -183,9 +183,7 @@ async fn two_policies_on_one_instance_queue_instead_of_skipping_each_other() {
             waited < 600,
             "both policies must get their backups: {} of p stored, daily {:?}",
             frequent,
-            jobs.iter()
-                .find(|j| j.id == daily.id)
-                .map(|j| j.state.clone())
+            jobs.iter().find(|j| j.id == daily.id).map(|j| j.state)
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

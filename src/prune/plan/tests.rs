@@ -81,9 +81,10 @@ fn keep_last(n: u32) -> KeepRules {
 }
 
 fn found(state: &str) -> JobLookup {
+    let state: crate::job::State = state.parse().unwrap();
     JobLookup::Found {
         policy: POLICY.into(),
-        state: state.into(),
+        state,
     }
 }
 
@@ -326,7 +327,7 @@ fn a_token_record_of_another_policys_job_is_that_policys_business() {
         "O".into(),
         JobLookup::Found {
             policy: "hourly".into(),
-            state: "stored".into(),
+            state: crate::job::State::Stored,
         },
     );
     let side = f.provider();
@@ -461,7 +462,7 @@ fn reclaim_takes_only_a_failed_or_missed_job_of_this_policy() {
         "F".into(),
         JobLookup::Found {
             policy: "hourly".into(),
-            state: "failed".into(),
+            state: crate::job::State::Failed,
         },
     );
     assert!(row(&f.provider(), "F").row.keep);
