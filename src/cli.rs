@@ -58,6 +58,7 @@ pub enum Command {
     },
     /// Run one backup job for a policy in the foreground (exit 0 stored and verified, 3 failed)
     BackupNow {
+        /// The policy to run (its instances, destination and retention)
         #[arg(long, value_name = "NAME")]
         policy: String,
         /// Only this instance (default: every instance the policy selects)
@@ -70,6 +71,7 @@ pub enum Command {
     Backups(BackupsArgs),
     /// Apply retention now and print every decision with its reason
     Prune {
+        /// Only this policy (default: every policy)
         #[arg(long, value_name = "P")]
         policy: Option<String>,
         /// Print the decisions, change nothing
@@ -80,6 +82,7 @@ pub enum Command {
     Verify {
         /// Job ids or provider backup ids
         ids: Vec<String>,
+        /// Every stored copy, instead of naming ids
         #[arg(long, conflicts_with = "ids")]
         all: bool,
     },
@@ -130,6 +133,92 @@ taken as KEY=VALUE (shell history, `ps`): use --password-file or --password-stdi
     Sim(SimArgs),
     /// Zero set-up demo: simulator, throwaway state DB, local directory, a policy every 10 seconds
     Demo,
+    /// Write a commented starting config (mode 0600) and print the next steps
+    #[command(
+        long_about = "Write a commented starting config to -o FILE (default: the -c file, else \
+./rdbvault.yaml), mode 0600, and print the next steps. The file passes `check-config` as written: \
+a `cds` section, one directory destination (and a commented S3 one), one daily policy with \
+retention. Offline, the policy selects instances by a name placeholder to edit; with --online it \
+lists the account's instances (one DescribeDBInstances call) as uuid selectors, each with its name, \
+IP and type in a comment.",
+        after_help = "Examples:\n  \
+rdbvault init                          # ./rdbvault.yaml, with placeholders to edit\n  \
+rdbvault init --online -o prod.yaml    # the account's instances (keys: $CDS_ACCESS_KEY_ID/_SECRET)\n  \
+rdbvault init --online --endpoint http://127.0.0.1:9751   # against `rdbvault sim`"
+    )]
+    Init(InitArgs),
+    /// Print a shell completion script for bash, zsh, fish, elvish or powershell
+    #[command(after_help = "Install (needs no config file):\n  \
+bash: rdbvault completions bash > ~/.local/share/bash-completion/completions/rdbvault\n  \
+zsh:  rdbvault completions zsh > ~/.zfunc/_rdbvault   (with fpath+=(~/.zfunc) before compinit in ~/.zshrc)\n  \
+fish: rdbvault completions fish > ~/.config/fish/completions/rdbvault.fish")]
+    Completions {
+        /// The shell to write the completion script for
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), every command on one page; or write one page per command
+    #[command(after_help = "Read it: rdbvault man | man -l -\n\
+Install it: rdbvault man | gzip > /usr/local/share/man/man1/rdbvault.1.gz\n\
+Packagers: rdbvault man --dir DIR writes rdbvault.1 and rdbvault-COMMAND.1 pages (git style).")]
+    Man {
+        /// Write rdbvault.1 and one rdbvault-COMMAND.1 per command (rdbvault-jobs-show.1, ...)
+        /// into this existing directory instead of printing one page
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// List the account's instances (DescribeDBInstances) into the policy as uuid selectors;
+    /// needs the CDS keys ($CDS_ACCESS_KEY_ID / $CDS_ACCESS_KEY_SECRET or the --*-file options)
+    #[arg(long)]
+    pub online: bool,
+    /// The file to write [default: the -c file, else ./rdbvault.yaml]
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Replace the file if it exists
+    #[arg(long)]
+    pub force: bool,
+    /// API endpoint to write as cds.endpoint and, with --online, to call (e.g.
+    /// http://127.0.0.1:9751 for `rdbvault sim`)
+    #[arg(long, value_name = "URL", conflicts_with = "region")]
+    pub endpoint: Option<url::Url>,
+    /// API region of the account, written as cds.region [default: mainland]
+    #[arg(long, value_enum, value_name = "REGION")]
+    pub region: Option<Region>,
+    /// File holding the CDS access key id: written as cds.access_key_id_file (made absolute)
+    /// and, with --online, read instead of $CDS_ACCESS_KEY_ID
+    #[arg(long, value_name = "FILE")]
+    pub access_key_id_file: Option<PathBuf>,
+    /// File holding the CDS access key secret (mode 0600): written as
+    /// cds.access_key_secret_file (made absolute) and, with --online, read instead of
+    /// $CDS_ACCESS_KEY_SECRET
+    #[arg(long, value_name = "FILE")]
+    pub access_key_secret_file: Option<PathBuf>,
+}
+
+/// The CDS API regions, as `cds.region` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Region {
+    /// 中国大陆: https://cdsapi.capitalonline.net
+    Mainland,
+    /// 亚太地区: https://cdsapi-asia.capitalonline.net
+    Asia,
+    /// 欧美地区: https://cdsapi-us.capitalonline.net
+    Us,
+}
+
+impl Region {
+    /// The value of `cds.region`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Region::Mainland => "mainland",
+            Region::Asia => "asia",
+            Region::Us => "us",
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -137,12 +226,17 @@ taken as KEY=VALUE (shell history, `ps`): use --password-file or --password-stdi
 pub struct JobsArgs {
     #[command(subcommand)]
     pub command: Option<JobsCommand>,
+    /// Only jobs of this policy
     #[arg(long, value_name = "P")]
     pub policy: Option<String>,
+    /// Only jobs in this state (pending, requested, snapshotting, transferring, verifying,
+    /// stored, failed, missed)
     #[arg(long, value_name = "S")]
     pub state: Option<String>,
+    /// At most this many jobs [default: 50]
     #[arg(long, value_name = "N")]
     pub limit: Option<u32>,
+    /// Print JSON (the same records as /v1/jobs) instead of a table
     #[arg(long)]
     pub json: bool,
 }
@@ -152,10 +246,13 @@ pub struct JobsArgs {
 pub struct BackupsArgs {
     #[command(subcommand)]
     pub command: Option<BackupsCommand>,
+    /// Only backups of this policy
     #[arg(long, value_name = "P")]
     pub policy: Option<String>,
+    /// Only backups of this instance
     #[arg(long, value_name = "UUID")]
     pub instance: Option<String>,
+    /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,
 }
@@ -163,16 +260,24 @@ pub struct BackupsArgs {
 #[derive(Debug, Subcommand)]
 pub enum BackupsCommand {
     /// Never delete this backup (job id or provider backup id), whatever retention says
-    Pin { id: String },
+    Pin {
+        /// Job id or provider backup id
+        id: String,
+    },
     /// Let retention decide about this backup again
-    Unpin { id: String },
+    Unpin {
+        /// Job id or provider backup id
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
     /// One job in detail
     Show {
+        /// Job id, or a unique prefix of it
         id: String,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },

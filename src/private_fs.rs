@@ -79,6 +79,40 @@ pub fn create_blocking(path: &Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
+/// Writes `contents` as the file `path`, mode 0600 whatever the umask, all at once: the bytes go
+/// to a temporary file beside `path` (0600 from its creation), are synced, and the file is then
+/// renamed into place, so nobody ever sees half a file or a moment of a wider mode. Without
+/// `replace`, an existing `path` is never touched: the final step fails with
+/// [`std::io::ErrorKind::AlreadyExists`], decided atomically by the filesystem. With it, an
+/// existing file (or symlink) at `path` is replaced, its old mode with it.
+///
+/// # Errors
+/// The directory of `path` is missing or not writable, the disk is full, or `path` exists and
+/// `replace` is false.
+pub fn write_file(path: &Path, contents: &[u8], replace: bool) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".rdbvault-")
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(FILE_MODE))
+        .tempfile_in(dir)?;
+    // The mode above went through the umask; a umask such as 0277 would leave 0400.
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(FILE_MODE))?;
+    tmp.write_all(contents)?;
+    tmp.as_file().sync_all()?;
+    let placed = if replace {
+        tmp.persist(path)
+    } else {
+        tmp.persist_noclobber(path)
+    };
+    placed.map(drop).map_err(|e| e.error)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +136,25 @@ mod tests {
         let mode = std::fs::metadata(&f).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, FILE_MODE);
         assert_eq!(std::fs::read(&f).unwrap(), b"");
+    }
+
+    #[test]
+    fn write_file_is_private_and_never_replaces_unless_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.yaml");
+        write_file(&f, b"one", false).unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"one");
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, FILE_MODE);
+        let err = write_file(&f, b"two", false).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&f).unwrap(), b"one");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_file(&f, b"three", true).unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"three");
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, FILE_MODE);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file is left behind");
     }
 }

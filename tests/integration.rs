@@ -5,7 +5,7 @@
 //! started by `support::seaweedfs()`, and RDB fixtures come from a real redis-server
 //! (`scripts/make-fixtures.sh`).
 //!
-//! Tools that must be installed (`weed`, `redis-check-rdb`, `python3`) are installed by
+//! Tools that must be installed (`weed`, `redis-check-rdb`, `python3`, `groff`) are installed by
 //! `scripts/test.sh`. Run through it, `RDBVAULT_REQUIRE_TOOLS=1` makes a missing tool a
 //! failure; a bare `cargo test` without them skips those tests and says so.
 
@@ -15,6 +15,7 @@ mod integration {
     mod api_cli;
     mod bad_input;
     mod cds_client;
+    mod cli_extras;
     mod config_cli;
     mod crash;
     mod deploy;

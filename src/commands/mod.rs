@@ -8,6 +8,8 @@
 //! - `verify.rs`: `verify`.
 //! - `fetch.rs`: `fetch`.
 //! - `demo.rs`: `demo`.
+//! - `init.rs`: `init` (a commented starting config, offline or from `DescribeDBInstances`).
+//! - `shell.rs`: `completions SHELL` and `man` (both generated from the clap definition).
 //! - `format.rs`: the formatting the commands share (bytes, local times, durations, labels,
 //!   the progress bars, the `jobs` table's layout, pretty JSON).
 //!
@@ -21,9 +23,11 @@ mod check_config;
 mod demo;
 mod fetch;
 mod format;
+mod init;
 mod jobs;
 mod prune;
 mod run;
+mod shell;
 mod sim;
 mod verify;
 
@@ -33,9 +37,11 @@ pub use backups::backups;
 pub use check_config::{check_config, describe_config};
 pub use demo::demo;
 pub use fetch::fetch;
+pub use init::init;
 pub use jobs::jobs;
 pub use prune::prune;
 pub use run::run;
+pub use shell::{completions, man};
 pub use sim::sim;
 pub use verify::verify;
 
