@@ -309,3 +309,36 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 fn parse_size(s: &str) -> Result<u64, String> {
     crate::config::units::parse_size(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    /// Every subcommand, option and positional argument explains itself in `--help`, the man
+    /// page and shell completions.
+    #[test]
+    fn every_command_option_and_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    missing.push(sub_path.clone());
+                }
+                walk(sub, &sub_path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "rdbvault", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
+}
