@@ -200,6 +200,9 @@ pub struct InitArgs {
 }
 
 /// The CDS API regions, as `cds.region` names them.
+// The variants' doc comments are the values' help text in `--help` and completions, where a
+// bare URL reads best.
+#[allow(rustdoc::bare_urls)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Region {
     /// 中国大陆: https://cdsapi.capitalonline.net

@@ -10,13 +10,15 @@
 pub mod inventory;
 pub mod jobs;
 pub mod schedule;
+pub mod shards;
 
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use jobs::{JobRow, NewJob, PartRow, ShardRow};
+pub use jobs::{JobRow, NewJob};
+pub use shards::{PartRow, ShardRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -480,7 +482,8 @@ mod tests {
     #[tokio::test]
     async fn writes_of_a_process_that_lost_its_claim_change_nothing() {
         use crate::job::state::{Event, State};
-        use crate::store::jobs::{Claim, PartRow, ShardRow};
+        use crate::store::jobs::Claim;
+        use crate::store::shards::{PartRow, ShardRow};
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db")).await.unwrap();
         store

@@ -1,0 +1,208 @@
+//! A job's provider records (one shard each) and the multipart parts of their uploads: where
+//! each shard's transfer stands, journaled so a resumed job continues or aborts it. Every write
+//! is fenced on the job's [`Claim`] (see [`super::jobs`]).
+
+use super::jobs::Claim;
+use super::{Result, Store};
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
+pub struct ShardRow {
+    pub job_id: String,
+    pub backup_id: String,
+    pub shard_id: String,
+    pub size: Option<i64>,
+    pub provider_start: String,
+    pub provider_end: String,
+    #[sqlx(try_from = "String")]
+    pub state: crate::job::ShardState,
+    pub object_key: Option<String>,
+    pub manifest_key: Option<String>,
+    pub upload_id: Option<String>,
+    pub temp_path: Option<String>,
+    pub bytes_done: i64,
+    pub sha256: Option<String>,
+    pub rdb_version: Option<i64>,
+    pub checksum: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
+pub struct PartRow {
+    pub part_number: i64,
+    pub etag: String,
+    pub size: i64,
+}
+
+impl Store {
+    /// Records the job's provider records (once, when they are all finished).
+    pub async fn insert_shards(&self, claim: &Claim, rows: &[ShardRow]) -> Result<()> {
+        self.fenced(claim, async |tx| {
+            for r in rows {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO job_shards (job_id, backup_id, shard_id, size, provider_start, provider_end, state)
+                     VALUES (?, ?, ?, ?, ?, ?, 'waiting')",
+                )
+                .bind(r.job_id.clone())
+                .bind(r.backup_id.clone())
+                .bind(r.shard_id.clone())
+                .bind(r.size)
+                .bind(r.provider_start.clone())
+                .bind(r.provider_end.clone())
+                .execute(&mut *tx)
+                .await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn shards(&self, job_id: &str) -> Result<Vec<ShardRow>> {
+        Ok(sqlx::query_as::<_, ShardRow>(
+            "SELECT job_id, backup_id, shard_id, size, provider_start, provider_end, state, object_key,
+                    manifest_key, upload_id, temp_path, bytes_done, sha256, rdb_version, checksum
+             FROM job_shards WHERE job_id = ? ORDER BY shard_id, backup_id",
+        )
+        .bind(job_id.to_string())
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Starts (or restarts) a shard's transfer: its keys and where its partial data lives.
+    pub async fn shard_started(
+        &self,
+        claim: &Claim,
+        backup_id: &str,
+        shard_id: &str,
+        object_key: &str,
+        manifest_key: &str,
+    ) -> Result<()> {
+        self.fenced(claim, async |tx| {
+            sqlx::query(
+                "UPDATE job_shards SET state = 'transferring', shard_id = ?, object_key = ?, manifest_key = ?, bytes_done = 0
+                 WHERE job_id = ? AND backup_id = ?",
+            )
+            .bind(shard_id.to_string())
+            .bind(object_key.to_string())
+            .bind(manifest_key.to_string())
+            .bind(claim.job_id.clone())
+            .bind(backup_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records where a shard's not-yet-visible data lives: an S3 multipart upload id or a
+    /// `.partial` file (either may be `None` to clear it).
+    pub async fn shard_pending_data(
+        &self,
+        claim: &Claim,
+        backup_id: &str,
+        upload_id: Option<&str>,
+        temp_path: Option<&str>,
+    ) -> Result<()> {
+        self.fenced(claim, async |tx| {
+            sqlx::query(
+                "UPDATE job_shards SET upload_id = ?, temp_path = ? WHERE job_id = ? AND backup_id = ?",
+            )
+            .bind(upload_id.map(str::to_string))
+            .bind(temp_path.map(str::to_string))
+            .bind(claim.job_id.clone())
+            .bind(backup_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+            if upload_id.is_none() {
+                sqlx::query("DELETE FROM job_parts WHERE job_id = ? AND backup_id = ?")
+                    .bind(claim.job_id.clone())
+                    .bind(backup_id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn record_part(&self, claim: &Claim, backup_id: &str, part: &PartRow) -> Result<()> {
+        self.fenced(claim, async |tx| {
+            sqlx::query(
+                "INSERT OR REPLACE INTO job_parts (job_id, backup_id, part_number, etag, size) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(claim.job_id.clone())
+            .bind(backup_id.to_string())
+            .bind(part.part_number)
+            .bind(part.etag.clone())
+            .bind(part.size)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE job_shards SET bytes_done = (SELECT COALESCE(SUM(size), 0) FROM job_parts WHERE job_id = ?1 AND backup_id = ?2)
+                 WHERE job_id = ?1 AND backup_id = ?2",
+            )
+            .bind(claim.job_id.clone())
+            .bind(backup_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn parts(&self, job_id: &str, backup_id: &str) -> Result<Vec<PartRow>> {
+        Ok(sqlx::query_as::<_, PartRow>(
+            "SELECT part_number, etag, size FROM job_parts WHERE job_id = ? AND backup_id = ? ORDER BY part_number",
+        )
+        .bind(job_id.to_string())
+        .bind(backup_id.to_string())
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// A shard's verified copy is visible at the destination.
+    pub async fn shard_stored(
+        &self,
+        claim: &Claim,
+        backup_id: &str,
+        bytes: i64,
+        sha256: &str,
+        rdb_version: i64,
+        checksum: &str,
+    ) -> Result<()> {
+        self.fenced(claim, async |tx| {
+            sqlx::query(
+                "UPDATE job_shards SET state = 'stored', bytes_done = ?, sha256 = ?, rdb_version = ?, checksum = ?,
+                        upload_id = NULL, temp_path = NULL
+                 WHERE job_id = ? AND backup_id = ?",
+            )
+            .bind(bytes)
+            .bind(sha256.to_string())
+            .bind(rdb_version)
+            .bind(checksum.to_string())
+            .bind(claim.job_id.clone())
+            .bind(backup_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM job_parts WHERE job_id = ? AND backup_id = ?")
+                .bind(claim.job_id.clone())
+                .bind(backup_id.to_string())
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn shard_failed(&self, claim: &Claim, backup_id: &str) -> Result<()> {
+        self.fenced(claim, async |tx| {
+            sqlx::query(
+                "UPDATE job_shards SET state = 'failed' WHERE job_id = ? AND backup_id = ?",
+            )
+            .bind(claim.job_id.clone())
+            .bind(backup_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+}
