@@ -390,19 +390,20 @@ t1=$(cpu_ticks "$DAEMON_PID")
 record scale all idle "$IDLE_SECONDS" "$max_rss" "$(( t1 - t0 ))" ""
 stop_daemon
 
-# 3b. every instance due at the next minute.
-scale_config "* * * * *" "$WORK/due.db" >"$WORK/due.yaml"
+# 3b. every instance due at the next minute: a daily cron for that minute (UTC), so the
+# 10-minute start window fits between runs.
+now=$(date +%s)
+DUE=$(( (now / 60 + 1) * 60 ))
+# too close to tell start-up from the run: take the minute after
+[ $(( DUE - now )) -lt 15 ] && DUE=$(( DUE + 60 ))
+scale_config "$(date -u -d "@$DUE" +'%-M %-H') * * *" "$WORK/due.db" >"$WORK/due.yaml"
 start_daemon "$WORK/due.yaml"
-python3 - "$SIM2" "$INSTANCES" "$WORK/due-result.json" <<'EOF'
+python3 - "$SIM2" "$INSTANCES" "$WORK/due-result.json" "$DUE" <<'EOF'
 import json, sys, time, urllib.request
-sim, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+sim, n, out, due = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 def stats():
     with urllib.request.urlopen(sim + "/_sim/stats") as r:
         return json.load(r)
-now = time.time()
-due = (int(now) // 60 + 1) * 60
-if due - now < 5:          # too close to tell start-up from the run: take the minute after
-    due += 60
 time.sleep(max(0, due - time.time() - 1))
 before = stats()["calls"]
 time.sleep(max(0, due - time.time()))

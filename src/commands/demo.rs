@@ -116,7 +116,7 @@ policies:
   - name: demo
     schedule:
       cron: "*/10 * * * * *"
-      start_window: 30s
+      start_window: 10s
       completion_window: 5m
       catch_up: none
     instances:

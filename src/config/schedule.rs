@@ -164,6 +164,20 @@ impl CronExpr {
             .map(|t| t.with_timezone(&Utc))
     }
 
+    /// The shortest time between two consecutive runs among the next `samples` + 1 runs after
+    /// `after`; `None` if it fires fewer than twice.
+    pub fn shortest_gap(
+        &self,
+        after: DateTime<Utc>,
+        tz: Tz,
+        samples: usize,
+    ) -> Option<std::time::Duration> {
+        self.upcoming(after, tz, samples + 1)
+            .windows(2)
+            .map(|w| (w[1] - w[0]).to_std().unwrap_or_default())
+            .min()
+    }
+
     /// The next `n` runs after `after`.
     pub fn upcoming(&self, after: DateTime<Utc>, tz: Tz, n: usize) -> Vec<DateTime<Utc>> {
         let mut out = Vec::with_capacity(n);

@@ -59,6 +59,16 @@ pub(crate) struct Env {
     output: std::sync::Mutex<String>,
 }
 
+/// A start window that fits between two runs of `cron` (check-config refuses a longer one):
+/// the step of a `*/N` seconds field, else 1m.
+fn start_window_for(cron: &str) -> String {
+    let fields: Vec<&str> = cron.split_whitespace().collect();
+    match fields.first().and_then(|s| s.strip_prefix("*/")) {
+        Some(step) if fields.len() == 6 => format!("{step}s"),
+        _ => "1m".into(),
+    }
+}
+
 impl Env {
     pub(crate) async fn new(
         name: &str,
@@ -111,7 +121,7 @@ destinations:
     path: {d}/archive
 policies:
   - name: p
-    schedule: {{ cron: "{cron}", start_window: 1m, completion_window: 5m, catch_up: none }}
+    schedule: {{ cron: "{cron}", start_window: {window}, completion_window: 5m, catch_up: none }}
     instances:
       - {selector}
     destination: {destination}
@@ -120,6 +130,7 @@ policies:
             endpoint = sim.base_url,
             d = d.display(),
             s3e = s3.endpoint,
+            window = start_window_for(cron),
         );
         let config = d.join("rdbvault.yaml");
         std::fs::write(&config, text).unwrap();

@@ -223,7 +223,10 @@ impl Validator<'_> {
             }
         };
         let timezone = self.timezone(&format!("{path}.timezone"), s.timezone.as_ref(), Tz::UTC);
-        let (jitter, start_window, completion_window) = self.schedule_windows(&path, s);
+        // The shortest time between runs, over the coming runs (a weekday cron has 1d and 3d
+        // gaps; the shorter one is what a window must fit in).
+        let gap = cron.shortest_gap(crate::clock::wall_now(), timezone, 64);
+        let (jitter, start_window, completion_window) = self.schedule_windows(&path, s, gap);
         let catch_up = self.choice(
             &format!("{path}.catch_up"),
             s.catch_up.as_ref(),
@@ -241,13 +244,21 @@ impl Validator<'_> {
     }
 
     /// `(jitter, start_window, completion_window)`. A run that has not started within
-    /// `start_window` of its time is recorded as missed, so the jitter must be shorter.
-    fn schedule_windows(&mut self, path: &str, s: &RawSchedule) -> (Duration, Duration, Duration) {
+    /// `start_window` of its time is recorded as missed, so the jitter must be shorter; and a
+    /// run must be over starting before the next one is due, so neither may be longer than the
+    /// shortest time between runs (`gap`). The default start window is 1h, or `gap` if shorter.
+    fn schedule_windows(
+        &mut self,
+        path: &str,
+        s: &RawSchedule,
+        gap: Option<Duration>,
+    ) -> (Duration, Duration, Duration) {
         let jitter = self.duration(&format!("{path}.jitter"), s.jitter.as_ref(), Duration::ZERO);
+        let default_start = gap.map_or(DEFAULT_START_WINDOW, |g| g.min(DEFAULT_START_WINDOW));
         let start_window = self.duration(
             &format!("{path}.start_window"),
             s.start_window.as_ref(),
-            DEFAULT_START_WINDOW,
+            default_start,
         );
         let completion_window = self.duration(
             &format!("{path}.completion_window"),
@@ -263,7 +274,16 @@ impl Validator<'_> {
                 "must be longer than 0s",
             );
         }
-        if !jitter.is_zero() && jitter >= start_window {
+        if let Some(gap) = gap {
+            if !jitter.is_zero() && jitter >= gap {
+                self.too_long_for_schedule(path, "jitter", jitter, gap, "shorter than");
+            }
+            if start_window > gap {
+                self.too_long_for_schedule(path, "start_window", start_window, gap, "at most");
+            }
+        }
+        let jitter_fits = gap.is_none_or(|g| jitter < g);
+        if jitter_fits && !jitter.is_zero() && jitter >= start_window {
             self.problem(
                 &format!("{path}.jitter"),
                 format!(
@@ -274,6 +294,25 @@ impl Validator<'_> {
             );
         }
         (jitter, start_window, completion_window)
+    }
+
+    /// A window too long for the shortest time between runs: a problem naming both.
+    fn too_long_for_schedule(
+        &mut self,
+        path: &str,
+        key: &str,
+        value: Duration,
+        gap: Duration,
+        limit: &str,
+    ) {
+        let gap = units::format_duration(gap);
+        self.problem(
+            &format!("{path}.{key}"),
+            format!(
+                "{key} ({}) does not fit between two runs of this schedule ({gap} apart): a run would still be starting when the next one is due; make it {limit} {gap} or run less often",
+                units::format_duration(value),
+            ),
+        );
     }
 
     fn retention(&mut self, base: &str, r: Option<&RawRetention>) -> Retention {
@@ -530,6 +569,7 @@ mod tests {
                         completion_window: text(completion),
                         ..RawSchedule::default()
                     },
+                    None,
                 )
             })
         };
@@ -542,6 +582,41 @@ mod tests {
             paths(&windows("1m", "0s", "0s").1),
             ["s.start_window", "s.completion_window", "s.jitter"]
         );
+    }
+
+    #[test]
+    fn windows_must_fit_between_two_runs_and_the_default_start_window_shrinks_to_fit() {
+        let windows = |jitter: &str, start: Option<&str>, gap: u64| {
+            check(|v| {
+                v.schedule_windows(
+                    "s",
+                    &RawSchedule {
+                        jitter: text(jitter),
+                        start_window: start.and_then(text),
+                        ..RawSchedule::default()
+                    },
+                    Some(Duration::from_secs(gap)),
+                )
+            })
+        };
+        // Every 10 s: the default 1h start window becomes 10 s.
+        let (got, problems) = windows("0s", None, 10);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(got.1, Duration::from_secs(10));
+        // Daily: the default stays 1h.
+        assert_eq!(windows("0s", None, 86_400).0.1, Duration::from_secs(3600));
+        // Equal fits; longer does not, and the message names both and the fix.
+        assert!(windows("0s", Some("1d"), 86_400).1.is_empty());
+        let problems = windows("0s", Some("3d"), 86_400).1;
+        assert_eq!(paths(&problems), ["s.start_window"]);
+        assert!(
+            problems[0].message.contains("(1d apart)")
+                && problems[0].message.contains("at most 1d"),
+            "{}",
+            problems[0].message
+        );
+        // A jitter as long as the gap is refused once, for the gap.
+        assert_eq!(paths(&windows("1d", Some("1d"), 86_400).1), ["s.jitter"]);
     }
 
     #[test]
