@@ -70,15 +70,19 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             init_logging(cfg.log.format, "warn");
             crate::commands::backups(cfg, args).await
         }
-        Command::Prune { policy, dry_run } => {
+        Command::Prune {
+            policy,
+            dry_run,
+            json,
+        } => {
             let cfg = config::load(&config_path)?;
             init_logging(cfg.log.format, "warn");
-            crate::commands::prune(cfg, policy.as_deref(), dry_run).await
+            crate::commands::prune(cfg, policy.as_deref(), dry_run, json).await
         }
-        Command::Verify { ids, all } => {
+        Command::Verify { ids, all, json } => {
             let cfg = config::load(&config_path)?;
             init_logging(cfg.log.format, "warn");
-            crate::commands::verify(cfg, ids, all).await
+            crate::commands::verify(cfg, ids, all, json).await
         }
         Command::Init(args) => {
             init_logging(config::LogFormat::Text, "warn");

@@ -77,6 +77,9 @@ pub enum Command {
         /// Print the decisions, change nothing
         #[arg(long)]
         dry_run: bool,
+        /// Print the report as JSON (every row with its reasons and what happened)
+        #[arg(long)]
+        json: bool,
     },
     /// Re-read stored copies and check size, SHA-256 and RDB checksum (exit 0 all good, 3 any bad)
     Verify {
@@ -85,6 +88,9 @@ pub enum Command {
         /// Every stored copy, instead of naming ids
         #[arg(long, conflicts_with = "ids")]
         all: bool,
+        /// Print one JSON document: each copy's verdict, then the totals
+        #[arg(long)]
+        json: bool,
     },
     /// Download a stored copy to a local file (for restore), verifying it on the way
     Fetch {

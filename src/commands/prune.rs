@@ -1,4 +1,4 @@
-//! `prune [--policy P] [--dry-run]`.
+//! `prune [--policy P] [--dry-run] [--json]`.
 
 use super::policies_named;
 use crate::config::Config;
@@ -6,8 +6,13 @@ use crate::failure::Failure;
 use crate::prune::Mode;
 use std::sync::Arc;
 
-/// `prune [--policy P] [--dry-run]`.
-pub async fn prune(cfg: Config, policy: Option<&str>, dry_run: bool) -> Result<(), Failure> {
+/// `prune [--policy P] [--dry-run] [--json]`.
+pub async fn prune(
+    cfg: Config,
+    policy: Option<&str>,
+    dry_run: bool,
+    json: bool,
+) -> Result<(), Failure> {
     let cfg = Arc::new(cfg);
     policies_named(&cfg, policy)?;
     let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())?;
@@ -17,17 +22,27 @@ pub async fn prune(cfg: Config, policy: Option<&str>, dry_run: bool) -> Result<(
     let all =
         crate::prune::plan_policies(&ctx, policy, None, mode, crate::prune::ProviderView::Live)
             .await?;
-    crate::prune::print(&all, mode, None);
     let deleted = all
         .rows
         .iter()
         .filter(|r| matches!(r.deleted, Some(Ok(()))))
         .count();
     let planned = all.rows.iter().filter(|r| !r.keep).count();
-    if mode == Mode::DryRun {
-        println!("dry run: {planned} set(s) would be deleted; nothing was changed");
+    if json {
+        super::format::print_json(&serde_json::json!({
+            "dry_run": mode == Mode::DryRun,
+            "planned_deletions": planned,
+            "deleted": deleted,
+            "failures": all.failures(),
+            "report": &all,
+        }));
     } else {
-        println!("deleted {deleted} set(s); {} failure(s)", all.failures());
+        crate::prune::print(&all, mode, None);
+        if mode == Mode::DryRun {
+            println!("dry run: {planned} set(s) would be deleted; nothing was changed");
+        } else {
+            println!("deleted {deleted} set(s); {} failure(s)", all.failures());
+        }
     }
     ctx.store.close().await;
     if all.failures() > 0 || !all.problems.is_empty() {

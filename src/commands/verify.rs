@@ -1,11 +1,56 @@
-//! `verify [ID ...] [--all]`: re-reads stored copies ([`crate::verify::verify_copies`]).
+//! `verify [ID ...] [--all] [--json]`: re-reads stored copies ([`crate::verify::verify_copies`]).
 
 use crate::config::Config;
 use crate::failure::Failure;
 use crate::store::Store;
 
-/// `verify [ID ...] [--all]`.
-pub async fn verify(cfg: Config, ids: Vec<String>, all: bool) -> Result<(), Failure> {
+/// One copy's verdict, as `verify --json` prints it.
+#[derive(serde::Serialize)]
+struct Verdict {
+    destination: String,
+    object_key: Option<String>,
+    backup_id: String,
+    job_id: Option<String>,
+    ok: bool,
+    /// `missing`, `corrupt` or `unreadable` (this time; says nothing about the copy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+}
+
+impl Verdict {
+    fn of(
+        c: &crate::store::inventory::CopyRow,
+        r: &Result<crate::transfer::Stored, crate::verify::Bad>,
+    ) -> Verdict {
+        use crate::verify::Bad;
+        let (problem, error) = match r {
+            Ok(_) => (None, None),
+            Err(b @ Bad::Missing(_)) => (Some("missing"), Some(b.to_string())),
+            Err(b @ Bad::Corrupt(_)) => (Some("corrupt"), Some(b.to_string())),
+            Err(b @ Bad::Unreadable(_)) => (Some("unreadable"), Some(b.to_string())),
+        };
+        Verdict {
+            destination: c.destination.clone(),
+            object_key: c.object_key.clone(),
+            backup_id: c.backup_id.clone(),
+            job_id: c.job_id.clone(),
+            ok: r.is_ok(),
+            problem,
+            error,
+            size: r.as_ref().ok().map(|s| s.size),
+            sha256: r.as_ref().ok().map(|s| s.sha256.clone()),
+        }
+    }
+}
+
+/// `verify [ID ...] [--all] [--json]`.
+pub async fn verify(cfg: Config, ids: Vec<String>, all: bool, json: bool) -> Result<(), Failure> {
     if ids.is_empty() && !all {
         return Err(Failure::Usage(
             "name the copies to verify (job or backup ids), or pass --all".into(),
@@ -23,34 +68,34 @@ pub async fn verify(cfg: Config, ids: Vec<String>, all: bool) -> Result<(), Fail
     let handles = crate::destination::Handles::open(&cfg)
         .await
         .map_err(|e| Failure::Usage(format!("{e:#}")))?;
+    let mut verdicts = Vec::new();
     let bad = crate::verify::verify_copies(
         &store,
         &handles,
         &crate::clock::system(),
         &copies,
-        |c, r| match r {
-            Ok(s) => println!(
-                "ok   {} {} {} bytes sha256 {}",
-                c.destination,
-                c.object_key.as_deref().unwrap_or("-"),
-                s.size,
-                s.sha256
-            ),
-            Err(b) => println!(
-                "BAD  {} {} (backup {}, job {}): {b}",
-                c.destination,
-                c.object_key.as_deref().unwrap_or("-"),
-                c.backup_id,
-                c.job_id.as_deref().unwrap_or("-")
-            ),
+        |c, r| {
+            if json {
+                verdicts.push(Verdict::of(c, r));
+            } else {
+                print_verdict(c, r);
+            }
         },
     )
     .await?;
-    println!(
-        "{} cop{} checked, {bad} bad",
-        copies.len(),
-        if copies.len() == 1 { "y" } else { "ies" }
-    );
+    if json {
+        super::format::print_json(&serde_json::json!({
+            "checked": copies.len(),
+            "bad": bad,
+            "copies": verdicts,
+        }));
+    } else {
+        println!(
+            "{} cop{} checked, {bad} bad",
+            copies.len(),
+            if copies.len() == 1 { "y" } else { "ies" }
+        );
+    }
     store.close().await;
     if bad > 0 {
         return Err(Failure::Failed(format!(
@@ -59,4 +104,27 @@ pub async fn verify(cfg: Config, ids: Vec<String>, all: bool) -> Result<(), Fail
         )));
     }
     Ok(())
+}
+
+/// One line per copy: `ok ...` or `BAD ... : why`.
+fn print_verdict(
+    c: &crate::store::inventory::CopyRow,
+    r: &Result<crate::transfer::Stored, crate::verify::Bad>,
+) {
+    match r {
+        Ok(s) => println!(
+            "ok   {} {} {} bytes sha256 {}",
+            c.destination,
+            c.object_key.as_deref().unwrap_or("-"),
+            s.size,
+            s.sha256
+        ),
+        Err(b) => println!(
+            "BAD  {} {} (backup {}, job {}): {b}",
+            c.destination,
+            c.object_key.as_deref().unwrap_or("-"),
+            c.backup_id,
+            c.job_id.as_deref().unwrap_or("-")
+        ),
+    }
 }

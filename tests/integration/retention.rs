@@ -105,6 +105,32 @@ async fn verify_catches_one_changed_byte_and_fetch_returns_the_exact_bytes() {
     let r = env.run(&["verify", "--all"]).await;
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(r.stdout.contains("2 copies checked, 0 bad"), "{}", r.stdout);
+    // The same as one JSON document.
+    let r = env.run(&["verify", "--all", "--json"]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let doc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        (doc["checked"].as_u64(), doc["bad"].as_u64()),
+        (Some(2), Some(0))
+    );
+    assert!(
+        doc["copies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["ok"] == true && c["sha256"].is_string())
+    );
+    // And prune's plan too; a dry run changes nothing.
+    let r = env.run(&["prune", "--dry-run", "--json"]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let doc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(doc["dry_run"], true);
+    assert!(
+        doc["report"]["rows"]
+            .as_array()
+            .is_some_and(|rows| !rows.is_empty()),
+        "{doc}"
+    );
 
     let store = env.store().await;
     let jobs = store.list_jobs(None, None, 10).await.unwrap();
@@ -180,6 +206,10 @@ async fn verify_catches_one_changed_byte_and_fetch_returns_the_exact_bytes() {
         .send()
         .await
         .unwrap();
+    let r = env.run(&["verify", &bad.id, "--json"]).await;
+    assert_eq!(r.code, 3, "{}", r.all());
+    let doc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(doc["copies"][0]["problem"], "corrupt", "{doc}");
     let r = env.run(&["verify", &bad.id]).await;
     assert_eq!(r.code, 3, "{}", r.all());
     let said = format!(
