@@ -14,10 +14,14 @@ pub use crate::failure::Failure;
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let (config_path, explicit) = cli.config_path();
     match cli.command {
-        Command::CheckConfig { online } => {
+        Command::CheckConfig { online, json } => {
             init_logging(config::LogFormat::Text, "warn");
-            let cfg = config::load(&config_path)?;
-            crate::commands::check_config(&cfg, online).await
+            let cfg = config::load(&config_path).inspect_err(|errors| {
+                if json {
+                    crate::commands::problems_json(errors);
+                }
+            })?;
+            crate::commands::check_config(&cfg, online, json).await
         }
         Command::Api {
             action,

@@ -55,6 +55,10 @@ pub enum Command {
         /// write access to every destination
         #[arg(long)]
         online: bool,
+        /// Print what was understood (and each online check) as one JSON document; an invalid
+        /// config prints its problems with their locations
+        #[arg(long)]
+        json: bool,
     },
     /// Run one backup job for a policy in the foreground (exit 0 stored and verified, 3 failed)
     BackupNow {

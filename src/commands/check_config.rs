@@ -145,21 +145,66 @@ fn describe_policy(out: &mut String, p: &config::Policy, now: chrono::DateTime<c
     );
 }
 
-/// `check-config [--online]`.
-pub async fn check_config(cfg: &Config, online: bool) -> Result<(), Failure> {
-    print!("{}", describe_config(cfg, crate::clock::wall_now()));
-    if !online {
-        return Ok(());
+/// `check-config [--online] [--json]`.
+pub async fn check_config(cfg: &Config, online: bool, json: bool) -> Result<(), Failure> {
+    let now = crate::clock::wall_now();
+    if !json {
+        print!("{}", describe_config(cfg, now));
     }
-    println!("online checks:");
+    let mut out = Online {
+        json,
+        checks: Vec::new(),
+    };
+    let found = if online {
+        if !json {
+            println!("online checks:");
+        }
+        run_online(cfg, &mut out).await?
+    } else {
+        Findings::default()
+    };
+    if json {
+        super::format::print_json(&serde_json::json!({
+            "file": cfg.source,
+            "valid": true,
+            "config": config_json(cfg, now),
+            "online": online.then_some(&out.checks),
+            "online_ok": online.then(|| found.is_empty()),
+        }));
+    }
+    found.outcome(json)
+}
+
+/// Where the online checks report: a line each, or JSON items collected for the end.
+struct Online {
+    json: bool,
+    checks: Vec<serde_json::Value>,
+}
+
+impl Online {
+    fn say(&mut self, text: &str, item: serde_json::Value) {
+        if self.json {
+            self.checks.push(item);
+        } else {
+            println!("  {text}");
+        }
+    }
+}
+
+/// One signed `DescribeDBInstances` (resolving every selector) and a write probe per
+/// destination.
+async fn run_online(cfg: &Config, out: &mut Online) -> Result<Findings, Failure> {
     let mut found = Findings::default();
     let registry = prometheus::Registry::new();
     let metrics = ApiMetrics::register(&registry)?;
     let client = crate::services::cds_client(&cfg.cds, metrics)?;
     match client.describe_db_instances(&Params::new()).await {
-        Ok(instances) => resolve_selectors(cfg, &instances, &mut found),
+        Ok(instances) => resolve_selectors(cfg, &instances, out, &mut found),
         Err(e) => {
-            println!("  CDS API: FAILED: {e}");
+            out.say(
+                &format!("CDS API: FAILED: {e}"),
+                serde_json::json!({"check": "cds", "ok": false, "error": e.to_string()}),
+            );
             if e.is_credentials() {
                 found.credentials.push(e.to_string());
             } else {
@@ -169,10 +214,16 @@ pub async fn check_config(cfg: &Config, online: bool) -> Result<(), Failure> {
     }
     for d in cfg.destinations.values() {
         match crate::destination::probe(d).await {
-            Ok(msg) => println!("  destination {}: {msg}", d.name),
+            Ok(msg) => out.say(
+                &format!("destination {}: {msg}", d.name),
+                serde_json::json!({"check": "destination", "name": d.name, "ok": true, "message": msg}),
+            ),
             Err(e) => {
-                println!("  destination {}: FAILED: {e:#}", d.name);
                 let text = format!("destination {}: {e:#}", d.name);
+                out.say(
+                    &format!("destination {}: FAILED: {e:#}", d.name),
+                    serde_json::json!({"check": "destination", "name": d.name, "ok": false, "error": format!("{e:#}")}),
+                );
                 if e.downcast_ref::<crate::destination::CredentialsRejected>()
                     .is_some()
                 {
@@ -183,7 +234,68 @@ pub async fn check_config(cfg: &Config, online: bool) -> Result<(), Failure> {
             }
         }
     }
-    found.outcome()
+    Ok(found)
+}
+
+/// The config as rdbvault understood it, for `check-config --json`: times RFC 3339 with zone.
+fn config_json(cfg: &Config, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+    let secs = |d: std::time::Duration| d.as_secs();
+    let policies: Vec<_> = cfg
+        .policies
+        .iter()
+        .map(|p| {
+            let s = &p.schedule;
+            serde_json::json!({
+                "name": p.name,
+                "cron": s.cron.as_str(),
+                "timezone": s.timezone.name(),
+                "jitter_seconds": secs(s.jitter),
+                "start_window_seconds": secs(s.start_window),
+                "completion_window_seconds": secs(s.completion_window),
+                "catch_up": format!("{:?}", s.catch_up).to_lowercase(),
+                "next_runs": s.cron.upcoming(now, s.timezone, 3).iter()
+                    .map(|t| t.with_timezone(&s.timezone).to_rfc3339()).collect::<Vec<_>>(),
+                "instances": p.instances.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "destination": p.destination,
+                "download": format!("{:?}", p.download).to_lowercase(),
+                "retention": {
+                    "destination": describe_keep(&p.retention.destination),
+                    "provider": p.retention.provider.as_ref().map(describe_keep),
+                    "max_deletions_per_run": p.retention.max_deletions_per_run,
+                },
+            })
+        })
+        .collect();
+    let destinations: Vec<_> = cfg
+        .destinations
+        .values()
+        .map(|d| serde_json::json!({"name": d.name, "location": crate::destination::describe(d)}))
+        .collect();
+    serde_json::json!({
+        "cds": cds::client::redis_base_url(&cfg.cds.endpoint).to_string(),
+        "state": cfg.state.path,
+        "http": cfg.http.listen.to_string(),
+        "destinations": destinations,
+        "policies": policies,
+    })
+}
+
+/// `check-config --json` for a config that does not load: every problem with its location.
+pub fn problems_json(errors: &config::Errors) {
+    let problems: Vec<_> = errors
+        .problems
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "line": p.line, "column": p.column, "path": p.path, "message": p.message,
+            })
+        })
+        .collect();
+    super::format::print_json(&serde_json::json!({
+        "file": errors.file,
+        "valid": false,
+        "problems": problems,
+    }));
 }
 
 /// What the online checks found wrong, by what the user must do about it.
@@ -198,16 +310,22 @@ struct Findings {
 }
 
 impl Findings {
+    fn is_empty(&self) -> bool {
+        self.credentials.is_empty() && self.unmatched.is_empty() && self.other.is_empty()
+    }
+
     /// Exit 2 when credentials were refused (nothing can work until they are fixed), else 3
     /// when a selector matches nothing, else 1 for any other failure.
-    fn outcome(self) -> Result<(), Failure> {
+    fn outcome(self, json: bool) -> Result<(), Failure> {
         let all: Vec<String> = [&self.credentials, &self.unmatched, &self.other]
             .into_iter()
             .flatten()
             .cloned()
             .collect();
         if all.is_empty() {
-            println!("all online checks passed");
+            if !json {
+                println!("all online checks passed");
+            }
             return Ok(());
         }
         let text = format!(
@@ -226,10 +344,18 @@ impl Findings {
 }
 
 /// Prints what each selector of each policy matches; one that matches nothing is a finding.
-fn resolve_selectors(cfg: &Config, instances: &[cds::model::Instance], found: &mut Findings) {
-    println!(
-        "  CDS API: DescribeDBInstances signed and accepted; {} instance(s) visible",
-        instances.len()
+fn resolve_selectors(
+    cfg: &Config,
+    instances: &[cds::model::Instance],
+    out: &mut Online,
+    found: &mut Findings,
+) {
+    out.say(
+        &format!(
+            "CDS API: DescribeDBInstances signed and accepted; {} instance(s) visible",
+            instances.len()
+        ),
+        serde_json::json!({"check": "cds", "ok": true, "instances": instances.len()}),
     );
     for p in &cfg.policies {
         for sel in &p.instances {
@@ -239,14 +365,21 @@ fn resolve_selectors(cfg: &Config, instances: &[cds::model::Instance], found: &m
                     "policy {}: selector {sel} matches no instance; fix it or remove it",
                     p.name
                 );
-                println!("  {msg}");
+                out.say(
+                    &msg,
+                    serde_json::json!({"check": "selector", "policy": p.name, "selector": sel.to_string(), "matches": []}),
+                );
                 found.unmatched.push(msg);
             } else {
                 let names: Vec<_> = matched
                     .iter()
                     .map(|i| format!("{} ({}, {})", i.instance_name, i.instance_uuid, i.status))
                     .collect();
-                println!("  policy {}: {sel} -> {}", p.name, names.join(", "));
+                let uuids: Vec<_> = matched.iter().map(|i| i.instance_uuid.clone()).collect();
+                out.say(
+                    &format!("policy {}: {sel} -> {}", p.name, names.join(", ")),
+                    serde_json::json!({"check": "selector", "policy": p.name, "selector": sel.to_string(), "matches": uuids}),
+                );
             }
         }
     }
@@ -263,11 +396,11 @@ mod tests {
             unmatched: vec!["u".into(); u],
             other: vec!["o".into(); o],
         };
-        assert!(f(0, 0, 0).outcome().is_ok());
-        assert_eq!(f(1, 1, 1).outcome().unwrap_err().exit_code(), 2);
-        assert_eq!(f(0, 1, 1).outcome().unwrap_err().exit_code(), 3);
-        assert_eq!(f(0, 0, 1).outcome().unwrap_err().exit_code(), 1);
-        let text = f(1, 1, 1).outcome().unwrap_err().to_string();
+        assert!(f(0, 0, 0).outcome(true).is_ok());
+        assert_eq!(f(1, 1, 1).outcome(true).unwrap_err().exit_code(), 2);
+        assert_eq!(f(0, 1, 1).outcome(true).unwrap_err().exit_code(), 3);
+        assert_eq!(f(0, 0, 1).outcome(true).unwrap_err().exit_code(), 1);
+        let text = f(1, 1, 1).outcome(true).unwrap_err().to_string();
         assert!(text.starts_with("3 online check(s) failed"), "{text}");
     }
 }

@@ -69,14 +69,19 @@ pub fn check_utc_at(check: &crate::views::CopyCheck) -> String {
         .unwrap_or_else(|_| check.at.clone())
 }
 
-/// Pretty JSON on stdout: what every `--json` prints.
+/// Pretty JSON on stdout: what every `--json` prints. A reader that went away (`| head`) ends
+/// the output quietly instead of a panic.
 pub(super) fn print_json<T: serde::Serialize + ?Sized>(value: &T) {
-    println!(
-        "{}",
-        // cannot fail: the read models printed are rows of strings and numbers, no non-string
-        // map keys.
-        serde_json::to_string_pretty(value).expect("serialisable")
-    );
+    use std::io::Write as _;
+    // cannot fail: the read models printed are rows of strings and numbers, no non-string map
+    // keys.
+    let text = serde_json::to_string_pretty(value).expect("serialisable");
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("rdbvault: cannot write to standard output: {e}");
+    }
 }
 
 /// One row of the `jobs` table, every cell already decided (by `jobs::table_row`).

@@ -34,7 +34,7 @@ mod verify;
 pub use api::api;
 pub use backup_now::backup_now;
 pub use backups::backups;
-pub use check_config::{check_config, describe_config};
+pub use check_config::{check_config, describe_config, problems_json};
 pub use demo::demo;
 pub use fetch::fetch;
 pub use init::init;

@@ -58,6 +58,39 @@ fn check_config_prints_the_next_three_runs_in_the_policy_timezone() {
         .filter(|l| l.contains("02:30:00 CST (UTC+08:00)"))
         .collect();
     assert_eq!(runs.len(), 3, "{}", r.stdout);
+
+    // The same as JSON: next runs in RFC 3339 with the zone's offset.
+    let r = run(rdbvault()
+        .arg("-c")
+        .arg(&path)
+        .args(["check-config", "--json"]));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let doc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(doc["valid"], true);
+    let next = doc["config"]["policies"][0]["next_runs"][0]
+        .as_str()
+        .unwrap();
+    assert!(next.ends_with("T02:30:00+08:00"), "{next}");
+    assert!(chrono::DateTime::parse_from_rfc3339(next).is_ok());
+
+    // An invalid config: its problems with their locations, exit 2.
+    std::fs::write(&path, BASE.replace("30 2 * * *", "30 25 * * *")).unwrap();
+    let r = run(rdbvault()
+        .arg("-c")
+        .arg(&path)
+        .args(["check-config", "--json"]));
+    assert_eq!(r.code, 2, "{}", r.all());
+    let doc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(doc["valid"], false);
+    let problem = &doc["problems"][0];
+    assert!(problem["line"].as_u64().is_some(), "{doc}");
+    assert!(
+        problem["message"]
+            .as_str()
+            .unwrap()
+            .contains("hour `25` is outside 0-23"),
+        "{doc}"
+    );
 }
 
 /// (what, replace this, with this, expected line, substrings the message must contain)

@@ -83,8 +83,34 @@ async fn online_check_resolves_selectors_and_probes_destinations() {
         &s3.secret_key,
         "5d74bb81-0473-464d-b15b-0ae418619248",
     );
-    let r = check(path).await;
+    let r = check(path.clone()).await;
     assert_eq!(r.code, 0, "{}", r.all());
+    // --json: each online check is an item; the same verdict.
+    let p2 = path.clone();
+    let r2 = tokio::task::spawn_blocking(move || {
+        run(rdbvault()
+            .arg("-c")
+            .arg(&p2)
+            .args(["check-config", "--online", "--json"]))
+    })
+    .await
+    .unwrap();
+    assert_eq!(r2.code, 0, "{}", r2.all());
+    let doc: serde_json::Value = serde_json::from_str(&r2.stdout).unwrap();
+    assert_eq!(doc["online_ok"], true, "{doc}");
+    let checks = doc["online"].as_array().unwrap();
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["check"] == "cds" && c["instances"] == 3),
+        "{doc}"
+    );
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["check"] == "destination" && c["name"] == "s3" && c["ok"] == true),
+        "{doc}"
+    );
     assert!(
         r.stdout
             .contains("DescribeDBInstances signed and accepted; 3 instance(s)"),
@@ -113,7 +139,11 @@ async fn online_check_resolves_selectors_and_probes_destinations() {
         r.stdout
     );
     assert!(!r.all().contains(SECRET) && !r.all().contains(&s3.secret_key));
-    assert_eq!(sim.calls("DescribeDBInstances"), 1, "one signed call");
+    assert_eq!(
+        sim.calls("DescribeDBInstances"),
+        2,
+        "one signed call per check"
+    );
     // The probe leaves nothing behind.
     assert_eq!(std::fs::read_dir(d.join("archive")).unwrap().count(), 0);
 
