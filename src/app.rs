@@ -5,6 +5,7 @@
 use crate::cli::{Cli, Command};
 use crate::config;
 
+pub use crate::commands::init_logging;
 pub use crate::failure::Failure;
 
 /// Runs the parsed command line.
@@ -55,10 +56,14 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             init_logging(cfg.log.format, &cfg.log.level);
             crate::commands::run(cfg).await
         }
-        Command::BackupNow { policy, instance } => {
+        Command::BackupNow {
+            policy,
+            instance,
+            dry_run,
+        } => {
             let cfg = config::load(&config_path)?;
             init_logging(cfg.log.format, "warn");
-            crate::commands::backup_now(cfg, &policy, instance.as_deref()).await
+            crate::commands::backup_now(cfg, &policy, instance.as_deref(), dry_run).await
         }
         Command::Jobs(args) => {
             let cfg = config::load(&config_path)?;
@@ -101,20 +106,4 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             crate::commands::fetch(cfg, &id, &output, force).await
         }
     }
-}
-
-/// Sets up logging once: `RUST_LOG` wins over the configured level.
-pub fn init_logging(format: config::LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        config::LogFormat::Json => builder.json().try_init(),
-        config::LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init(),
-    };
 }

@@ -68,6 +68,10 @@ pub enum Command {
         /// Only this instance (default: every instance the policy selects)
         #[arg(long, value_name = "UUID")]
         instance: Option<String>,
+        /// Show what would happen and create nothing: the instances selected (one
+        /// DescribeDBInstances), where each copy would land, and what retention would delete
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Job history from the state DB
     Jobs(JobsArgs),

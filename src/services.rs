@@ -89,7 +89,8 @@ impl Context {
         Claim::new(&job.id, &self.owner)
     }
 
-    /// Journals one event of a job and logs it (with the job's span fields).
+    /// Journals one event of a job and logs it. Called inside the job's span (the runner's),
+    /// whose fields name the job on the line; they are not repeated here.
     pub async fn event(&self, job: &JobRow, kind: &str, message: &str) {
         tracing::info!(kind, "{message}");
         if let Err(e) = self
@@ -97,7 +98,7 @@ impl Context {
             .add_event(&job.id, ms(self.now()), kind, message)
             .await
         {
-            tracing::error!(job_id = %job.id, error = %e, "cannot journal a job event");
+            tracing::error!(error = %e, "cannot journal a job event");
         }
     }
 }

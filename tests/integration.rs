@@ -5,9 +5,9 @@
 //! started by `support::seaweedfs()`, and RDB fixtures come from a real redis-server
 //! (`scripts/make-fixtures.sh`).
 //!
-//! Tools that must be installed (`weed`, `redis-check-rdb`, `python3`, `groff`) are installed by
-//! `scripts/test.sh`. Run through it, `RDBVAULT_REQUIRE_TOOLS=1` makes a missing tool a
-//! failure; a bare `cargo test` without them skips those tests and says so.
+//! Tools that must be installed (`weed`, `redis-check-rdb`, `python3`, `groff`, Python's `pyte`)
+//! are installed by `scripts/test.sh`. Run through it, `RDBVAULT_REQUIRE_TOOLS=1` makes a missing
+//! tool a failure; a bare `cargo test` without them skips those tests and says so.
 
 mod support;
 
@@ -34,5 +34,6 @@ mod integration {
     mod s3_credentials;
     mod sim_protocol;
     mod stress;
+    mod terminal;
     mod week_one;
 }

@@ -2,28 +2,37 @@
 //!
 //! The steps: find the policy and the instances it selects ([`select_instances`]), create one
 //! job each, owned by this process from birth ([`start_jobs`]), run them with a heartbeat and
-//! progress bars, printing each outcome as it arrives ([`run_jobs`]), and turn the outcomes
-//! into the exit code ([`verdict`]).
+//! progress bars, printing each outcome as it arrives ([`run_jobs`], the lines from
+//! [`outcome_lines`]), and turn the outcomes into the exit code ([`verdict`]). Every line
+//! printed while the bars are up goes through them ([`ShardBars::println`]), so none is erased.
+//!
+//! `--dry-run` stops after the selection and shows what would happen instead (`dry_run.rs`).
 
-use super::format::{ShardBars, duration_of, human_bytes};
+mod dry_run;
+
+use super::format::{Screen, ShardBars, duration_of, human_bytes};
 use crate::cds::model::Instance;
 use crate::config::{Config, Policy};
 use crate::failure::Failure;
 use crate::runner::Outcome;
 use crate::services::Context;
 use crate::store::jobs::Inserted;
-use crate::store::{JobRow, ms};
-use std::io::IsTerminal as _;
+use crate::store::{JobRow, ShardRow, ms};
 use std::sync::Arc;
 
-/// `backup-now --policy P [--instance UUID]`: one job per selected instance, in the foreground.
+/// `backup-now --policy P [--instance UUID] [--dry-run]`: one job per selected instance, in the
+/// foreground; with `dry_run`, what would happen, creating nothing.
 pub async fn backup_now(
     cfg: Config,
     policy_name: &str,
     instance: Option<&str>,
+    dry_run: bool,
 ) -> Result<(), Failure> {
     let policy = policy_named(&cfg, policy_name)?;
     let cfg = Arc::new(cfg);
+    if dry_run {
+        return dry_run::dry_run(cfg, &policy, instance).await;
+    }
     let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())?;
     let mut ctx = crate::services::open(
         cfg.clone(),
@@ -38,10 +47,10 @@ pub async fn backup_now(
         .await?;
     let selected = select_instances(&policy, &all, instance)?;
 
-    let bars = ShardBars::new(std::io::stderr().is_terminal());
+    let bars = ShardBars::new(Screen::stderr_beside_stdout(), Some(ctx.store.clone()));
     ctx.progress = Some(bars.reporter());
     let started = start_jobs(&ctx, &policy, &selected, &bars).await?;
-    let mut tally = run_jobs(&ctx, started.job_ids, cfg.limits.max_concurrent_jobs).await?;
+    let mut tally = run_jobs(&ctx, started.job_ids, cfg.limits.max_concurrent_jobs, &bars).await?;
     // A refused instance (it has an open job) counts as a failed backup.
     tally.failed += started.refused;
     bars.clear();
@@ -120,18 +129,18 @@ async fn start_jobs(
         job.owner = Some(ctx.owner.clone());
         match ctx.store.insert_job(&job).await? {
             Inserted::Created => {
-                eprintln!(
+                bars.eprintln(&format!(
                     "job {} for {} ({}) started",
                     job.id, inst.instance_name, inst.instance_uuid
-                );
+                ));
                 bars.name_job(&job.id, &inst.instance_name);
                 started.job_ids.push(job.id);
             }
             Inserted::InstanceBusy { open_job } => {
-                eprintln!(
+                bars.eprintln(&format!(
                     "instance {} ({}) already has an open job {open_job}; not starting a second one",
                     inst.instance_name, inst.instance_uuid
-                );
+                ));
                 started.refused += 1;
             }
         }
@@ -141,11 +150,12 @@ async fn start_jobs(
 
 /// Runs the jobs, at most `max_concurrent` at a time, with a heartbeat keeping them ours and
 /// SIGINT/SIGTERM stopping them at a safe point (the daemon resumes them); prints each outcome
-/// as its job ends and counts them.
+/// as its job ends, above the bars, and counts them.
 async fn run_jobs(
     ctx: &Context,
     job_ids: Vec<String>,
     max_concurrent: usize,
+    bars: &ShardBars,
 ) -> Result<Tally, Failure> {
     let cancel = tokio_util::sync::CancellationToken::new();
     let hb = tokio::spawn(crate::daemon::heartbeat(ctx.clone(), cancel.clone()));
@@ -170,7 +180,15 @@ async fn run_jobs(
         let (id, outcome) =
             r.map_err(|e| Failure::Runtime(anyhow::anyhow!("job task failed: {e}")))?;
         let job = ctx.store.job(&id).await?;
-        report_outcome(ctx, &job, &outcome).await;
+        let shards = match outcome {
+            // The shard lines are a courtesy: a DB hiccup here does not fail a stored backup.
+            Outcome::Stored => ctx.store.shards(&job.id).await.unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let took = duration_of(&job, ms(crate::clock::wall_now()));
+        for line in outcome_lines(&job, &outcome, &shards, &took) {
+            bars.println(&line);
+        }
         tally.record(&outcome);
     }
     cancel.cancel();
@@ -178,29 +196,32 @@ async fn run_jobs(
     Ok(tally)
 }
 
-/// The lines for one ended job: a stored one with its size, time and each shard's object key
-/// and SHA-256; any other with why.
-async fn report_outcome(ctx: &Context, job: &JobRow, outcome: &Outcome) {
+/// The lines for one ended job: a stored one with its size, time (`took`) and each shard's
+/// object key and SHA-256; any other with why.
+fn outcome_lines(job: &JobRow, outcome: &Outcome, shards: &[ShardRow], took: &str) -> Vec<String> {
     let who = format!("{} {} ({})", job.id, job.instance_name, job.instance_uuid);
     match outcome {
         Outcome::Stored => {
-            // The shard lines are a courtesy: a DB hiccup here does not fail a stored backup.
-            let shards = ctx.store.shards(&job.id).await.unwrap_or_default();
-            let took = duration_of(job, ms(crate::clock::wall_now()));
-            println!("stored  {who} {} in {took}", human_bytes(job.bytes));
-            for s in shards {
-                println!(
+            let mut lines = vec![format!(
+                "stored  {who} {} in {took}",
+                human_bytes(job.bytes)
+            )];
+            lines.extend(shards.iter().map(|s| {
+                format!(
                     "        {} sha256 {}",
-                    s.object_key.unwrap_or_default(),
-                    s.sha256.unwrap_or_default()
-                );
-            }
+                    s.object_key.as_deref().unwrap_or_default(),
+                    s.sha256.as_deref().unwrap_or_default()
+                )
+            }));
+            lines
         }
-        Outcome::Failed(e) => println!("failed  {who}: {e}"),
-        Outcome::Missed(e) => println!("missed  {who}: {e}"),
-        Outcome::LostClaim(why) => println!("stopped {who}: {why}"),
+        Outcome::Failed(e) => vec![format!("failed  {who}: {e}")],
+        Outcome::Missed(e) => vec![format!("missed  {who}: {e}")],
+        Outcome::LostClaim(why) => vec![format!("stopped {who}: {why}")],
         Outcome::Interrupted => {
-            println!("stopped {who}: interrupted; `rdbvault run` resumes it")
+            vec![format!(
+                "stopped {who}: interrupted; `rdbvault run` resumes it"
+            )]
         }
     }
 }
@@ -357,5 +378,83 @@ mod tests {
     fn a_failure_outranks_an_interruption() {
         let tally = tally_of(0, &[Outcome::Interrupted, Outcome::Failed("x".into())]);
         assert_eq!(verdict(&tally, 2).unwrap_err().exit_code(), exit::FAILED);
+    }
+
+    fn job_row() -> JobRow {
+        JobRow {
+            id: "j1".into(),
+            policy: "nightly".into(),
+            instance_uuid: "bbbb-2".into(),
+            instance_name: "prod-cluster-01".into(),
+            region_id: String::new(),
+            destination: "d".into(),
+            trigger: "manual".into(),
+            state: crate::job::State::Stored,
+            due_at: 0,
+            start_by: 0,
+            deadline_at: 0,
+            created_at: 0,
+            create_sent_at: None,
+            requested_at: None,
+            snapshot_done_at: None,
+            transfer_started_at: None,
+            transfer_done_at: None,
+            verified_at: None,
+            finished_at: None,
+            attempts: 1,
+            next_attempt_at: None,
+            bytes: 2 << 20,
+            error: None,
+            owner: None,
+            heartbeat_at: None,
+        }
+    }
+
+    fn shard(backup_id: &str, key: &str, sha: &str) -> ShardRow {
+        ShardRow {
+            job_id: "j1".into(),
+            backup_id: backup_id.into(),
+            shard_id: String::new(),
+            size: None,
+            provider_start: String::new(),
+            provider_end: String::new(),
+            state: crate::job::ShardState::Stored,
+            object_key: Some(key.into()),
+            manifest_key: None,
+            upload_id: None,
+            temp_path: None,
+            bytes_done: 0,
+            sha256: Some(sha.into()),
+            rdb_version: None,
+            checksum: None,
+        }
+    }
+
+    #[test]
+    fn a_stored_job_gets_a_line_and_one_more_per_shard() {
+        let shards = [shard("b1", "k1.rdb", "aa"), shard("b2", "k2.rdb", "bb")];
+        let lines = outcome_lines(&job_row(), &Outcome::Stored, &shards, "3s");
+        assert_eq!(
+            lines,
+            [
+                "stored  j1 prod-cluster-01 (bbbb-2) 2.0 MiB in 3s",
+                "        k1.rdb sha256 aa",
+                "        k2.rdb sha256 bb",
+            ]
+        );
+    }
+
+    #[test]
+    fn any_other_ending_is_one_line_saying_why() {
+        let job = job_row();
+        let line = |o: Outcome| outcome_lines(&job, &o, &[], "3s");
+        assert_eq!(
+            line(Outcome::Failed("boom".into())),
+            ["failed  j1 prod-cluster-01 (bbbb-2): boom"]
+        );
+        assert_eq!(
+            line(Outcome::Interrupted),
+            ["stopped j1 prod-cluster-01 (bbbb-2): interrupted; `rdbvault run` resumes it"]
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! into a temporary file beside the target, verifying it, and rename it into place only when
 //! verified ([`download_verified`]); print what was fetched.
 
-use super::format::fetch_bar;
+use super::format::{FetchBar, Screen, progress_label};
 use super::open_for_reading;
 use crate::config::Config;
 use crate::destination::Handle;
@@ -13,7 +13,6 @@ use crate::failure::Failure;
 use crate::store::inventory::CopyRow;
 use crate::transfer::Stored;
 use anyhow::Context as _;
-use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -237,9 +236,15 @@ async fn stream_verified(
     output: &Path,
     signals: &mut [Signal; 3],
 ) -> Result<Stored, Failure> {
-    let bar = fetch_bar(
+    let shard = if copy.shard_id.is_empty() {
+        &copy.backup_id
+    } else {
+        &copy.shard_id
+    };
+    let bar = FetchBar::new(
         copy.size.unwrap_or(0).max(0) as u64,
-        std::io::stderr().is_terminal(),
+        progress_label(&copy.instance_name, shard),
+        Screen::stderr(),
     );
     let progress = |n| bar.set_position(n);
     let result = tokio::select! {

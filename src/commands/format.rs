@@ -3,30 +3,45 @@
 //! pretty JSON every `--json` prints. The commands decide what goes in a cell; this file decides
 //! how it looks, so the look is the same everywhere.
 
+use super::terminal::BarsOnScreen;
 use crate::config;
-use crate::store::{JobRow, from_ms};
+use crate::store::{JobRow, Store, from_ms};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// At most `max` characters of `s`, with `…` when cut. By characters, not bytes: provider ids
-/// and instance names may be non-ASCII, and slicing them on a byte offset panics.
+/// At most `max` characters of `s`, the middle replaced by `…` when cut, so both ends stay:
+/// instance names and shard ids often differ only at the end (`prod-cluster-01`/`-02`,
+/// `…-shard-1`/`-shard-2`), ids often at the start. By characters, not bytes: provider ids and
+/// instance names may be non-ASCII, and slicing them on a byte offset panics.
 fn shorten(s: &str, max: usize) -> String {
-    if s.chars().nth(max).is_none() {
+    let len = s.chars().count();
+    if len <= max {
         return s.to_string();
     }
     if max == 0 {
         return String::new();
     }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    let head = (max - 1) / 2;
+    let tail = max - 1 - head;
+    let mut out: String = s.chars().take(head).collect();
     out.push('…');
+    out.extend(s.chars().skip(len - tail));
     out
 }
 
-/// A progress bar's label: the instance name and the shard's backup id, both shortened by
-/// characters so a bar stays one line on a terminal.
-pub(super) fn progress_label(instance_name: &str, backup_id: &str) -> String {
-    format!("{} {}", shorten(instance_name, 16), shorten(backup_id, 12))
+/// The widest an instance name or a shard is in a progress bar's label, in characters.
+const LABEL_PART: usize = 16;
+
+/// A progress bar's label: the instance name and the shard (its shard id, or the backup id
+/// when the provider gives none), each shortened by characters so a bar stays one line on a
+/// terminal.
+pub(super) fn progress_label(instance_name: &str, shard: &str) -> String {
+    format!(
+        "{} {}",
+        shorten(instance_name, LABEL_PART),
+        shorten(shard, LABEL_PART)
+    )
 }
 
 pub(super) fn human_bytes(n: i64) -> String {
@@ -121,53 +136,141 @@ pub(super) fn jobs_table(rows: &[JobsRow]) -> Vec<String> {
     lines
 }
 
-/// `backup-now`'s bars: the label padded so the bars of several shards line up.
-const SHARD_BAR: &str = "{msg:30} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}";
-/// `fetch`'s single bar.
-const FETCH_BAR: &str = "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}";
+/// A transfer bar's template: the label (padded to `label_width` so the bars of several shards
+/// line up), the bar (cyan when `colour`, else no colour at all), bytes, rate and time left.
+fn transfer_template(label_width: Option<usize>, colour: bool) -> String {
+    let label = match label_width {
+        Some(w) => format!("{{msg:{w}}}"),
+        None => "{msg}".to_string(),
+    };
+    let bar = if colour {
+        "{bar:30.cyan/blue}"
+    } else {
+        "{bar:30}"
+    };
+    format!("{label} [{bar}] {{bytes}}/{{total_bytes}} {{bytes_per_sec}} {{eta}}")
+}
 
-fn transfer_style(template: &str) -> ProgressStyle {
-    ProgressStyle::with_template(template)
-        // cannot fail: the templates are the constants above (a unit test parses both).
+fn transfer_style(label_width: Option<usize>, colour: bool) -> ProgressStyle {
+    ProgressStyle::with_template(&transfer_template(label_width, colour))
+        // cannot fail: the template is built above from fixed parts (a unit test parses each).
         .expect("valid template")
         .progress_chars("=> ")
 }
 
-/// `fetch`'s progress bar; hidden when not `visible` (stderr is not a terminal), so logs and
-/// pipes get no control characters.
-pub(super) fn fetch_bar(total: u64, visible: bool) -> ProgressBar {
-    if !visible {
-        return ProgressBar::hidden();
+/// How the command line may draw on stderr: progress bars only on a terminal, colour only on a
+/// terminal without `NO_COLOR` (see `terminal`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Screen {
+    pub bars: bool,
+    pub colour: bool,
+}
+
+impl Screen {
+    /// For a command whose bars are the only thing on screen while they are up (`fetch`):
+    /// bars when stderr is a terminal.
+    pub(super) fn stderr() -> Screen {
+        Screen {
+            bars: super::terminal::bars_on_stderr(false),
+            colour: super::terminal::colour_on_stderr(),
+        }
     }
-    let bar = ProgressBar::new(total);
-    bar.set_style(transfer_style(FETCH_BAR));
-    bar.set_message("fetch");
-    bar
+
+    /// For a command that prints results on stdout while its bars are up (`backup-now`): bars
+    /// only when stdout is a terminal too.
+    pub(super) fn stderr_beside_stdout() -> Screen {
+        Screen {
+            bars: super::terminal::bars_on_stderr(true),
+            colour: super::terminal::colour_on_stderr(),
+        }
+    }
+}
+
+/// A bar set that draws on stderr when `screen.bars` (and registers it so log lines step
+/// around it), else one that is kept but never drawn.
+fn bar_set(screen: Screen) -> (MultiProgress, Option<BarsOnScreen>) {
+    let bars = MultiProgress::new();
+    if !screen.bars {
+        bars.set_draw_target(ProgressDrawTarget::hidden());
+        return (bars, None);
+    }
+    let on_screen = super::terminal::bars_on_screen(&bars);
+    (bars, Some(on_screen))
+}
+
+/// `fetch`'s progress bar, labelled with the copy's instance and shard; drawn only when
+/// `screen.bars` (stderr is a terminal), so logs and pipes get no control characters.
+pub(super) struct FetchBar {
+    bar: ProgressBar,
+    _set: MultiProgress,
+    _on_screen: Option<BarsOnScreen>,
+}
+
+impl FetchBar {
+    pub(super) fn new(total: u64, label: String, screen: Screen) -> FetchBar {
+        let (set, on_screen) = bar_set(screen);
+        let bar = set.add(ProgressBar::new(total));
+        bar.set_style(transfer_style(None, screen.colour));
+        bar.set_message(label);
+        FetchBar {
+            bar,
+            _set: set,
+            _on_screen: on_screen,
+        }
+    }
+
+    pub(super) fn set_position(&self, done: u64) {
+        self.bar.set_position(done);
+    }
+
+    /// Takes the bar off the screen (before the result line is printed).
+    pub(super) fn finish_and_clear(&self) {
+        self.bar.finish_and_clear();
+    }
 }
 
 /// `backup-now`'s progress: one bar per shard, added on the shard's first report (a job's
 /// shards are known only once the provider has made the backup) and labelled with its
-/// instance's name and its backup id. Clones share the bars.
+/// instance's name and its shard. Every line the command prints while the bars are up goes
+/// through [`ShardBars::println`] / [`ShardBars::eprintln`], which lift the bars while it is
+/// written, so no redraw (and not the final clear) can erase it, whatever the terminal's width.
+/// Clones share the bars.
 #[derive(Clone)]
 pub(super) struct ShardBars {
     bars: MultiProgress,
+    colour: bool,
     by_backup: Arc<Mutex<HashMap<String, ProgressBar>>>,
     /// Job id -> instance name, filled as the jobs are created, for the labels.
     job_names: Arc<Mutex<HashMap<String, String>>>,
+    /// Where a shard's id is looked up for its bar's label.
+    store: Option<Store>,
+    /// Log lines step around the bars while this is held (taken by [`ShardBars::clear`]).
+    on_screen: Arc<Mutex<Option<BarsOnScreen>>>,
 }
 
 impl ShardBars {
-    /// Bars drawn on stderr when `visible` (a terminal), else kept but never drawn.
-    pub(super) fn new(visible: bool) -> ShardBars {
-        let bars = MultiProgress::new();
-        if !visible {
-            bars.set_draw_target(ProgressDrawTarget::hidden());
-        }
+    /// Bars drawn on stderr when `screen.bars` (a terminal), else kept but never drawn; their
+    /// labels name each shard by its id as `store` records it (else by its backup id).
+    pub(super) fn new(screen: Screen, store: Option<Store>) -> ShardBars {
+        let (bars, on_screen) = bar_set(screen);
         ShardBars {
             bars,
+            colour: screen.colour,
             by_backup: Arc::default(),
             job_names: Arc::default(),
+            store,
+            on_screen: Arc::new(Mutex::new(on_screen)),
         }
+    }
+
+    /// Prints a line on stdout above the bars.
+    pub(super) fn println(&self, line: &str) {
+        self.bars.suspend(|| println!("{line}"));
+    }
+
+    /// Prints a line on stderr above the bars.
+    pub(super) fn eprintln(&self, line: &str) {
+        self.bars.suspend(|| eprintln!("{line}"));
     }
 
     /// Names a job's bars after its instance (before the job runs, so its first bar has it).
@@ -191,24 +294,68 @@ impl ShardBars {
     fn report(&self, job: &str, backup: &str, done: u64, total: Option<u64>) {
         // A poisoned lock only means a reporter panicked mid-update: the map is still usable.
         let mut map = self.by_backup.lock().unwrap_or_else(|e| e.into_inner());
-        let bar = map.entry(backup.to_string()).or_insert_with(|| {
-            // Added before it is styled, so nothing is drawn outside the group.
-            let b = self.bars.add(ProgressBar::new(total.unwrap_or(0)));
-            b.set_style(transfer_style(SHARD_BAR));
-            let names = self.job_names.lock().unwrap_or_else(|e| e.into_inner());
-            let name = names.get(job).map(String::as_str).unwrap_or("backup");
-            b.set_message(progress_label(name, backup));
-            b
-        });
+        let bar = map
+            .entry(backup.to_string())
+            .or_insert_with(|| self.add_bar(job, backup, total));
         bar.set_position(done);
         if total == Some(done) {
             bar.finish();
         }
     }
 
-    /// Removes the bars from the terminal once every job has ended.
+    /// A new shard's bar, labelled with its backup id until its shard id is read.
+    fn add_bar(&self, job: &str, backup: &str, total: Option<u64>) -> ProgressBar {
+        // Added before it is styled, so nothing is drawn outside the group.
+        let bar = self.bars.add(ProgressBar::new(total.unwrap_or(0)));
+        bar.set_style(transfer_style(Some(2 * LABEL_PART + 1), self.colour));
+        let name = self
+            .job_names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(job)
+            .cloned()
+            .unwrap_or_else(|| "backup".into());
+        bar.set_message(progress_label(&name, backup));
+        self.label_with_shard_id(&bar, job, backup, name);
+        bar
+    }
+
+    /// Relabels `bar` with its shard id, read from the state DB (the snapshot phase recorded
+    /// the shards before the transfer began). The reporter is called synchronously with the
+    /// backup id alone, so the read happens beside it; a shard without an id keeps the backup
+    /// id.
+    fn label_with_shard_id(&self, bar: &ProgressBar, job: &str, backup: &str, name: String) {
+        let (Some(store), Ok(runtime)) = (&self.store, tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let (store, bar, job, backup) = (
+            store.clone(),
+            bar.clone(),
+            job.to_string(),
+            backup.to_string(),
+        );
+        runtime.spawn(async move {
+            let Ok(shards) = store.shards(&job).await else {
+                return;
+            };
+            if let Some(s) = shards
+                .iter()
+                .find(|s| s.backup_id == backup && !s.shard_id.is_empty())
+            {
+                bar.set_message(progress_label(&name, &s.shard_id));
+            }
+        });
+    }
+
+    /// Removes the bars from the terminal once every job has ended (every line printed through
+    /// [`ShardBars::println`] stays), and lets log lines go straight to stderr again.
     pub(super) fn clear(&self) {
         self.bars.clear().ok();
+        self.on_screen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 }
 
@@ -217,18 +364,43 @@ mod label_tests {
     use super::*;
 
     #[test]
-    fn labels_shorten_non_ascii_ids_by_characters() {
-        let label = progress_label("缓存-生产-一号", "备份-一二三四五六七八九十");
-        assert_eq!(label, "缓存-生产-一号 备份-一二三四五六七八…");
-        assert_eq!(shorten("备份-一二三四五六七八九十", 12).chars().count(), 12);
+    fn labels_shorten_non_ascii_ids_by_characters_keeping_both_ends() {
+        let label = progress_label("缓存-生产-一号", "备份-一二三四五六七八九十一二三四五六");
+        assert_eq!(label, "缓存-生产-一号 备份-一二三四…九十一二三四五六");
         assert_eq!(
-            progress_label("prod-cache-01", "0123456789abcdef"),
-            "prod-cache-01 0123456789a…"
+            shorten("备份-一二三四五六七八九十一二三四五六", 16)
+                .chars()
+                .count(),
+            16
         );
         assert_eq!(shorten("short", 12), "short");
         assert_eq!(shorten("exactly-12ch", 12), "exactly-12ch");
         assert_eq!(shorten("", 12), "");
         assert_eq!(shorten("abc", 0), "");
+        assert_eq!(shorten("abcdef", 1), "…");
+        assert_eq!(shorten("abcdef", 2), "…f");
+    }
+
+    #[test]
+    fn the_shards_of_one_instance_keep_distinct_labels() {
+        // The simulator's shard ids, and long names that differ only at the end.
+        assert_eq!(
+            progress_label("prod-cluster-01", "8c1f6a52-shard-1"),
+            "prod-cluster-01 8c1f6a52-shard-1"
+        );
+        assert_ne!(
+            progress_label("production-cache-primary-01", "8c1f6a52-shard-10001"),
+            progress_label("production-cache-primary-01", "8c1f6a52-shard-10002"),
+        );
+        assert_ne!(
+            progress_label("production-cache-primary-01", "s"),
+            progress_label("production-cache-primary-02", "s"),
+        );
+        // No shard id: the backup id, both of its ends.
+        assert_eq!(
+            progress_label("prod-cache-01", "9926c4b435de4fb89fff61a299967034"),
+            "prod-cache-01 9926c4b…99967034"
+        );
     }
 }
 
@@ -237,10 +409,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn both_progress_bar_templates_parse() {
-        for template in [SHARD_BAR, FETCH_BAR] {
-            assert!(ProgressStyle::with_template(template).is_ok(), "{template}");
+    fn every_progress_bar_template_parses() {
+        for width in [None, Some(2 * LABEL_PART + 1)] {
+            for colour in [false, true] {
+                let template = transfer_template(width, colour);
+                assert!(
+                    ProgressStyle::with_template(&template).is_ok(),
+                    "{template}"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn a_bar_without_colour_names_no_colour() {
+        let plain = transfer_template(Some(33), false);
+        assert_eq!(
+            plain,
+            "{msg:33} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}"
+        );
+        assert!(transfer_template(None, true).contains("{bar:30.cyan/blue}"));
     }
 
     fn row(state: &str) -> JobsRow {

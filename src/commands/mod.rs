@@ -12,6 +12,8 @@
 //! - `shell.rs`: `completions SHELL` and `man` (both generated from the clap definition).
 //! - `format.rs`: the formatting the commands share (bytes, local times, durations, labels,
 //!   the progress bars, the `jobs` table's layout, pretty JSON).
+//! - `terminal.rs`: colour or not (a terminal, `NO_COLOR`), the logging set-up, and log lines
+//!   that step around the progress bars.
 //!
 //! The JSON they print is defined in [`crate::views`], which `/v1/*` serves too. Here: what
 //! several commands share (opening the state DB read-only, finding policies by name).
@@ -29,6 +31,7 @@ mod prune;
 mod run;
 mod shell;
 mod sim;
+mod terminal;
 mod verify;
 
 pub use api::api;
@@ -43,6 +46,7 @@ pub use prune::prune;
 pub use run::run;
 pub use shell::{completions, man};
 pub use sim::sim;
+pub use terminal::init_logging;
 pub use verify::verify;
 
 use crate::config::{self, Config};

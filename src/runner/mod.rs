@@ -170,14 +170,18 @@ fn check_deadline(
 }
 
 /// Runs a job until it is stored, failed or missed, or until shutdown. Every log line it
-/// writes carries `policy`, `instance` and `job_id` (a tracing span).
+/// writes carries `policy`, `instance` and `job_id` once, from a tracing span: the lines
+/// logged inside it do not repeat them.
 pub async fn run_job(ctx: &Context, job_id: &str, cancel: &CancellationToken) -> Outcome {
     use tracing::Instrument as _;
     let (policy, instance) = match ctx.store.job(job_id).await {
         Ok(j) => (j.policy, j.instance_uuid),
         Err(_) => (String::new(), String::new()),
     };
-    let span = tracing::info_span!("job", policy = %policy, instance = %instance, job_id = %job_id);
+    // At ERROR level so that no log level filters the span out: a `warn` filter (backup-now's)
+    // still shows a failed job's line, and it must name the job.
+    let span =
+        tracing::error_span!("job", policy = %policy, instance = %instance, job_id = %job_id);
     run_job_steps(ctx, job_id, cancel).instrument(span).await
 }
 
@@ -236,7 +240,7 @@ async fn missed(ctx: &Context, job: &JobRow, reason: String) -> Outcome {
             return lost_claim(ctx, job, e.to_string()).await;
         }
         Err(e) => {
-            tracing::error!(job_id = %job.id, error = %e, "cannot record a missed job")
+            tracing::error!(error = %e, "cannot record a missed job")
         }
         Ok(()) => {}
     }
@@ -256,7 +260,7 @@ async fn failed(ctx: &Context, job: &JobRow, err: anyhow::Error) -> Outcome {
         Err(e) => {
             // Unknown owner: touch nothing, hand the job back so the next
             // dispatch (ours or another process's) decides with a working DB.
-            tracing::error!(job_id = %job.id, error = %e, "cannot read the job's owner; leaving the job open");
+            tracing::error!(error = %e, "cannot read the job's owner; leaving the job open");
             let _ = ctx.store.release_job(&job.id, &ctx.owner).await;
             return Outcome::Interrupted;
         }
@@ -269,11 +273,11 @@ async fn failed(ctx: &Context, job: &JobRow, err: anyhow::Error) -> Outcome {
             return lost_claim(ctx, job, e.to_string()).await;
         }
         Err(e) => {
-            tracing::error!(job_id = %job.id, error = %e, "cannot record a failed job")
+            tracing::error!(error = %e, "cannot record a failed job")
         }
         Ok(()) => {}
     }
-    tracing::error!(policy = %job.policy, instance = %job.instance_uuid, job_id = %job.id, error = %chain, "backup job failed");
+    tracing::error!(error = %chain, "backup job failed");
     let _ = ctx
         .store
         .add_event(&job.id, ms(ctx.now()), "failed", &chain)
@@ -284,7 +288,7 @@ async fn failed(ctx: &Context, job: &JobRow, err: anyhow::Error) -> Outcome {
 
 /// Another process owns the job now: say so in the journal (events are not state) and stop.
 async fn lost_claim(ctx: &Context, job: &JobRow, why: String) -> Outcome {
-    tracing::warn!(policy = %job.policy, instance = %job.instance_uuid, job_id = %job.id, "lost the claim on the job: {why}");
+    tracing::warn!("lost the claim on the job: {why}");
     ctx.event(
         job,
         "lost-claim",
@@ -325,7 +329,7 @@ async fn cleanup_partial(ctx: &Context, job: &JobRow) {
             }
             Ok(None) => {}
             Err(e) => {
-                tracing::error!(job_id = %job.id, error = %e, "cannot abort a multipart upload")
+                tracing::error!(error = %e, "cannot abort a multipart upload")
             }
         }
         if let (Some(_), Some(key), Some(dest)) = (

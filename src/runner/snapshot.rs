@@ -174,7 +174,7 @@ async fn describe(
     let records = match ctx.cds.describe_backups(&job.instance_uuid).await {
         Ok(r) => r,
         Err(e) if e.is_retryable() => {
-            tracing::warn!(job_id = %job.id, error = %e, "DescribeBackups failed; polling again");
+            tracing::warn!(error = %e, "DescribeBackups failed; polling again");
             return Ok(false);
         }
         Err(e) => return Err(Stop::Fail(anyhow::Error::new(e).context("DescribeBackups"))),

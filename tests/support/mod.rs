@@ -109,7 +109,8 @@ pub fn rdbvault_under_umask(mask: &str) -> Command {
     clean_env(cmd)
 }
 
-fn clean_env(mut cmd: Command) -> Command {
+/// `cmd` without the caller's CDS, AWS, config and log variables, started in the repository root.
+pub fn clean_env(mut cmd: Command) -> Command {
     for var in [
         "CDS_ACCESS_KEY_ID",
         "CDS_ACCESS_KEY_SECRET",
