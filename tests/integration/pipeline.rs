@@ -61,7 +61,7 @@ pub(crate) struct Env {
 
 /// A start window that fits between two runs of `cron` (check-config refuses a longer one):
 /// the step of a `*/N` seconds field, else 1m.
-fn start_window_for(cron: &str) -> String {
+pub(crate) fn start_window_for(cron: &str) -> String {
     let fields: Vec<&str> = cron.split_whitespace().collect();
     match fields.first().and_then(|s| s.strip_prefix("*/")) {
         Some(step) if fields.len() == 6 => format!("{step}s"),

@@ -59,7 +59,7 @@ http:
     path: {d}/archive
 policies:
   - name: p
-    schedule: {{ cron: "{cron}", start_window: 1m, completion_window: 5m, catch_up: none }}
+    schedule: {{ cron: "{cron}", start_window: {window}, completion_window: 5m, catch_up: none }}
     instances:
       - {selector}
     destination: dir
@@ -67,6 +67,7 @@ policies:
 "#,
             endpoint = sim.base_url,
             d = d.display(),
+            window = super::pipeline::start_window_for(cron),
         );
         let config = d.join("rdbvault.yaml");
         std::fs::write(&config, text).unwrap();
