@@ -14,6 +14,9 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// A backup or a verification failed.
     pub const FAILED: u8 = 3;
+    /// Nothing failed, but a backup asked for was not run: refused or skipped (its instance
+    /// already had an open job). Not a failure of the backup; not a success either.
+    pub const SKIPPED: u8 = 4;
 }
 
 /// A command's failure, carrying its exit code.
@@ -31,6 +34,9 @@ pub enum Failure {
     /// A backup or a verification failed (exit 3).
     #[error("{0}")]
     Failed(String),
+    /// A run asked for was refused or skipped, and nothing failed (exit 4).
+    #[error("{0}")]
+    Skipped(String),
 }
 
 impl Failure {
@@ -39,6 +45,7 @@ impl Failure {
             Failure::Config(_) | Failure::Usage(_) => exit::USAGE,
             Failure::Runtime(_) => exit::RUNTIME,
             Failure::Failed(_) => exit::FAILED,
+            Failure::Skipped(_) => exit::SKIPPED,
         }
     }
 }

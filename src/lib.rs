@@ -39,8 +39,8 @@
 //!   path, or the API action.
 //! - No message carries a secret or a URL query string: secrets are [`secret::Secret`], and
 //!   reqwest errors are stripped of their URL.
-//! - Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error, 3 a backup or a
-//!   verification failed.
+//! - Exit codes: 0 success, 1 runtime failure, 2 usage, configuration or credential error, 3 a
+//!   backup or a verification failed, 4 a backup asked for was skipped and nothing failed.
 
 pub mod app;
 pub mod cds;

@@ -51,8 +51,8 @@ pub async fn backup_now(
     ctx.progress = Some(bars.reporter());
     let started = start_jobs(&ctx, &policy, &selected, &bars).await?;
     let mut tally = run_jobs(&ctx, started.job_ids, cfg.limits.max_concurrent_jobs, &bars).await?;
-    // A refused instance (it has an open job) counts as a failed backup.
-    tally.failed += started.refused;
+    // A refused instance (it has an open job) was skipped, not failed.
+    tally.skipped += started.refused;
     bars.clear();
     ctx.store.close().await;
     verdict(&tally, selected.len())
@@ -229,10 +229,12 @@ fn outcome_lines(job: &JobRow, outcome: &Outcome, shards: &[ShardRow], took: &st
 /// How the jobs ended, as far as the exit code cares.
 #[derive(Debug, Default)]
 struct Tally {
-    /// Failed, missed, taken over by another process, or refused (an open job was in the way).
+    /// Failed, missed, or taken over by another process.
     failed: usize,
     /// Stopped by SIGINT/SIGTERM at a safe point; `rdbvault run` resumes them.
     interrupted: usize,
+    /// Not started: the instance already had an open job (named when it was refused).
+    skipped: usize,
 }
 
 impl Tally {
@@ -245,8 +247,10 @@ impl Tally {
     }
 }
 
-/// The exit: any failed backup is exit 3 (even when others were interrupted: a failure is the
-/// news); only interruptions, exit 1 (nothing failed, the work is unfinished); else success.
+/// The exit: any failed backup is exit 3 (even when others were interrupted or skipped: a
+/// failure is the news); interruptions, exit 1 (the work is unfinished); instances skipped
+/// because they already had an open job, exit 4 (nothing failed, but not everything asked for
+/// ran); else success.
 fn verdict(tally: &Tally, selected: usize) -> Result<(), Failure> {
     if tally.failed > 0 {
         return Err(Failure::Failed(format!(
@@ -258,6 +262,12 @@ fn verdict(tally: &Tally, selected: usize) -> Result<(), Failure> {
         return Err(Failure::Runtime(anyhow::anyhow!(
             "{} job(s) interrupted before they finished",
             tally.interrupted
+        )));
+    }
+    if tally.skipped > 0 {
+        return Err(Failure::Skipped(format!(
+            "{} of {selected} backup(s) skipped: the instance already had an open job (named above); `rdbvault jobs` shows it",
+            tally.skipped
         )));
     }
     Ok(())
@@ -337,7 +347,7 @@ mod tests {
         for o in outcomes {
             tally.record(o);
         }
-        tally.failed += refused;
+        tally.skipped += refused;
         tally
     }
 
@@ -361,10 +371,16 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_instance_counts_as_a_failed_backup() {
+    fn a_refused_instance_is_skipped_not_failed() {
         let err = verdict(&tally_of(1, &[Outcome::Stored]), 2).unwrap_err();
+        assert_eq!(err.exit_code(), exit::SKIPPED);
+        assert!(
+            err.to_string().starts_with("1 of 2 backup(s) skipped"),
+            "{err}"
+        );
+        // A real failure still outranks it.
+        let err = verdict(&tally_of(1, &[Outcome::Failed("x".into())]), 2).unwrap_err();
         assert_eq!(err.exit_code(), exit::FAILED);
-        assert_eq!(err.to_string(), "1 of 2 backup(s) failed");
     }
 
     #[test]

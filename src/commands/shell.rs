@@ -110,7 +110,8 @@ pub(crate) fn one_page() -> std::io::Result<Vec<u8>> {
     out.extend_from_slice(
         b".SH \"EXIT STATUS\"\n0 success, 1 runtime failure (the API, a destination or the state DB \
 failed), 2 usage or configuration error (the message names the file and line, or the YAML path), \
-3 a backup or a verification failed.\n.SH ENVIRONMENT\n.TP\n.B RDBVAULT_CONFIG\n\
+3 a backup or a verification failed, 4 a backup asked for was skipped (its instance already had \
+an open job) and nothing failed.\n.SH ENVIRONMENT\n.TP\n.B RDBVAULT_CONFIG\n\
 The config file when -c is not given.\n.TP\n.B CDS_ACCESS_KEY_ID, CDS_ACCESS_KEY_SECRET\n\
 The CDS API keys, unless the config names key files (cds.access_key_id_file, \
 cds.access_key_secret_file).\n.TP\n.B RUST_LOG\nA log filter overriding log.level.\n",

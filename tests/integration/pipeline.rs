@@ -857,8 +857,10 @@ async fn backup_now_refuses_an_instance_the_daemon_is_backing_up() {
     })
     .await;
     let r = env.run(&["backup-now", "--policy", "p"]).await;
-    assert_eq!(r.code, 3, "{}", r.all());
+    // Skipped, not failed: a distinct exit.
+    assert_eq!(r.code, 4, "{}", r.all());
     assert!(r.all().contains("already has an open job"), "{}", r.all());
+    assert!(r.all().contains("1 of 1 backup(s) skipped"), "{}", r.all());
     rdbvault_sigterm(&daemon);
     assert!(
         tokio::time::timeout(Duration::from_secs(30), daemon.wait())
