@@ -247,9 +247,12 @@ pub struct JobsArgs {
     /// Only jobs of this policy
     #[arg(long, value_name = "P")]
     pub policy: Option<String>,
-    /// Only jobs in this state (pending, requested, snapshotting, transferring, verifying,
-    /// stored, failed, missed)
-    #[arg(long, value_name = "S")]
+    /// Only jobs in this state
+    #[arg(
+        long,
+        value_name = "STATE",
+        value_parser = clap::builder::PossibleValuesParser::new(crate::job::State::ALL.map(|s| s.as_str()))
+    )]
     pub state: Option<String>,
     /// At most this many jobs [default: 50]
     #[arg(long, value_name = "N")]
