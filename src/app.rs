@@ -70,6 +70,11 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             init_logging(cfg.log.format, "warn");
             crate::commands::jobs(&cfg, args).await
         }
+        Command::Status { json } => {
+            let cfg = config::load(&config_path)?;
+            init_logging(cfg.log.format, "warn");
+            crate::commands::status(&cfg, json).await
+        }
         Command::Demo => {
             init_logging(config::LogFormat::Text, "warn");
             crate::commands::demo().await

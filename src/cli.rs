@@ -74,8 +74,25 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Job history from the state DB
+    /// Job history from the state DB; cancel or retry one job
     Jobs(JobsArgs),
+    /// Overall health per policy and instance, and whether the daemon is up (exit 0 healthy, 3
+    /// something needs attention)
+    #[command(
+        long_about = "Overall health, from the state DB (read-only) and the daemon's /readyz; no \
+provider call. Per policy, and per instance the policy selected on its last run: the last success \
+(time and age), the verified copies at the destination and at the provider, the next run (the \
+policy's cron in its timezone), the open job if any, and the last restore drill. Then everything \
+that needs attention, one line each: an instance whose last run failed or was missed, one with \
+fewer verified copies at the destination than the policy's min_verified, a daemon that is not \
+reachable at http.listen or not ready.",
+        after_help = "Exit codes: 0 healthy, 3 something needs attention, 2 no state DB yet or a bad config."
+    )]
+    Status {
+        /// Print JSON (times RFC 3339 with their zone) instead of text
+        #[arg(long)]
+        json: bool,
+    },
     /// The inventory: every known backup, where its copies are, verified or not, and why kept
     Backups(BackupsArgs),
     /// Apply retention now and print every decision with its reason
@@ -301,6 +318,33 @@ pub enum JobsCommand {
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
+    },
+    /// Stop an open job at its next safe point and record it failed ("cancelled by operator")
+    #[command(
+        long_about = "Stop an open job at its next safe point and record it failed, with the error \
+\"cancelled by operator\". Works whoever runs the job (the daemon, a backup-now, another host on the \
+same state DB): the request is recorded in the state DB and the owner stops within a second or two, \
+aborting its open multipart uploads and removing its .partial files. A job no live process owns is \
+stopped by this command itself. Stored copies and the provider's backup are never deleted; a job \
+already verifying its written copies finishes as stored. Waits up to 30 s for the job to end.",
+        after_help = "Exit codes: 0 the job stopped, 1 it did not stop in time (the request stays \
+recorded) or it was stored first, 2 an unknown id or a job that already ended."
+    )]
+    Cancel {
+        /// Job id, or a unique prefix of it
+        id: String,
+    },
+    /// Create a new job, due now, for a failed or missed job; the daemon runs it
+    #[command(
+        long_about = "Create a new job (trigger retry, due now) for a failed or missed job: the same \
+policy, instance and destination, with the policy's current start window and deadline. The running \
+daemon picks it up. Refused for a job that is still open or stored, and while the instance has any \
+open job.",
+        after_help = "Exit codes: 0 the job was created, 2 an unknown id or a refusal (which says why)."
+    )]
+    Retry {
+        /// Job id of the failed or missed job, or a unique prefix of it
+        id: String,
     },
 }
 

@@ -18,7 +18,7 @@ use crate::config::{CatchUp, Config, Policy};
 use crate::services::Context;
 use crate::store::jobs::{Inserted, NewJob};
 use crate::store::schedule::POLICY_ROW;
-use crate::store::{from_ms, ms};
+use crate::store::{JobRow, from_ms, ms};
 use chrono::{DateTime, Utc};
 use sha2::Digest as _;
 use std::sync::Arc;
@@ -89,6 +89,22 @@ pub fn new_job(
         deadline_at: ms(after(s.completion_window)),
         created_at: ms(now),
         owner: None,
+    }
+}
+
+/// A new job that runs `failed` again (`jobs retry`): the same policy, instance and
+/// destination, trigger `retry`, due `now`, with the policy's current start window and
+/// deadline. Nobody owns it: the dispatcher of a running daemon picks it up.
+pub fn retry_of(policy: &Policy, failed: &JobRow, now: DateTime<Utc>) -> NewJob {
+    let instance = cds::model::Instance {
+        instance_uuid: failed.instance_uuid.clone(),
+        instance_name: failed.instance_name.clone(),
+        region_id: failed.region_id.clone(),
+        ..cds::model::Instance::default()
+    };
+    NewJob {
+        destination: failed.destination.clone(),
+        ..new_job(policy, &instance, now, "retry", now)
     }
 }
 
@@ -330,6 +346,64 @@ mod tests {
             .unwrap()
             .policies
             .remove(0)
+    }
+
+    #[test]
+    fn a_retry_is_due_now_for_the_same_instance_and_destination_with_the_policys_current_windows() {
+        let p = policy("0 2 * * *");
+        let now = DateTime::parse_from_rfc3339("2026-11-02T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let failed = crate::store::JobRow {
+            id: "old".into(),
+            policy: "p".into(),
+            instance_uuid: "5d74bb81".into(),
+            instance_name: "prod-cache".into(),
+            region_id: "CN_Beijing_A".into(),
+            // The destination the failed job was made for, even if the policy moved on.
+            destination: "archive".into(),
+            trigger: "schedule".into(),
+            state: crate::job::State::Failed,
+            due_at: 1,
+            start_by: 2,
+            deadline_at: 3,
+            created_at: 1,
+            create_sent_at: None,
+            requested_at: None,
+            snapshot_done_at: None,
+            transfer_started_at: None,
+            transfer_done_at: None,
+            verified_at: None,
+            finished_at: Some(3),
+            attempts: 1,
+            next_attempt_at: None,
+            bytes: 0,
+            error: Some("boom".into()),
+            owner: None,
+            heartbeat_at: None,
+        };
+        let job = retry_of(&p, &failed, now);
+        assert_ne!(job.id, "old");
+        assert_eq!(
+            (
+                job.policy.as_str(),
+                job.instance_uuid.as_str(),
+                job.instance_name.as_str()
+            ),
+            ("p", "5d74bb81", "prod-cache")
+        );
+        assert_eq!(
+            (job.region_id.as_str(), job.destination.as_str()),
+            ("CN_Beijing_A", "archive")
+        );
+        assert_eq!(
+            (job.trigger, job.due_at, job.created_at),
+            ("retry", ms(now), ms(now))
+        );
+        let after = |d: Duration| ms(now) + d.as_millis() as i64;
+        assert_eq!(job.start_by, after(p.schedule.start_window));
+        assert_eq!(job.deadline_at, after(p.schedule.completion_window));
+        assert_eq!(job.owner, None, "the daemon's dispatcher picks it up");
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! and run at open. Every SQL string of rdbvault lives in this module.
 //!
 //! - [`jobs`]: jobs, their shards and multipart parts, the event log.
+//! - [`control`]: what an operator asks of a job (`jobs cancel`), and the reads `status` needs.
 //! - [`schedule`]: per (policy, instance) schedule state.
 //! - [`inventory`]: the copies rdbvault knows about.
 //!
 //! Times are Unix milliseconds; [`ms`] and [`from_ms`] convert.
 
+pub mod control;
 pub mod inventory;
 pub mod jobs;
 pub mod schedule;

@@ -3,6 +3,9 @@
 //! set's checks ([`inventory_with_checks`]), the policies with their next runs
 //! ([`policies_json`]). Tables and colours stay in `commands`; the JSON is defined here once.
 
+/// The overall health `status` shows (and a later `/v1/status`).
+pub mod status;
+
 use crate::config::Config;
 use crate::job::State;
 use crate::store::{JobRow, Store, from_ms};

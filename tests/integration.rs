@@ -33,6 +33,7 @@ mod integration {
     mod retention;
     mod s3_credentials;
     mod sim_protocol;
+    mod status_cli;
     mod stress;
     mod terminal;
     mod week_one;

@@ -1,4 +1,5 @@
-//! `jobs` (the history table, or its JSON) and `jobs show` (one job in detail, or its JSON).
+//! `jobs` (the history table, or its JSON) and `jobs show` (one job in detail, or its JSON);
+//! `jobs cancel` and `jobs retry` are in `job_control.rs`.
 //! The JSON is the read model `GET /v1/jobs` serves too ([`JobDetail`], [`jobs_json`]); the
 //! table's layout is in `format.rs`, what goes in its cells is decided here ([`table_row`]).
 
@@ -14,18 +15,21 @@ use crate::store::jobs::EventRow;
 use crate::store::{JobRow, ShardRow, Store, ms};
 use crate::views::{CopyCheck, JobDetail, job_checks, jobs_json, state_label};
 
-/// `jobs` and `jobs show ID`.
+/// `jobs`, `jobs show ID`, `jobs cancel ID` and `jobs retry ID`.
 pub async fn jobs(cfg: &Config, args: JobsArgs) -> Result<(), Failure> {
-    let store = open_for_reading(cfg).await?;
     match args.command {
-        Some(JobsCommand::Show { id, json }) => show(&store, &id, json).await,
-        None => list(cfg, &store, &args).await,
+        Some(JobsCommand::Show { id, json }) => {
+            show(&open_for_reading(cfg).await?, &id, json).await
+        }
+        Some(JobsCommand::Cancel { id }) => super::job_control::cancel(cfg, &id).await,
+        Some(JobsCommand::Retry { id }) => super::job_control::retry(cfg, &id).await,
+        None => list(cfg, &open_for_reading(cfg).await?, &args).await,
     }
 }
 
 /// A state DB error of `jobs`: an id that matches no job, or several, is the user's mistake
 /// (exit 2); anything else is a runtime failure.
-fn lookup_failure(e: crate::store::Error) -> Failure {
+pub(super) fn lookup_failure(e: crate::store::Error) -> Failure {
     match e {
         crate::store::Error::NotFound(_) | crate::store::Error::Ambiguous(_) => {
             Failure::Usage(e.to_string())

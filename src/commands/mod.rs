@@ -2,7 +2,8 @@
 //! - `run.rs`: `run` (the daemon). `check_config.rs`: `check-config`. `api.rs`: `api`.
 //!   `sim.rs`: `sim`.
 //! - `backup_now.rs`: `backup-now`.
-//! - `jobs.rs`: `jobs`, `jobs show`.
+//! - `jobs.rs`: `jobs`, `jobs show`. `job_control.rs`: `jobs cancel`, `jobs retry`.
+//! - `status.rs`: `status` (and the `/readyz` probe `jobs retry` uses too).
 //! - `backups.rs`: `backups`, `backups pin|unpin`.
 //! - `prune.rs`: `prune`.
 //! - `verify.rs`: `verify`.
@@ -26,11 +27,13 @@ mod demo;
 mod fetch;
 mod format;
 mod init;
+mod job_control;
 mod jobs;
 mod prune;
 mod run;
 mod shell;
 mod sim;
+mod status;
 mod terminal;
 mod verify;
 
@@ -46,6 +49,7 @@ pub use prune::prune;
 pub use run::run;
 pub use shell::{completions, man};
 pub use sim::sim;
+pub use status::status;
 pub use terminal::init_logging;
 pub use verify::verify;
 

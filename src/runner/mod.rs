@@ -16,9 +16,18 @@
 //!
 //! `completion_window` is a hard deadline for all of it.
 //!
+//! Two things stop a job early, and they mean different things. A shutdown (the caller's token)
+//! stops it at a safe point and hands it back: it is resumed later. An operator's cancel
+//! request (`jobs cancel`, recorded in the state DB by any process) fails it at its next safe
+//! point with `cancelled by operator` and the failure's cleanup. The runner reads the request
+//! before every step and, while a step runs, a watch polls for it and cancels the job's own
+//! token (a child of the shutdown token), so a long transfer stops within about a second,
+//! whichever process (daemon or `backup-now`) runs the job.
+//!
 //! # Layout
 //! This file owns [`run_job`]: the step loop, the deadline check at its top, and every way a run
-//! ends (failed, missed, interrupted, lost claim) with its journal writes, cleanup and metrics.
+//! ends (failed, cancelled, missed, interrupted, lost claim) with its journal writes, cleanup
+//! and metrics.
 //! One file per phase does that phase's work: `request` (`pending`), `snapshot`
 //! (`requested`/`snapshotting`), `transfer` (`transferring`) and `verify` (`verifying`);
 //! `refusal` holds the provider values the runner will not build on.
@@ -42,6 +51,13 @@ use chrono::{DateTime, Utc};
 use std::fmt;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// The error a job stopped by `rdbvault jobs cancel` is recorded with.
+pub const CANCELLED_BY_OPERATOR: &str = "cancelled by operator";
+
+/// How often a running job looks for an operator's cancel request in the state DB, so a long
+/// transfer or wait stops within about a second of it, whichever process runs the job.
+const CANCEL_POLL: Duration = Duration::from_millis(500);
 
 /// How a run of [`run_job`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,10 +185,39 @@ fn check_deadline(
     }
 }
 
-/// Runs a job until it is stored, failed or missed, or until shutdown. Every log line it
-/// writes carries `policy`, `instance` and `job_id` once, from a tracing span: the lines
-/// logged inside it do not repeat them.
-pub async fn run_job(ctx: &Context, job_id: &str, cancel: &CancellationToken) -> Outcome {
+/// What the step loop does before a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Take the step.
+    Step,
+    /// An operator asked the job to stop: record it failed (`cancelled by operator`), with the
+    /// failure's cleanup.
+    Cancel,
+    /// Shutdown: stop at this safe point, hand the job back, resume it later.
+    Interrupt,
+}
+
+/// Decides between a step, an operator's cancel and a shutdown, from what the journal says
+/// (`cancel_requested`) and whether the process is shutting down. A cancel request outranks a
+/// shutdown: the job stops either way, and the operator asked for it to end. A job in
+/// `verifying` has every copy written and verified, so it finishes (stored) rather than being
+/// failed: a cancel never throws away a verified copy.
+fn next_move(state: State, cancel_requested: bool, shutdown: bool) -> Next {
+    if cancel_requested && state != State::Verifying {
+        Next::Cancel
+    } else if shutdown {
+        Next::Interrupt
+    } else {
+        Next::Step
+    }
+}
+
+/// Runs a job until it is stored, failed or missed, or until shutdown (`shutdown`: the job
+/// stops at a safe point and is resumed later) or an operator's cancel request (`jobs cancel`:
+/// the job is failed at its next safe point). Every log line it writes carries `policy`,
+/// `instance` and `job_id` once, from a tracing span: the lines logged inside it do not repeat
+/// them.
+pub async fn run_job(ctx: &Context, job_id: &str, shutdown: &CancellationToken) -> Outcome {
     use tracing::Instrument as _;
     let (policy, instance) = match ctx.store.job(job_id).await {
         Ok(j) => (j.policy, j.instance_uuid),
@@ -182,12 +227,58 @@ pub async fn run_job(ctx: &Context, job_id: &str, cancel: &CancellationToken) ->
     // still shows a failed job's line, and it must name the job.
     let span =
         tracing::error_span!("job", policy = %policy, instance = %instance, job_id = %job_id);
-    run_job_steps(ctx, job_id, cancel).instrument(span).await
+    // The token the steps wait on: cancelled by a shutdown (its parent) or by the watch when an
+    // operator asks; the journal and `shutdown` tell the two apart.
+    let stop = shutdown.child_token();
+    let steps = run_job_steps(ctx, job_id, shutdown, &stop).instrument(span);
+    tokio::select! {
+        biased;
+        outcome = steps => outcome,
+        never = watch_cancel_request(ctx, job_id, &stop) => match never {},
+    }
+}
+
+/// Cancels `stop` once an operator's cancel request for the job is in the state DB, so a
+/// transfer or a wait in progress ends within [`CANCEL_POLL`] instead of at its end. Runs until
+/// the job's run ends (it is dropped then).
+async fn watch_cancel_request(
+    ctx: &Context,
+    job_id: &str,
+    stop: &CancellationToken,
+) -> std::convert::Infallible {
+    loop {
+        tokio::time::sleep(CANCEL_POLL).await;
+        if !stop.is_cancelled() && matches!(ctx.store.cancel_requested(job_id).await, Ok(Some(_))) {
+            tracing::info!(
+                job_id,
+                "an operator asked to cancel the job; stopping at the next safe point"
+            );
+            stop.cancel();
+        }
+    }
+}
+
+/// Whether the journal holds an operator's cancel request for the job. A DB that cannot be
+/// read says no: the job then stops as on shutdown (handed back), and whoever runs it next
+/// reads the request.
+async fn cancel_requested_now(ctx: &Context, job: &JobRow) -> bool {
+    match ctx.store.cancel_requested(&job.id).await {
+        Ok(at) => at.is_some(),
+        Err(e) => {
+            tracing::error!(job_id = %job.id, error = %e, "cannot read the job's cancel request");
+            false
+        }
+    }
 }
 
 /// The step loop: re-reads the row before every step (the last step changed it, or another
-/// process did), so each step decides on what the journal says now.
-async fn run_job_steps(ctx: &Context, job_id: &str, cancel: &CancellationToken) -> Outcome {
+/// process did), so each step decides on what the journal says now. Steps wait on `stop`.
+async fn run_job_steps(
+    ctx: &Context,
+    job_id: &str,
+    shutdown: &CancellationToken,
+    stop: &CancellationToken,
+) -> Outcome {
     // What the snapshot phase remembers between its polls.
     let mut polling = snapshot::Polling::new(&ctx.poll);
     loop {
@@ -199,25 +290,28 @@ async fn run_job_steps(ctx: &Context, job_id: &str, cancel: &CancellationToken) 
         if let Some(outcome) = terminal_outcome(state, job.error.as_deref()) {
             return outcome;
         }
-        if cancel.is_cancelled() {
-            return interrupted(ctx, &job).await;
+        let requested = cancel_requested_now(ctx, &job).await;
+        match next_move(state, requested, shutdown.is_cancelled()) {
+            Next::Cancel => return cancelled(ctx, &job).await,
+            Next::Interrupt => return interrupted(ctx, &job).await,
+            Next::Step => {}
         }
         let step = match check_deadline(state, ctx.now(), job.deadline_at) {
             Err(late) => Err(Stop::Fail(anyhow!("{late}"))),
             Ok(()) => match state {
-                State::Pending => request::request(ctx, &job, cancel).await,
+                State::Pending => request::request(ctx, &job, stop).await,
                 State::Requested | State::Snapshotting => {
-                    snapshot::poll(ctx, &job, &mut polling, cancel).await
+                    snapshot::poll(ctx, &job, &mut polling, stop).await
                 }
-                State::Transferring => transfer::transfer_all(ctx, &job, cancel).await,
+                State::Transferring => transfer::transfer_all(ctx, &job, stop).await,
                 State::Verifying => verify::verify(ctx, &job).await,
                 State::Stored | State::Failed | State::Missed => {
                     unreachable!("terminal states return above")
                 }
             },
         };
-        if let Err(stop) = step {
-            return end(ctx, &job, stop).await;
+        if let Err(why) = step {
+            return end(ctx, &job, why).await;
         }
     }
 }
@@ -225,7 +319,11 @@ async fn run_job_steps(ctx: &Context, job_id: &str, cancel: &CancellationToken) 
 /// How a step that stopped ends the run.
 async fn end(ctx: &Context, job: &JobRow, stop: Stop) -> Outcome {
     match stop {
-        Stop::Cancelled => interrupted(ctx, job).await,
+        // The job's token fired: an operator's cancel (in the journal) or a shutdown.
+        Stop::Cancelled => match next_move(job.state, cancel_requested_now(ctx, job).await, true) {
+            Next::Cancel => cancelled(ctx, job).await,
+            Next::Interrupt | Next::Step => interrupted(ctx, job).await,
+        },
         Stop::LostClaim(why) => lost_claim(ctx, job, why).await,
         Stop::Miss(reason) => missed(ctx, job, reason).await,
         Stop::Fail(err) | Stop::Transient(err) | Stop::Corrupt(err) => failed(ctx, job, err).await,
@@ -277,13 +375,34 @@ async fn failed(ctx: &Context, job: &JobRow, err: anyhow::Error) -> Outcome {
         }
         Ok(()) => {}
     }
-    tracing::error!(error = %chain, "backup job failed");
+    if chain == CANCELLED_BY_OPERATOR {
+        // Asked for: news in the daemon's log, not an error.
+        tracing::info!("backup job cancelled by an operator");
+    } else {
+        tracing::error!(error = %chain, "backup job failed");
+    }
     let _ = ctx
         .store
         .add_event(&job.id, ms(ctx.now()), "failed", &chain)
         .await;
     finished_metrics(ctx, job, "failure", 0, now);
     Outcome::Failed(chain)
+}
+
+/// An operator asked the job to stop (`jobs cancel`): it fails like any failure, with the same
+/// cleanup (open multipart uploads aborted, `.partial` files removed). Stored copies and the
+/// provider's backup are left alone; retention decides about those.
+async fn cancelled(ctx: &Context, job: &JobRow) -> Outcome {
+    ctx.event(
+        job,
+        "cancelled",
+        &format!(
+            "{} stopped the job in state {} at a safe point: an operator asked to cancel it",
+            ctx.owner, job.state
+        ),
+    )
+    .await;
+    failed(ctx, job, anyhow!(CANCELLED_BY_OPERATOR)).await
 }
 
 /// Another process owns the job now: say so in the journal (events are not state) and stop.
@@ -436,6 +555,34 @@ mod tests {
             late.to_string(),
             "deadline exceeded: the job did not finish within completion_window (by 2026-03-01 02:00:00 UTC)"
         );
+    }
+
+    #[test]
+    fn an_operators_cancel_request_stops_every_open_state_but_verifying() {
+        for state in [
+            State::Pending,
+            State::Requested,
+            State::Snapshotting,
+            State::Transferring,
+        ] {
+            assert_eq!(next_move(state, true, false), Next::Cancel, "{state}");
+        }
+        // Every copy is written and verified: the job finishes, no verified copy is thrown away.
+        assert_eq!(next_move(State::Verifying, true, false), Next::Step);
+    }
+
+    #[test]
+    fn a_shutdown_without_a_cancel_request_interrupts_the_job_to_be_resumed_later() {
+        for state in State::ALL.into_iter().filter(|s| !s.is_terminal()) {
+            assert_eq!(next_move(state, false, true), Next::Interrupt, "{state}");
+            assert_eq!(next_move(state, false, false), Next::Step, "{state}");
+        }
+        assert_eq!(next_move(State::Verifying, true, true), Next::Interrupt);
+    }
+
+    #[test]
+    fn a_cancel_request_outranks_a_shutdown_that_comes_at_the_same_time() {
+        assert_eq!(next_move(State::Transferring, true, true), Next::Cancel);
     }
 
     #[test]

@@ -126,7 +126,7 @@ pub enum Inserted {
     },
 }
 
-const JOB_COLUMNS: &str = "id, policy, instance_uuid, instance_name, region_id, destination, trigger, state, \
+pub(super) const JOB_COLUMNS: &str = "id, policy, instance_uuid, instance_name, region_id, destination, trigger, state, \
     due_at, start_by, deadline_at, created_at, create_sent_at, requested_at, snapshot_done_at, \
     transfer_started_at, transfer_done_at, verified_at, finished_at, attempts, next_attempt_at, bytes, \
     error, owner, heartbeat_at";
@@ -199,12 +199,23 @@ impl Store {
     /// a scheduled job only if its policy has no open job for the instance (jobs of different
     /// policies queue per instance in [`Store::claimable_jobs`]).
     pub async fn insert_job(&self, job: &NewJob) -> Result<Inserted> {
+        self.insert_job_where(job, job.owner.is_some()).await
+    }
+
+    /// Creates a pending job only if its instance has no open job at all (whoever owns it),
+    /// for a job the daemon is to pick up at once (`jobs retry`).
+    pub async fn insert_job_if_instance_idle(&self, job: &NewJob) -> Result<Inserted> {
+        self.insert_job_where(job, true).await
+    }
+
+    /// [`Store::insert_job`]; `exclusive`: refused while the instance has any open job.
+    async fn insert_job_where(&self, job: &NewJob, exclusive: bool) -> Result<Inserted> {
         let result = sqlx::query(
             "INSERT INTO jobs (id, policy, instance_uuid, instance_name, region_id, destination, trigger, state,
                                due_at, start_by, deadline_at, created_at, owner, heartbeat_at)
              SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12,
                     CASE WHEN ?12 IS NULL THEN NULL ELSE ?11 END
-             WHERE ?12 IS NULL OR NOT EXISTS (
+             WHERE ?13 = 0 OR NOT EXISTS (
                  SELECT 1 FROM jobs WHERE instance_uuid = ?3 AND state NOT IN ('stored','failed','missed'))",
         )
         .bind(job.id.clone())
@@ -219,6 +230,7 @@ impl Store {
         .bind(job.deadline_at)
         .bind(job.created_at)
         .bind(job.owner.clone())
+        .bind(exclusive)
         .execute(self.pool())
         .await;
         match result {
