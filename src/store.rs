@@ -49,10 +49,14 @@ pub enum Error {
     },
     #[error("state DB query failed: {0}")]
     Query(#[from] sqlx::Error),
-    #[error("no job matches `{0}`")]
+    #[error("no job matches `{0}` (a job id, a provider backup id, or the start of either)")]
     NotFound(String),
-    #[error("`{0}` matches several jobs; give more of the id")]
-    Ambiguous(String),
+    #[error("`{given}` matches several jobs ({}); give more of the id", .candidates.join(", "))]
+    Ambiguous {
+        given: String,
+        /// Some of the matching job ids (at most 5).
+        candidates: Vec<String>,
+    },
     /// The job's row no longer names this process as its owner: another process took it over
     /// after this one's lease lapsed. The caller must stop touching the job at once.
     #[error(
@@ -581,5 +585,71 @@ mod tests {
         );
         assert!(!store.claim_job("k", "daemon", 10, -1).await.unwrap());
         assert!(store.claim_job("k", "daemon", 10, 1).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn one_resolver_takes_a_job_id_a_backup_id_or_a_unique_start_of_either() {
+        use crate::store::jobs::Claim;
+        use crate::store::shards::ShardRow;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        // Two jobs made in the same millisecond share a long prefix.
+        for (id, instance) in [
+            ("01a228b8-80f7-7045-b9e3-4c3385f2aa89", "i1"),
+            ("01a228b8-80fa-723c-98bd-3ec426a3beff", "i2"),
+        ] {
+            store
+                .insert_job(&new_job(id, instance, Some("me")))
+                .await
+                .unwrap();
+        }
+        let shard = |job: &str, backup: &str| ShardRow {
+            job_id: job.into(),
+            backup_id: backup.into(),
+            shard_id: String::new(),
+            size: None,
+            provider_start: String::new(),
+            provider_end: String::new(),
+            state: crate::job::ShardState::Waiting,
+            object_key: None,
+            manifest_key: None,
+            upload_id: None,
+            temp_path: None,
+            bytes_done: 0,
+            sha256: None,
+            rdb_version: None,
+            checksum: None,
+        };
+        let a = "01a228b8-80f7-7045-b9e3-4c3385f2aa89";
+        store
+            .insert_shards(
+                &Claim::new(a, "me"),
+                &[shard(a, "bk_7f3e"), shard(a, "bk_7f3f")],
+            )
+            .await
+            .unwrap();
+        let found = |given: &'static str| {
+            let store = store.clone();
+            async move { store.find_job(given).await.map(|j| j.id) }
+        };
+        assert_eq!(found(a).await.unwrap(), a, "a whole job id");
+        assert_eq!(found("01a228b8-80f7").await.unwrap(), a, "a unique start");
+        assert_eq!(found("bk_7f3e").await.unwrap(), a, "a provider backup id");
+        assert_eq!(
+            found("bk_7f").await.unwrap(),
+            a,
+            "a start of backup ids of one job"
+        );
+        match found("01a228b8").await.unwrap_err() {
+            Error::Ambiguous { candidates, .. } => assert_eq!(candidates.len(), 2),
+            e => panic!("{e}"),
+        }
+        // LIKE's wildcards are literal: `_` and `%` match only themselves.
+        assert!(matches!(found("bk%").await, Err(Error::NotFound(_))));
+        assert!(matches!(
+            found("01a228b8_80f7").await,
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(found("nothing").await, Err(Error::NotFound(_))));
     }
 }

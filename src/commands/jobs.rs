@@ -31,7 +31,7 @@ pub async fn jobs(cfg: &Config, args: JobsArgs) -> Result<(), Failure> {
 /// (exit 2); anything else is a runtime failure.
 pub(super) fn lookup_failure(e: crate::store::Error) -> Failure {
     match e {
-        crate::store::Error::NotFound(_) | crate::store::Error::Ambiguous(_) => {
+        crate::store::Error::NotFound(_) | crate::store::Error::Ambiguous { .. } => {
             Failure::Usage(e.to_string())
         }
         other => Failure::Runtime(other.into()),
@@ -298,9 +298,19 @@ mod tests {
         use crate::failure::exit;
         let unknown = lookup_failure(crate::store::Error::NotFound("0190".into()));
         assert_eq!(unknown.exit_code(), exit::USAGE);
-        assert_eq!(unknown.to_string(), "no job matches `0190`");
-        let ambiguous = lookup_failure(crate::store::Error::Ambiguous("0".into()));
+        assert!(
+            unknown.to_string().starts_with("no job matches `0190`"),
+            "{unknown}"
+        );
+        let ambiguous = lookup_failure(crate::store::Error::Ambiguous {
+            given: "0".into(),
+            candidates: vec!["01a".into(), "01b".into()],
+        });
         assert_eq!(ambiguous.exit_code(), exit::USAGE);
+        assert_eq!(
+            ambiguous.to_string(),
+            "`0` matches several jobs (01a, 01b); give more of the id"
+        );
         let other = lookup_failure(crate::store::Error::Missing {
             path: "/x.db".into(),
         });
