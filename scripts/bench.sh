@@ -425,20 +425,23 @@ python3 - "$SIM2" "$INSTANCES" "$WORK/due-result.json" "http://127.0.0.1:$P_HTTP
 import json, sys, time, urllib.request
 sim, n, path, api = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 res = json.load(open(path))
+from datetime import datetime
 def get(url):
     with urllib.request.urlopen(url) as r:
         return json.load(r)
+def secs(t):  # /v1 times are RFC 3339 (`...Z`)
+    return datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
 while True:
     jobs = get(api + "/v1/jobs?limit=100000")
     jobs = jobs["jobs"] if isinstance(jobs, dict) else jobs
-    run = [j for j in jobs if j["due_at"] >= res["due"] * 1000 - 1000]
+    run = [j for j in jobs if secs(j["due_at"]) >= res["due"] - 1]
     done = [j for j in run if j["state"] in ("stored", "failed", "missed")]
     if len(run) >= n and len(done) == len(run):
         break
     if time.time() - res["due"] > 900:
         sys.exit(f"{len(done)} of {n} jobs finished after 15 minutes")
     time.sleep(2)
-res["finished_after"] = max(j["finished_at"] for j in run) / 1000 - res["due"]
+res["finished_after"] = max(secs(j["finished_at"]) for j in run) - res["due"]
 res["states"] = {s: sum(1 for j in run if j["state"] == s) for s in {j["state"] for j in run}}
 s = get(sim + "/_sim/stats")
 res["calls"] = {k: v - res["calls_before"].get(k, 0) for k, v in s["calls"].items()}

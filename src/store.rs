@@ -84,6 +84,29 @@ pub fn from_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
+/// Serialises the journal's Unix-millisecond times as RFC 3339 in UTC (`2026-11-29T19:11:54.123Z`),
+/// the one time format of every `--json` and `/v1` answer.
+pub mod rfc3339 {
+    use chrono::SecondsFormat;
+
+    fn text(ms: i64) -> String {
+        super::from_ms(ms).to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+
+    /// `#[serde(serialize_with = "rfc3339::ms")]`
+    pub fn ms<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&text(*ms))
+    }
+
+    /// `#[serde(serialize_with = "rfc3339::opt_ms")]`: `null` when unset.
+    pub fn opt_ms<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+        match ms {
+            Some(ms) => s.serialize_str(&text(*ms)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the DB and applies pending migrations.
     ///

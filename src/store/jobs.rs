@@ -24,22 +24,35 @@ pub struct JobRow {
     /// Read through [`State`]'s `TryFrom<String>`: the store hands out typed states only.
     #[sqlx(try_from = "String")]
     pub state: State,
+    #[serde(serialize_with = "super::rfc3339::ms")]
     pub due_at: i64,
+    #[serde(serialize_with = "super::rfc3339::ms")]
     pub start_by: i64,
+    #[serde(serialize_with = "super::rfc3339::ms")]
     pub deadline_at: i64,
+    #[serde(serialize_with = "super::rfc3339::ms")]
     pub created_at: i64,
+    #[serde(serialize_with = "super::rfc3339::opt_ms")]
     pub create_sent_at: Option<i64>,
+    #[serde(serialize_with = "super::rfc3339::opt_ms")]
     pub requested_at: Option<i64>,
+    #[serde(serialize_with = "super::rfc3339::opt_ms")]
     pub snapshot_done_at: Option<i64>,
+    #[serde(serialize_with = "super::rfc3339::opt_ms")]
     pub transfer_started_at: Option<i64>,
+    #[serde(serialize_with = "super::rfc3339::opt_ms")]
     pub transfer_done_at: Option<i64>,
+    #[serde(serialize_with = "super::rfc3339::opt_ms")]
     pub verified_at: Option<i64>,
+    #[serde(serialize_with = "super::rfc3339::opt_ms")]
     pub finished_at: Option<i64>,
     pub attempts: i64,
+    #[serde(serialize_with = "super::rfc3339::opt_ms")]
     pub next_attempt_at: Option<i64>,
     pub bytes: i64,
     pub error: Option<String>,
     pub owner: Option<String>,
+    #[serde(serialize_with = "super::rfc3339::opt_ms")]
     pub heartbeat_at: Option<i64>,
 }
 
@@ -52,6 +65,7 @@ impl JobRow {
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
 pub struct EventRow {
+    #[serde(serialize_with = "super::rfc3339::ms")]
     pub at: i64,
     pub kind: String,
     pub message: String,

@@ -112,6 +112,16 @@ async fn relative_paths_follow_the_config_file_not_the_working_directory() {
     let r = run_in(&other, &["-c", "../conf/rdbvault.yaml", "jobs", "--json"]);
     let jobs: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(jobs.as_array().unwrap().len(), 1, "{}", r.stdout);
+    // Times are RFC 3339 with a zone, like every other --json.
+    for key in ["created_at", "due_at", "finished_at"] {
+        let t = jobs[0][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key}: {}", r.stdout));
+        assert!(
+            t.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(t).is_ok(),
+            "{key}: {t}"
+        );
+    }
     assert_eq!(files_under(&other), Vec::<String>::new());
     sim.stop().await;
 }
