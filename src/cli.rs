@@ -61,7 +61,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run one backup job for a policy in the foreground (exit 0 stored and verified, 3 failed)
+    /// Run one backup job for a policy in the foreground (exit 0 stored and verified, 3 failed,
+    /// 4 skipped: the instance already had an open job)
     BackupNow {
         /// The policy to run (its instances, destination and retention)
         #[arg(long, value_name = "NAME")]
