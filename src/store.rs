@@ -524,23 +524,7 @@ mod tests {
             .advance(&old, State::Pending, Event::CreateAccepted, 1)
             .await
             .unwrap();
-        let shard = ShardRow {
-            job_id: "j".into(),
-            backup_id: "b".into(),
-            shard_id: String::new(),
-            size: Some(10),
-            provider_start: String::new(),
-            provider_end: String::new(),
-            state: crate::job::ShardState::Waiting,
-            object_key: None,
-            manifest_key: None,
-            upload_id: None,
-            temp_path: None,
-            bytes_done: 0,
-            sha256: None,
-            rdb_version: None,
-            checksum: None,
-        };
+        let shard = ShardRow::waiting("j", "b", Some(10));
         store
             .insert_shards(&old, std::slice::from_ref(&shard))
             .await
@@ -626,23 +610,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let shard = |job: &str, backup: &str| ShardRow {
-            job_id: job.into(),
-            backup_id: backup.into(),
-            shard_id: String::new(),
-            size: None,
-            provider_start: String::new(),
-            provider_end: String::new(),
-            state: crate::job::ShardState::Waiting,
-            object_key: None,
-            manifest_key: None,
-            upload_id: None,
-            temp_path: None,
-            bytes_done: 0,
-            sha256: None,
-            rdb_version: None,
-            checksum: None,
-        };
+        let shard = |job: &str, backup: &str| ShardRow::waiting(job, backup, None);
         let a = "01a228b8-80f7-7045-b9e3-4c3385f2aa89";
         store
             .insert_shards(

@@ -402,27 +402,12 @@ mod tests {
             policy: "nightly".into(),
             instance_uuid: "bbbb-2".into(),
             instance_name: "prod-cluster-01".into(),
-            region_id: String::new(),
             destination: "d".into(),
             trigger: "manual".into(),
             state: crate::job::State::Stored,
-            due_at: 0,
-            start_by: 0,
-            deadline_at: 0,
-            created_at: 0,
-            create_sent_at: None,
-            requested_at: None,
-            snapshot_done_at: None,
-            transfer_started_at: None,
-            transfer_done_at: None,
-            verified_at: None,
-            finished_at: None,
             attempts: 1,
-            next_attempt_at: None,
             bytes: 2 << 20,
-            error: None,
-            owner: None,
-            heartbeat_at: None,
+            ..JobRow::blank()
         }
     }
 

@@ -266,27 +266,15 @@ mod tests {
             policy: "demo".into(),
             instance_uuid: "u1".into(),
             instance_name: "prod-cache-01".into(),
-            region_id: String::new(),
             destination: "archive".into(),
             trigger: "schedule".into(),
             state: state.parse().unwrap(),
             due_at: 1_700_000_000_000,
-            start_by: 0,
-            deadline_at: 0,
             created_at: 1_700_000_000_000,
-            create_sent_at: None,
-            requested_at: None,
-            snapshot_done_at: None,
-            transfer_started_at: None,
-            transfer_done_at: None,
-            verified_at: None,
             finished_at: Some(1_700_000_012_000),
             attempts: 1,
-            next_attempt_at: None,
-            bytes: 0,
             error: error.map(String::from),
-            owner: None,
-            heartbeat_at: None,
+            ..JobRow::blank()
         }
     }
 

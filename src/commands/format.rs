@@ -478,27 +478,11 @@ mod tests {
             policy: "p".into(),
             instance_uuid: "u".into(),
             instance_name: "n".into(),
-            region_id: String::new(),
             destination: "d".into(),
             trigger: "manual".into(),
             state: crate::job::State::Transferring,
-            due_at: 0,
-            start_by: 0,
-            deadline_at: 0,
-            created_at: 0,
             create_sent_at: Some(10_000),
-            requested_at: None,
-            snapshot_done_at: None,
-            transfer_started_at: None,
-            transfer_done_at: None,
-            verified_at: None,
-            finished_at: None,
-            attempts: 0,
-            next_attempt_at: None,
-            bytes: 0,
-            error: None,
-            owner: None,
-            heartbeat_at: None,
+            ..JobRow::blank()
         };
         let so_far = duration_of(&job, 100_000);
         assert_eq!(

@@ -216,11 +216,8 @@ mod tests {
             verified_at: Some(1_700_000_090_000),
             finished_at: Some(1_700_000_091_000),
             attempts: 1,
-            next_attempt_at: None,
             bytes: 8 << 20,
-            error: None,
-            owner: None,
-            heartbeat_at: None,
+            ..JobRow::blank()
         }
     }
 

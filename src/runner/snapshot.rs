@@ -92,21 +92,9 @@ pub(super) fn assess(records: Vec<Backup>, token: &str, last_seen: Option<&[Stri
 /// The shard row a finished record becomes: waiting for its transfer.
 fn shard_row(job_id: &str, b: &Backup) -> ShardRow {
     ShardRow {
-        job_id: job_id.to_string(),
-        backup_id: b.backup_id.clone(),
-        shard_id: String::new(),
-        size: b.backup_size.map(|s| s as i64),
         provider_start: b.start_time.clone(),
         provider_end: b.end_time.clone(),
-        state: crate::job::ShardState::Waiting,
-        object_key: None,
-        manifest_key: None,
-        upload_id: None,
-        temp_path: None,
-        bytes_done: 0,
-        sha256: None,
-        rdb_version: None,
-        checksum: None,
+        ..ShardRow::waiting(job_id, &b.backup_id, b.backup_size.map(|s| s as i64))
     }
 }
 

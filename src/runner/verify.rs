@@ -170,17 +170,8 @@ mod tests {
             created_at: 1_000,
             create_sent_at: Some(1_100),
             requested_at: Some(1_200),
-            snapshot_done_at: None,
-            transfer_started_at: None,
-            transfer_done_at: None,
-            verified_at: None,
-            finished_at: None,
             attempts: 1,
-            next_attempt_at: None,
-            bytes: 0,
-            error: None,
-            owner: None,
-            heartbeat_at: None,
+            ..JobRow::blank()
         }
     }
 

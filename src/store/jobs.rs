@@ -57,6 +57,39 @@ pub struct JobRow {
 }
 
 impl JobRow {
+    /// A row with every text empty, every time 0 or unset, state `pending`: the base unit tests
+    /// override (`JobRow { state, ..JobRow::blank() }`) instead of spelling out 25 fields.
+    #[cfg(test)]
+    pub fn blank() -> JobRow {
+        JobRow {
+            id: String::new(),
+            policy: String::new(),
+            instance_uuid: String::new(),
+            instance_name: String::new(),
+            region_id: String::new(),
+            destination: String::new(),
+            trigger: String::new(),
+            state: State::Pending,
+            due_at: 0,
+            start_by: 0,
+            deadline_at: 0,
+            created_at: 0,
+            create_sent_at: None,
+            requested_at: None,
+            snapshot_done_at: None,
+            transfer_started_at: None,
+            transfer_done_at: None,
+            verified_at: None,
+            finished_at: None,
+            attempts: 0,
+            next_attempt_at: None,
+            bytes: 0,
+            error: None,
+            owner: None,
+            heartbeat_at: None,
+        }
+    }
+
     /// The `Desc` token that finds this job's backup at the provider.
     pub fn token(&self) -> String {
         format!("{}{}", crate::cds::DESC_TOKEN_PREFIX, self.id)

@@ -25,6 +25,29 @@ pub struct ShardRow {
     pub checksum: Option<String>,
 }
 
+impl ShardRow {
+    /// A provider record of a job, before its transfer: `waiting`, nothing written yet.
+    pub fn waiting(job_id: &str, backup_id: &str, size: Option<i64>) -> ShardRow {
+        ShardRow {
+            job_id: job_id.to_string(),
+            backup_id: backup_id.to_string(),
+            shard_id: String::new(),
+            size,
+            provider_start: String::new(),
+            provider_end: String::new(),
+            state: crate::job::ShardState::Waiting,
+            object_key: None,
+            manifest_key: None,
+            upload_id: None,
+            temp_path: None,
+            bytes_done: 0,
+            sha256: None,
+            rdb_version: None,
+            checksum: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
 pub struct PartRow {
     pub part_number: i64,

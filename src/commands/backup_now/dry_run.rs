@@ -276,27 +276,10 @@ mod tests {
             policy: "other".into(),
             instance_uuid: CLUSTER.into(),
             instance_name: "prod-cluster-01".into(),
-            region_id: String::new(),
             destination: "d".into(),
             trigger: "schedule".into(),
             state: crate::job::State::Transferring,
-            due_at: 0,
-            start_by: 0,
-            deadline_at: 0,
-            created_at: 0,
-            create_sent_at: None,
-            requested_at: None,
-            snapshot_done_at: None,
-            transfer_started_at: None,
-            transfer_done_at: None,
-            verified_at: None,
-            finished_at: None,
-            attempts: 0,
-            next_attempt_at: None,
-            bytes: 0,
-            error: None,
-            owner: None,
-            heartbeat_at: None,
+            ..JobRow::blank()
         };
         let lines = selection_lines(&policy(), &selected, 3, &[open]);
         assert_eq!(lines.len(), 3, "{lines:?}");
