@@ -25,7 +25,7 @@ pub struct Findings {
 /// The state DB failed; destination and provider problems are logged and skipped.
 pub async fn reconcile(ctx: &Context) -> anyhow::Result<Findings> {
     let mut f = Findings::default();
-    let copies = ctx.store.destination_copies(&[]).await?;
+    let copies = ctx.store.destination_copies().await?;
     let known: BTreeSet<String> = copies.iter().filter_map(|c| c.object_key.clone()).collect();
     let open_jobs: Vec<_> = ctx
         .store

@@ -77,7 +77,9 @@ pub fn new_job(
     let s = &policy.schedule;
     let after = |d: Duration| due + chrono::Duration::from_std(d).unwrap_or_default();
     NewJob {
-        id: uuid::Uuid::now_v7().to_string(),
+        // Random from the first character, so the 8-character short ids tables show are unique
+        // in practice (time-ordered v7 ids made within a minute share their first 8).
+        id: uuid::Uuid::new_v4().to_string(),
         policy: policy.name.clone(),
         instance_uuid: inst.instance_uuid.clone(),
         instance_name: inst.instance_name.clone(),

@@ -5,12 +5,14 @@
 //! - [`control`]: what an operator asks of a job (`jobs cancel`), and the reads `status` needs.
 //! - [`schedule`]: per (policy, instance) schedule state.
 //! - [`inventory`]: the copies rdbvault knows about.
+//! - [`lookup`]: which job an id typed by a person names; the short ids tables show.
 //!
 //! Times are Unix milliseconds; [`ms`] and [`from_ms`] convert.
 
 pub mod control;
 pub mod inventory;
 pub mod jobs;
+pub mod lookup;
 pub mod schedule;
 pub mod shards;
 
@@ -363,7 +365,7 @@ impl Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,7 +445,11 @@ mod tests {
         assert!(err.to_string().contains("prune --dry-run"), "{err}");
     }
 
-    fn new_job(id: &str, instance: &str, owner: Option<&str>) -> crate::store::jobs::NewJob {
+    pub(crate) fn new_job(
+        id: &str,
+        instance: &str,
+        owner: Option<&str>,
+    ) -> crate::store::jobs::NewJob {
         crate::store::jobs::NewJob {
             id: id.into(),
             policy: "p".into(),
@@ -592,55 +598,5 @@ mod tests {
         );
         assert!(!store.claim_job("k", "daemon", 10, -1).await.unwrap());
         assert!(store.claim_job("k", "daemon", 10, 1).await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn one_resolver_takes_a_job_id_a_backup_id_or_a_unique_start_of_either() {
-        use crate::store::jobs::Claim;
-        use crate::store::shards::ShardRow;
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
-        // Two jobs made in the same millisecond share a long prefix.
-        for (id, instance) in [
-            ("01a228b8-80f7-7045-b9e3-4c3385f2aa89", "i1"),
-            ("01a228b8-80fa-723c-98bd-3ec426a3beff", "i2"),
-        ] {
-            store
-                .insert_job(&new_job(id, instance, Some("me")))
-                .await
-                .unwrap();
-        }
-        let shard = |job: &str, backup: &str| ShardRow::waiting(job, backup, None);
-        let a = "01a228b8-80f7-7045-b9e3-4c3385f2aa89";
-        store
-            .insert_shards(
-                &Claim::new(a, "me"),
-                &[shard(a, "bk_7f3e"), shard(a, "bk_7f3f")],
-            )
-            .await
-            .unwrap();
-        let found = |given: &'static str| {
-            let store = store.clone();
-            async move { store.find_job(given).await.map(|j| j.id) }
-        };
-        assert_eq!(found(a).await.unwrap(), a, "a whole job id");
-        assert_eq!(found("01a228b8-80f7").await.unwrap(), a, "a unique start");
-        assert_eq!(found("bk_7f3e").await.unwrap(), a, "a provider backup id");
-        assert_eq!(
-            found("bk_7f").await.unwrap(),
-            a,
-            "a start of backup ids of one job"
-        );
-        match found("01a228b8").await.unwrap_err() {
-            Error::Ambiguous { candidates, .. } => assert_eq!(candidates.len(), 2),
-            e => panic!("{e}"),
-        }
-        // LIKE's wildcards are literal: `_` and `%` match only themselves.
-        assert!(matches!(found("bk%").await, Err(Error::NotFound(_))));
-        assert!(matches!(
-            found("01a228b8_80f7").await,
-            Err(Error::NotFound(_))
-        ));
-        assert!(matches!(found("nothing").await, Err(Error::NotFound(_))));
     }
 }

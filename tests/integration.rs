@@ -23,6 +23,7 @@ mod integration {
     mod fetch;
     mod hostile;
     mod http_api;
+    mod ids;
     mod layers;
     mod online;
     mod operations;

@@ -28,15 +28,21 @@ pub async fn backups(cfg: Config, args: crate::cli::BackupsArgs) -> Result<(), F
             crate::cli::BackupsCommand::Pin { id } => (id, true),
             crate::cli::BackupsCommand::Unpin { id } => (id, false),
         };
-        let n = store.set_pinned(&id, pin).await?;
+        let job = store
+            .find_job(&id)
+            .await
+            .map_err(super::jobs::lookup_failure)?;
+        let n = store.set_pinned(&job.id, pin).await?;
         if n == 0 {
             return Err(Failure::Usage(format!(
-                "no backup or job `{id}` in the inventory; see `rdbvault backups`"
+                "job {} has no copies in the inventory (it stored none, or retention deleted them); see `rdbvault backups`",
+                job.id
             )));
         }
-        println!(
-            "{} {id} ({n} cop{})",
+        outln!(
+            "{} job {} ({n} cop{})",
             if pin { "pinned" } else { "unpinned" },
+            job.id,
             if n == 1 { "y" } else { "ies" }
         );
         return Ok(());
@@ -57,15 +63,19 @@ pub async fn backups(cfg: Config, args: crate::cli::BackupsArgs) -> Result<(), F
     if args.json {
         super::format::print_json(&inventory_json(&all, &checks));
     } else {
-        print_inventory(&all, &checks);
+        print_inventory(&ctx.store, &all, &checks).await?;
     }
     ctx.store.close().await;
     Ok(())
 }
 
-/// The `backups` table: [`crate::prune::print`] with VERIF saying `FAILED <time>` (UTC) for a
-/// set whose copy failed its last re-verification.
-fn print_inventory(report: &crate::prune::Report, checks: &[Vec<CopyCheck>]) {
+/// The `backups` table: [`super::sets_table`] with VERIF saying `FAILED <time>` (UTC) for a set
+/// whose copy failed its last re-verification.
+async fn print_inventory(
+    store: &Store,
+    report: &crate::prune::Report,
+    checks: &[Vec<CopyCheck>],
+) -> Result<(), Failure> {
     let verif: Vec<String> = report
         .rows
         .iter()
@@ -76,5 +86,8 @@ fn print_inventory(report: &crate::prune::Report, checks: &[Vec<CopyCheck>]) {
             None => "NO".into(),
         })
         .collect();
-    crate::prune::print(report, crate::prune::Mode::DryRun, Some(&verif));
+    super::sets_table::SetsTable::new(store, report, crate::prune::Mode::DryRun, Some(&verif))
+        .await?
+        .print();
+    Ok(())
 }

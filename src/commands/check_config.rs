@@ -149,7 +149,7 @@ fn describe_policy(out: &mut String, p: &config::Policy, now: chrono::DateTime<c
 pub async fn check_config(cfg: &Config, online: bool, json: bool) -> Result<(), Failure> {
     let now = crate::clock::wall_now();
     if !json {
-        print!("{}", describe_config(cfg, now));
+        crate::commands::format::write_out(format_args!("{}", describe_config(cfg, now)));
     }
     let mut out = Online {
         json,
@@ -157,7 +157,7 @@ pub async fn check_config(cfg: &Config, online: bool, json: bool) -> Result<(), 
     };
     let found = if online {
         if !json {
-            println!("online checks:");
+            outln!("online checks:");
         }
         run_online(cfg, &mut out).await?
     } else {
@@ -186,7 +186,7 @@ impl Online {
         if self.json {
             self.checks.push(item);
         } else {
-            println!("  {text}");
+            outln!("  {text}");
         }
     }
 }
@@ -324,7 +324,7 @@ impl Findings {
             .collect();
         if all.is_empty() {
             if !json {
-                println!("all online checks passed");
+                outln!("all online checks passed");
             }
             return Ok(());
         }

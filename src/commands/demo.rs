@@ -52,7 +52,7 @@ pub async fn demo() -> Result<(), Failure> {
         }
     }
     sim.stop().await;
-    println!("demo stopped; removing {}", root.display());
+    outln!("demo stopped; removing {}", root.display());
     Ok(())
 }
 
@@ -149,23 +149,21 @@ fn print_banner(
     config_path: &Path,
     metrics_addr: std::net::SocketAddr,
 ) {
-    println!("rdbvault demo");
-    println!(
+    outln!("rdbvault demo");
+    outln!(
         "  simulated CDS Redis API  {endpoint}/redis/  (instances prod-cache-01, prod-cluster-01 with 2 shards, staging-cache)"
     );
-    println!(
-        "  policy                   demo: every 10 seconds, instances \"prod-*\", keep_last 5"
-    );
-    println!("  copies land in           {}/archive", root.display());
-    println!("  state DB                 {}/rdbvault.db", root.display());
-    println!("  config                   {}", config_path.display());
-    println!("  metrics                  http://{metrics_addr}/metrics");
-    println!(
+    outln!("  policy                   demo: every 10 seconds, instances \"prod-*\", keep_last 5");
+    outln!("  copies land in           {}/archive", root.display());
+    outln!("  state DB                 {}/rdbvault.db", root.display());
+    outln!("  config                   {}", config_path.display());
+    outln!("  metrics                  http://{metrics_addr}/metrics");
+    outln!(
         "  try, in another terminal: rdbvault -c {} jobs",
         config_path.display()
     );
-    println!("Ctrl-C stops the demo (and removes {}).", root.display());
-    println!();
+    outln!("Ctrl-C stops the demo (and removes {}).", root.display());
+    outln!();
 }
 
 /// Every half second until the daemon stops (Ctrl-C), prints the jobs that finished since.
@@ -197,7 +195,7 @@ async fn print_new_results(store: &Store, archive: &Path, seen: &mut HashSet<Str
             Vec::new()
         };
         for line in result_lines(&job, &shards, archive) {
-            println!("{line}");
+            outln!("{line}");
         }
     }
 }

@@ -20,7 +20,8 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 /// Refusals come before any download; a failed or interrupted fetch leaves nothing behind.
 pub async fn fetch(cfg: Config, id: &str, output: &Path, force: bool) -> Result<(), Failure> {
     let store = open_for_reading(&cfg).await?;
-    let copies = store.destination_copies(&[id.to_string()]).await?;
+    let named = store.find(id).await.map_err(super::jobs::lookup_failure)?;
+    let copies = store.copies_of(&named).await?;
     store.close().await;
     let (copy, object_key) = pick_copy(id, copies)?;
     let output = fetch_target(output, &object_key, force)?;
@@ -34,7 +35,7 @@ pub async fn fetch(cfg: Config, id: &str, output: &Path, force: bool) -> Result<
     // Installed before the temp file exists, so an interrupt always finds it to remove.
     let mut signals = interrupt_signals()?;
     let stored = download_verified(&handle, &copy, &output, &mut signals).await?;
-    println!(
+    outln!(
         "{}: {} bytes, sha256 {}, RDB v{} ({}), from {}",
         output.display(),
         stored.size,
@@ -54,7 +55,7 @@ fn pick_copy(id: &str, copies: Vec<CopyRow>) -> Result<(CopyRow, String), Failur
         Ok([one]) => one,
         Err(none) if none.is_empty() => {
             return Err(Failure::Usage(format!(
-                "no stored copy matches `{id}` (a job id or a provider backup id); see `rdbvault backups`"
+                "`{id}` names a job with no stored copy (it stored none, or retention deleted them); see `rdbvault backups`"
             )));
         }
         Err(many) => {
@@ -328,7 +329,7 @@ mod tests {
     }
 
     #[test]
-    fn an_id_that_matches_no_copy_is_a_usage_error_pointing_at_backups() {
+    fn a_job_without_copies_is_a_usage_error_pointing_at_backups() {
         let err = pick_copy("nope", Vec::new()).unwrap_err();
         assert_eq!(err.exit_code(), exit::USAGE);
         assert!(err.to_string().contains("see `rdbvault backups`"), "{err}");

@@ -87,15 +87,31 @@ pub fn check_utc_at(check: &crate::views::CopyCheck) -> String {
 /// Pretty JSON on stdout: what every `--json` prints. A reader that went away (`| head`) ends
 /// the output quietly instead of a panic.
 pub(super) fn print_json<T: serde::Serialize + ?Sized>(value: &T) {
-    use std::io::Write as _;
     // cannot fail: the read models printed are rows of strings and numbers, no non-string map
     // keys.
     let text = serde_json::to_string_pretty(value).expect("serialisable");
+    outln!("{text}");
+}
+
+/// Set once standard output cannot be written (its reader went away, the disk is full): later
+/// output is dropped rather than tried again.
+static STDOUT_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes (and flushes) command output to stdout; what `outln!` expands to. `outln!` panics
+/// when the reader has gone (`rdbvault jobs | head`): here a gone reader silently ends the
+/// output, and any other write error is said once on stderr.
+pub(crate) fn write_out(text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    use std::sync::atomic::Ordering;
+    if STDOUT_GONE.load(Ordering::Relaxed) {
+        return;
+    }
     let mut out = std::io::stdout().lock();
-    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush())
-        && e.kind() != std::io::ErrorKind::BrokenPipe
-    {
-        eprintln!("rdbvault: cannot write to standard output: {e}");
+    if let Err(e) = out.write_fmt(text).and_then(|()| out.flush()) {
+        STDOUT_GONE.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("rdbvault: cannot write to standard output: {e}");
+        }
     }
 }
 
@@ -112,24 +128,27 @@ pub(super) struct JobsRow {
     pub error: String,
 }
 
-/// The `jobs` table: the header, then one line per row. STATE is as wide as its longest value
-/// (at least 12), so a `stored (copy failed re-verify)` does not push the later columns out of
-/// line.
+/// The `jobs` table: the header, then one line per row. ID and STATE are as wide as their
+/// longest value (at least 8 and 12), so a short id that had to grow or a `stored (copy failed
+/// re-verify)` does not push the later columns out of line.
 pub(super) fn jobs_table(rows: &[JobsRow]) -> Vec<String> {
-    let state_width = rows
-        .iter()
-        .map(|r| r.state.len())
-        .max()
-        .unwrap_or(0)
-        .max(12);
+    let widest = |cell: fn(&JobsRow) -> &str, least: usize| {
+        rows.iter()
+            .map(|r| cell(r).len())
+            .max()
+            .unwrap_or(0)
+            .max(least)
+    };
+    let state_width = widest(|r| &r.state, 12);
+    let id_width = widest(|r| &r.id, crate::store::lookup::SHORT_ID_LEN);
     let mut lines = Vec::with_capacity(rows.len() + 1);
     lines.push(format!(
-        "{:<36}  {:<14} {:<18} {:<state_width$} {:<19} {:>8} {:>10}  ERROR",
+        "{:<id_width$}  {:<14} {:<18} {:<state_width$} {:<19} {:>8} {:>10}  ERROR",
         "ID", "POLICY", "INSTANCE", "STATE", "DUE", "TOOK", "BYTES"
     ));
     for r in rows {
         lines.push(format!(
-            "{:<36}  {:<14} {:<18} {:<state_width$} {:<19} {:>8} {:>10}  {}",
+            "{:<id_width$}  {:<14} {:<18} {:<state_width$} {:<19} {:>8} {:>10}  {}",
             r.id, r.policy, r.instance, r.state, r.due, r.took, r.bytes, r.error
         ));
     }
@@ -265,7 +284,7 @@ impl ShardBars {
 
     /// Prints a line on stdout above the bars.
     pub(super) fn println(&self, line: &str) {
-        self.bars.suspend(|| println!("{line}"));
+        self.bars.suspend(|| outln!("{line}"));
     }
 
     /// Prints a line on stderr above the bars.

@@ -87,7 +87,7 @@ pub async fn init(args: &InitArgs, target: &Path) -> Result<(), Failure> {
             ))
         }
     })?;
-    print!("{}", summary(target, &cfg, &template));
+    crate::commands::format::write_out(format_args!("{}", summary(target, &cfg, &template)));
     Ok(())
 }
 

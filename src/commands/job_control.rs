@@ -251,19 +251,20 @@ fn report(job: &JobRow, requested_at: i64, ended: Ended) -> Result<(), Failure> 
     let error = row.error.as_deref().unwrap_or("");
     match row.state {
         State::Failed if error == CANCELLED_BY_OPERATOR => {
-            println!("job {} cancelled: failed, {error}", row.id);
+            outln!("job {} cancelled: failed, {error}", row.id);
             for a in aborted {
-                println!("  {a}");
+                outln!("  {a}");
             }
-            println!(
+            outln!(
                 "  stored copies and the provider's backup were not touched: retention decides about them"
             );
             Ok(())
         }
         State::Failed | State::Missed => {
-            println!(
+            outln!(
                 "job {} ended {} before the cancel took effect: {error}",
-                row.id, row.state
+                row.id,
+                row.state
             );
             Ok(())
         }
@@ -332,7 +333,7 @@ pub async fn retry(cfg: &Config, id: &str) -> Result<(), Failure> {
         )
         .await?;
     store.close().await;
-    println!(
+    outln!(
         "job {} created: a retry of {} (policy `{}`, instance {}), due now",
         new.id,
         job.id,
@@ -341,11 +342,12 @@ pub async fn retry(cfg: &Config, id: &str) -> Result<(), Failure> {
     );
     let daemon = probe_daemon(cfg).await;
     match daemon.state {
-        DaemonState::Ready | DaemonState::NotReady => println!(
+        DaemonState::Ready | DaemonState::NotReady => outln!(
             "the daemon at {} picks it up; follow it with `rdbvault jobs show {}`",
-            daemon.address, new.id
+            daemon.address,
+            new.id
         ),
-        DaemonState::Unreachable => println!(
+        DaemonState::Unreachable => outln!(
             "no daemon answers at {} ({}), so nothing runs it yet: it waits for `rdbvault run` (and is recorded missed if nothing starts it by {}, the policy's start_window).\nTo back the instance up in the foreground instead: rdbvault jobs cancel {} && rdbvault backup-now --policy {} --instance {}",
             daemon.address,
             daemon.detail,

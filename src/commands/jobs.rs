@@ -65,12 +65,12 @@ fn print_detail(detail: JobDetail, events: &[EventRow]) {
         reverify,
         ..
     } = detail;
-    println!("job        {}", job.id);
-    println!("policy     {}", job.policy);
-    println!("instance   {} ({})", job.instance_name, job.instance_uuid);
-    println!("state      {}", state_label(job.state, &reverify));
-    println!("trigger    {}", job.trigger);
-    println!("destination {}", job.destination);
+    outln!("job        {}", job.id);
+    outln!("policy     {}", job.policy);
+    outln!("instance   {} ({})", job.instance_name, job.instance_uuid);
+    outln!("state      {}", state_label(job.state, &reverify));
+    outln!("trigger    {}", job.trigger);
+    outln!("destination {}", job.destination);
     // Only the phases the job reached.
     for (label, v) in [
         ("due", Some(job.due_at)),
@@ -81,25 +81,25 @@ fn print_detail(detail: JobDetail, events: &[EventRow]) {
         ("finished", job.finished_at),
     ] {
         if let Some(t) = v {
-            println!("{label:<14} {}", local(t));
+            outln!("{label:<14} {}", local(t));
         }
     }
-    println!("bytes      {} ({})", job.bytes, human_bytes(job.bytes));
+    outln!("bytes      {} ({})", job.bytes, human_bytes(job.bytes));
     if let Some(e) = &job.error {
-        println!("error      {e}");
+        outln!("error      {e}");
     }
     for s in &shards {
         print_shard(s, &reverify);
     }
-    println!("events:");
+    outln!("events:");
     for e in events {
-        println!("  {} {:<16} {}", local(e.at), e.kind, e.message);
+        outln!("  {} {:<16} {}", local(e.at), e.kind, e.message);
     }
 }
 
 /// One shard of `jobs show`: its provider record, its object, and the re-verifications of it.
 fn print_shard(s: &ShardRow, reverify: &[CopyCheck]) {
-    println!(
+    outln!(
         "backup     {} shard {:?} {} {} bytes sha256 {} rdb v{} checksum {}",
         s.backup_id,
         s.shard_id,
@@ -110,12 +110,12 @@ fn print_shard(s: &ShardRow, reverify: &[CopyCheck]) {
         s.checksum.as_deref().unwrap_or("-")
     );
     if let Some(k) = &s.object_key {
-        println!("           object {k}");
+        outln!("           object {k}");
     }
     for c in reverify.iter().filter(|c| c.backup_id == s.backup_id) {
         match &c.error {
-            None => println!("           re-verified OK at {}", check_local_at(c)),
-            Some(e) => println!(
+            None => outln!("           re-verified OK at {}", check_local_at(c)),
+            Some(e) => outln!(
                 "           re-verified FAILED at {}: {e}",
                 check_local_at(c)
             ),
@@ -142,18 +142,24 @@ async fn list(cfg: &Config, store: &Store, args: &JobsArgs) -> Result<(), Failur
         .await
         .map_err(lookup_failure)?;
     if jobs.is_empty() {
-        println!("no jobs yet in {}", cfg.state.path.display());
+        outln!("no jobs yet in {}", cfg.state.path.display());
         return Ok(());
     }
     // One clock reading for the whole table: the TOOK of every running job is "so far".
     let now = ms(crate::clock::wall_now());
+    let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+    let short = store.short_ids(&ids).await.map_err(lookup_failure)?;
     let mut rows = Vec::with_capacity(jobs.len());
     for job in &jobs {
         let checks = job_checks(store, &job.id).await.map_err(lookup_failure)?;
-        rows.push(table_row(job, &checks, now));
+        let mut row = table_row(job, &checks, now);
+        if let Some(s) = short.get(&job.id) {
+            row.id.clone_from(s);
+        }
+        rows.push(row);
     }
     for line in jobs_table(&rows) {
-        println!("{line}");
+        outln!("{line}");
     }
     Ok(())
 }

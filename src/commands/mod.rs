@@ -11,6 +11,8 @@
 //! - `demo.rs`: `demo`.
 //! - `init.rs`: `init` (a commented starting config, offline or from `DescribeDBInstances`).
 //! - `shell.rs`: `completions SHELL` and `man` (both generated from the clap definition).
+//! - `sets_table.rs`: the table of backup sets `backups`, `prune` and `backup-now --dry-run`
+//!   print.
 //! - `format.rs`: the formatting the commands share (bytes, local times, durations, labels,
 //!   the progress bars, the `jobs` table's layout, pretty JSON).
 //! - `terminal.rs`: colour or not (a terminal, `NO_COLOR`), the logging set-up, and log lines
@@ -19,18 +21,31 @@
 //! The JSON they print is defined in [`crate::views`], which `/v1/*` serves too. Here: what
 //! several commands share (opening the state DB read-only, finding policies by name).
 
+/// `outln!` for what a command prints on stdout, through [`format::write_out`]: a reader that
+/// went away (`rdbvault jobs | head -3`) ends the output quietly instead of a panic, and the
+/// command itself goes on to its end (a prune piped into `head` still finishes its deletions).
+macro_rules! outln {
+    () => {
+        $crate::commands::format::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::commands::format::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod api;
 mod backup_now;
 mod backups;
 mod check_config;
 mod demo;
 mod fetch;
-mod format;
+pub(crate) mod format;
 mod init;
 mod job_control;
 mod jobs;
 mod prune;
 mod run;
+mod sets_table;
 mod shell;
 mod sim;
 mod status;

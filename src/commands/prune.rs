@@ -37,11 +37,13 @@ pub async fn prune(
             "report": &all,
         }));
     } else {
-        crate::prune::print(&all, mode, None);
+        super::sets_table::SetsTable::new(&ctx.store, &all, mode, None)
+            .await?
+            .print();
         if mode == Mode::DryRun {
-            println!("dry run: {planned} set(s) would be deleted; nothing was changed");
+            outln!("dry run: {planned} set(s) would be deleted; nothing was changed");
         } else {
-            println!("deleted {deleted} set(s); {} failure(s)", all.failures());
+            outln!("deleted {deleted} set(s); {} failure(s)", all.failures());
         }
     }
     ctx.store.close().await;

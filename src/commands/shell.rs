@@ -53,7 +53,7 @@ pub fn man(dir: Option<&Path>) -> Result<(), Failure> {
         })?;
         written.push(name);
     }
-    println!(
+    outln!(
         "wrote {} pages into {}: {}",
         written.len(),
         dir.display(),

@@ -31,25 +31,25 @@ pub async fn sim(args: SimArgs) -> Result<(), Failure> {
     let handle = crate::sim::start(listener, cfg)
         .await
         .map_err(|e| Failure::Usage(format!("{e:#}")))?;
-    println!(
+    outln!(
         "rdbvault sim: CDS Redis API simulator on {}/redis/",
         handle.base_url
     );
-    println!("  config:      cds: {{ endpoint: {} }}", handle.base_url);
+    outln!("  config:      cds: {{ endpoint: {} }}", handle.base_url);
     if demo {
-        println!(
+        outln!(
             "  credentials: CDS_ACCESS_KEY_ID={id} CDS_ACCESS_KEY_SECRET={} (built-in demo credentials; set both variables to choose others)",
             demo_secret.expose()
         );
     } else {
-        println!(
+        outln!(
             "  credentials: from CDS_ACCESS_KEY_ID / CDS_ACCESS_KEY_SECRET (access key id {id})"
         );
     }
     {
         let world = handle.shared.world();
         for i in world.instances.values() {
-            println!(
+            outln!(
                 "  instance:    {} {} {} ({}{})",
                 i.info.instance_uuid,
                 i.info.instance_name,
@@ -63,11 +63,11 @@ pub async fn sim(args: SimArgs) -> Result<(), Failure> {
             );
         }
     }
-    println!(
+    outln!(
         "  faults:      curl -X POST {}/_sim/faults -d '{{\"kind\":\"api_error\",\"action\":\"CreateBackup\",\"count\":1}}'",
         handle.base_url
     );
-    println!("Ctrl-C stops it.");
+    outln!("Ctrl-C stops it.");
     tokio::signal::ctrl_c()
         .await
         .context("cannot wait for Ctrl-C")?;

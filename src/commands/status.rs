@@ -27,7 +27,7 @@ pub async fn status(cfg: &Config, json: bool) -> Result<(), Failure> {
         print_json(&status);
     } else {
         for line in text(&status) {
-            println!("{line}");
+            outln!("{line}");
         }
     }
     match status.attention.len() {

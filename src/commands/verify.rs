@@ -3,6 +3,7 @@
 use crate::config::Config;
 use crate::failure::Failure;
 use crate::store::Store;
+use crate::store::inventory::CopyRow;
 
 /// One copy's verdict, as `verify --json` prints it.
 #[derive(serde::Serialize)]
@@ -57,12 +58,15 @@ pub async fn verify(cfg: Config, ids: Vec<String>, all: bool, json: bool) -> Res
         ));
     }
     let store = Store::open(&cfg.state.path).await?;
-    let copies = store.destination_copies(&ids).await?;
+    let copies = named_copies(&store, &ids).await?;
     if copies.is_empty() {
         return Err(Failure::Usage(if all {
             "no stored copies to verify yet".into()
         } else {
-            format!("no stored copy matches {}", ids.join(", "))
+            format!(
+                "{} named no stored copy (the job stored none, or retention deleted them); see `rdbvault backups`",
+                ids.join(", ")
+            )
         }));
     }
     let handles = crate::destination::Handles::open(&cfg)
@@ -90,7 +94,7 @@ pub async fn verify(cfg: Config, ids: Vec<String>, all: bool, json: bool) -> Res
             "copies": verdicts,
         }));
     } else {
-        println!(
+        outln!(
             "{} cop{} checked, {bad} bad",
             copies.len(),
             if copies.len() == 1 { "y" } else { "ies" }
@@ -106,20 +110,35 @@ pub async fn verify(cfg: Config, ids: Vec<String>, all: bool, json: bool) -> Res
     Ok(())
 }
 
+/// The copies `ids` name through the one id resolver ([`Store::find`]), each once; every
+/// stored copy when `ids` is empty.
+async fn named_copies(store: &Store, ids: &[String]) -> Result<Vec<CopyRow>, Failure> {
+    if ids.is_empty() {
+        return Ok(store.destination_copies().await?);
+    }
+    let mut copies: Vec<CopyRow> = Vec::new();
+    for id in ids {
+        let named = store.find(id).await.map_err(super::jobs::lookup_failure)?;
+        for c in store.copies_of(&named).await? {
+            if copies.iter().all(|seen| seen.id != c.id) {
+                copies.push(c);
+            }
+        }
+    }
+    Ok(copies)
+}
+
 /// One line per copy: `ok ...` or `BAD ... : why`.
-fn print_verdict(
-    c: &crate::store::inventory::CopyRow,
-    r: &Result<crate::transfer::Stored, crate::verify::Bad>,
-) {
+fn print_verdict(c: &CopyRow, r: &Result<crate::transfer::Stored, crate::verify::Bad>) {
     match r {
-        Ok(s) => println!(
+        Ok(s) => outln!(
             "ok   {} {} {} bytes sha256 {}",
             c.destination,
             c.object_key.as_deref().unwrap_or("-"),
             s.size,
             s.sha256
         ),
-        Err(b) => println!(
+        Err(b) => outln!(
             "BAD  {} {} (backup {}, job {}): {b}",
             c.destination,
             c.object_key.as_deref().unwrap_or("-"),

@@ -137,7 +137,7 @@ pub async fn reverify(ctx: Context, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        let Ok(mut copies) = ctx.store.destination_copies(&[]).await else {
+        let Ok(mut copies) = ctx.store.destination_copies().await else {
             continue;
         };
         copies.sort_by_key(|c| c.verified_at.unwrap_or(0));

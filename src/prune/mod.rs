@@ -185,63 +185,6 @@ pub async fn prune_policy_from(
     Ok(report)
 }
 
-/// Prints a report as a table. `verif`: a VERIF column, one label per row (`backups`).
-pub fn print(report: &Report, mode: Mode, verif: Option<&[String]>) {
-    let w = verif
-        .map(|v| v.iter().map(String::len).max().unwrap_or(0).max(6))
-        .unwrap_or(0);
-    println!(
-        "{:<11} {:<12} {:<18} {:<19} {:<36} {:<w$} DECISION: REASONS",
-        "LOCATION",
-        "POLICY",
-        "INSTANCE",
-        "TIME (UTC)",
-        "SET (job or backup id)",
-        if verif.is_some() { "VERIF" } else { "" },
-    );
-    for (i, r) in report.rows.iter().enumerate() {
-        let name = if r.instance_name.is_empty() {
-            &r.instance_uuid
-        } else {
-            &r.instance_name
-        };
-        let decision = if r.keep {
-            "keep"
-        } else if mode == Mode::DryRun {
-            "would delete"
-        } else {
-            "delete"
-        };
-        let outcome = match &r.deleted {
-            Some(Ok(())) => " (deleted)".to_string(),
-            Some(Err(e)) => format!(" (FAILED: {e})"),
-            None => String::new(),
-        };
-        let reasons: Vec<String> = r.reasons.iter().map(ToString::to_string).collect();
-        println!(
-            "{:<11} {:<12} {:<18} {:<19} {:<36} {:<w$} {decision}: {}{outcome}",
-            format!("{:?}", r.location).to_lowercase(),
-            r.policy,
-            name,
-            r.time.format("%Y-%m-%d %H:%M:%S"),
-            r.set,
-            verif.and_then(|v| v.get(i)).map_or("", String::as_str),
-            reasons.join(", ")
-        );
-    }
-    for (policy, instance, location, why) in &report.blocked {
-        println!("BLOCKED {policy} {instance} {location:?}: {why}");
-    }
-    for p in &report.problems {
-        println!("PROBLEM {p}");
-    }
-    for u in &report.unknown_to_state_db {
-        println!(
-            "UNKNOWN provider backup {} of {}: its Desc names job {}, unknown to this state DB (another rdbvault's, or a replaced DB); never touched",
-            u.backup_id, u.instance_uuid, u.job_id
-        );
-    }
-}
 /// Retention for every policy (or one), merged into one report; in [`Mode::DryRun`] nothing is
 /// changed: that is the JSON of `backups --json` and `GET /v1/backups`.
 pub async fn plan_policies(

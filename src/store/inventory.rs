@@ -183,17 +183,15 @@ impl Store {
         Ok(())
     }
 
-    /// Pins or unpins every copy of a job (by job id) or of a provider backup (by backup id).
-    /// Returns how many copies changed.
-    pub async fn set_pinned(&self, id: &str, pinned: bool) -> Result<u64> {
-        let r = sqlx::query(
-            "UPDATE backups SET pinned = ?1
-             WHERE job_id IN (SELECT job_id FROM backups WHERE job_id = ?2 OR backup_id = ?2)",
-        )
-        .bind(i64::from(pinned))
-        .bind(id.to_string())
-        .execute(self.pool())
-        .await?;
+    /// Pins or unpins every copy of a job (retention keeps or decides about the whole set, at
+    /// the provider and at the destination). Returns how many copies changed.
+    pub async fn set_pinned(&self, job_id: &str, pinned: bool) -> Result<u64> {
+        let r =
+            sqlx::query("UPDATE backups SET pinned = ?1 WHERE job_id = ?2 AND deleted_at IS NULL")
+                .bind(i64::from(pinned))
+                .bind(job_id.to_string())
+                .execute(self.pool())
+                .await?;
         Ok(r.rows_affected())
     }
 
@@ -252,30 +250,38 @@ impl Store {
         .await?)
     }
 
-    /// Live destination copies whose id, job id or backup id is one of `ids` (all of them when
-    /// `ids` is empty).
-    pub async fn destination_copies(&self, ids: &[String]) -> Result<Vec<CopyRow>> {
-        let all = sqlx::query_as::<_, CopyRow>(
+    /// Every live copy at a destination, newest first.
+    pub async fn destination_copies(&self) -> Result<Vec<CopyRow>> {
+        self.copies_where("1 = 1", None, None).await
+    }
+
+    /// The live copies at a destination that `named` names: every shard's copy of the job, or
+    /// the copy of the one provider backup it named.
+    pub async fn copies_of(&self, named: &super::lookup::Named) -> Result<Vec<CopyRow>> {
+        self.copies_where(
+            "job_id = ?1 AND (?2 IS NULL OR backup_id = ?2)",
+            Some(&named.job.id),
+            named.backup_id.as_deref(),
+        )
+        .await
+    }
+
+    async fn copies_where(
+        &self,
+        condition: &str,
+        job_id: Option<&str>,
+        backup_id: Option<&str>,
+    ) -> Result<Vec<CopyRow>> {
+        Ok(sqlx::query_as::<_, CopyRow>(sqlx::AssertSqlSafe(format!(
             "SELECT id, location, policy, instance_uuid, instance_name, job_id, backup_id, shard_id, destination,
                     object_key, size, sha256, rdb_version, requested_at, verified, verified_at, pinned, missing, deleted_at,
                     last_check_at, last_check_error
-             FROM backups WHERE location = 'destination' AND deleted_at IS NULL
-             ORDER BY requested_at DESC, id DESC",
-        )
+             FROM backups WHERE location = 'destination' AND deleted_at IS NULL AND {condition}
+             ORDER BY requested_at DESC, id DESC"
+        )))
+        .bind(job_id.map(str::to_string))
+        .bind(backup_id.map(str::to_string))
         .fetch_all(self.pool())
-        .await?;
-        if ids.is_empty() {
-            return Ok(all);
-        }
-        Ok(all
-            .into_iter()
-            .filter(|c| {
-                ids.iter().any(|i| {
-                    c.backup_id == *i
-                        || c.job_id.as_deref() == Some(i.as_str())
-                        || c.id.to_string() == *i
-                })
-            })
-            .collect())
+        .await?)
     }
 }

@@ -311,50 +311,6 @@ impl Store {
         .ok_or_else(|| Error::NotFound(id.to_string()))
     }
 
-    /// The one job `given` names, for every command that takes an id: a job id, a provider
-    /// backup id (any shard of the job), or a unique start of either. An exact id wins over a
-    /// prefix; a prefix that fits several jobs is [`Error::Ambiguous`], naming some of them.
-    pub async fn find_job(&self, given: &str) -> Result<JobRow> {
-        // A literal prefix: LIKE's wildcards in `given` are escaped, not dropped.
-        let mut prefix = String::with_capacity(given.len() + 1);
-        for c in given.chars() {
-            if matches!(c, '%' | '_' | '\\') {
-                prefix.push('\\');
-            }
-            prefix.push(c);
-        }
-        prefix.push('%');
-        let ids: Vec<(String,)> = sqlx::query_as(
-            "SELECT id FROM jobs WHERE id = ?1
-             UNION SELECT job_id FROM job_shards WHERE backup_id = ?1
-             UNION SELECT id FROM jobs WHERE id LIKE ?2 ESCAPE '\\'
-             UNION SELECT job_id FROM job_shards WHERE backup_id LIKE ?2 ESCAPE '\\'
-             ORDER BY 1 LIMIT 6",
-        )
-        .bind(given.to_string())
-        .bind(prefix)
-        .fetch_all(self.pool())
-        .await?;
-        let exact: Vec<(String,)> = sqlx::query_as(
-            "SELECT id FROM jobs WHERE id = ?1 UNION SELECT job_id FROM job_shards WHERE backup_id = ?1",
-        )
-        .bind(given.to_string())
-        .fetch_all(self.pool())
-        .await?;
-        let chosen = match (exact.as_slice(), ids.as_slice()) {
-            ([(id,)], _) => id.clone(),
-            (_, []) => return Err(Error::NotFound(given.to_string())),
-            (_, [(id,)]) => id.clone(),
-            (_, many) => {
-                return Err(Error::Ambiguous {
-                    given: given.to_string(),
-                    candidates: many.iter().take(5).map(|(id,)| id.clone()).collect(),
-                });
-            }
-        };
-        self.job(&chosen).await
-    }
-
     /// Jobs, newest first, optionally filtered.
     pub async fn list_jobs(
         &self,

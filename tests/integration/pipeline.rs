@@ -13,7 +13,7 @@ use std::time::Duration;
 
 pub(crate) const BIG: &str = "aaaaaaaa-0000-4000-8000-000000000001";
 pub(crate) const SMALL: &str = "aaaaaaaa-0000-4000-8000-000000000002";
-const CLUSTER: &str = "aaaaaaaa-0000-4000-8000-000000000003";
+pub(crate) const CLUSTER: &str = "aaaaaaaa-0000-4000-8000-000000000003";
 /// Larger than two 5 MiB parts, not a multiple of anything.
 const BIG_SIZE: u64 = 12 * 1024 * 1024 + 123;
 

@@ -372,7 +372,7 @@ async fn a_copy_that_failed_reverification_shows_in_jobs_and_backups() {
     assert_eq!(r.code, 0, "{}", r.all());
     let store = env.store().await;
     let job = store.list_jobs(None, None, 1).await.unwrap().remove(0);
-    let copy = store.destination_copies(&[]).await.unwrap().remove(0);
+    let copy = store.destination_copies().await.unwrap().remove(0);
     assert_eq!(copy.job_id.as_deref(), Some(job.id.as_str()));
 
     // A first verify passes and says so.
@@ -397,7 +397,7 @@ async fn a_copy_that_failed_reverification_shows_in_jobs_and_backups() {
     let r = env.run(&["verify", "--all"]).await;
     assert_eq!(r.code, 3, "{}", r.all());
 
-    let bad = store.destination_copies(&[]).await.unwrap().remove(0);
+    let bad = store.destination_copies().await.unwrap().remove(0);
     let at_ms = bad.last_check_at.expect("the check's time is recorded");
     let reason = bad
         .last_check_error

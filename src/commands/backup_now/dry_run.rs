@@ -51,15 +51,15 @@ pub(super) async fn dry_run(
         None => Vec::new(),
     };
     for line in selection_lines(policy, &selected, all.len(), &open) {
-        println!("{line}");
+        outln!("{line}");
     }
     let handle = destination_handle(&cfg, ctx.as_ref(), policy).await?;
     for line in target_lines(policy, &handle, &selected) {
-        println!("{line}");
+        outln!("{line}");
     }
     match &ctx {
         Some(ctx) => print_retention(ctx, policy, &selected).await?,
-        None => println!(
+        None => outln!(
             "retention: no state DB yet at {} (state.path): no history, nothing to delete",
             cfg.state.path.display()
         ),
@@ -67,7 +67,7 @@ pub(super) async fn dry_run(
     if let Some(ctx) = ctx {
         ctx.store.close().await;
     }
-    println!("dry run: nothing was created (no job, no CreateBackup, no write to the state DB)");
+    outln!("dry run: nothing was created (no job, no CreateBackup, no write to the state DB)");
     Ok(())
 }
 
@@ -196,18 +196,20 @@ async fn print_retention(
     .await?;
     let doomed = deletions_of(plan, selected);
     if doomed.rows.is_empty() {
-        println!("retention would delete nothing of these instances");
+        outln!("retention would delete nothing of these instances");
         for p in &doomed.problems {
-            println!("PROBLEM {p}");
+            outln!("PROBLEM {p}");
         }
     } else {
-        println!(
+        outln!(
             "retention would delete {} set(s) of these instances:",
             doomed.rows.len()
         );
-        crate::prune::print(&doomed, Mode::DryRun, None);
+        crate::commands::sets_table::SetsTable::new(&ctx.store, &doomed, Mode::DryRun, None)
+            .await?
+            .print();
     }
-    println!(
+    outln!(
         "  (planned before the new backup exists: once stored it is one more set to keep, so a \
 count rule such as keep_last may then let one more old set go)"
     );
