@@ -52,6 +52,11 @@ impl Failure {
 
 impl From<crate::store::Error> for Failure {
     fn from(e: crate::store::Error) -> Self {
+        if e.is_credentials() {
+            // PostgreSQL refused the user or password, or state.password_file is unusable:
+            // the operator's to fix, like every other credential problem.
+            return Failure::Usage(e.to_string());
+        }
         Failure::Runtime(e.into())
     }
 }

@@ -145,7 +145,8 @@ pub fn cds_client(cds_cfg: &config::CdsConfig, metrics: ApiMetrics) -> Result<cd
 /// # Errors
 /// Credentials, the state DB or an S3 destination cannot be set up.
 pub async fn open(config: Arc<Config>, owner: String, metrics: Metrics) -> Result<Context, Error> {
-    if let Some(dir) = config.state.path.parent()
+    if config.state.url.is_none()
+        && let Some(dir) = config.state.path.parent()
         && !dir.as_os_str().is_empty()
     {
         // 0700: the state DB next to it names every instance, bucket and copy.
@@ -156,7 +157,7 @@ pub async fn open(config: Arc<Config>, owner: String, metrics: Metrics) -> Resul
             )
         })?;
     }
-    let store = Store::open(&config.state.path).await?;
+    let store = Store::connect(&config.state).await?;
     around(config, store, metrics, owner, Arc::default()).await
 }
 

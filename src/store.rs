@@ -1,5 +1,7 @@
-//! The state DB: SQLite in WAL mode through sqlx, with the migrations in `migrations/` embedded
-//! and run at open. Every SQL string of rdbvault lives in this module.
+//! The state DB through sqlx: SQLite in WAL mode (one VM, the default; [`sqlite`]) or
+//! PostgreSQL (replicas sharing one DB; [`postgres`]), with the migrations of each
+//! (`migrations/`, `migrations/postgres/`) embedded and run at open. Every SQL string of
+//! rdbvault lives in this module, written once for both backends ([`sql`]).
 //!
 //! - [`jobs`]: jobs, their shards and multipart parts, the event log.
 //! - [`control`]: what an operator asks of a job (`jobs cancel`), and the reads `status` needs.
@@ -13,13 +15,19 @@ pub mod control;
 pub mod inventory;
 pub mod jobs;
 pub mod lookup;
+mod postgres;
 pub mod schedule;
 pub mod shards;
+pub(crate) mod sql;
+mod sqlite;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use sql::{Db, sql, sql_as};
+use std::path::PathBuf;
+
+pub use sql::Kind;
 
 pub use jobs::{JobRow, NewJob};
 pub use shards::{PartRow, ShardRow};
@@ -30,9 +38,13 @@ pub enum Error {
         "cannot open the state DB {path}: {source}; check state.path and that its directory exists and is writable"
     )]
     Open { path: PathBuf, source: sqlx::Error },
-    #[error("cannot migrate the state DB {path}: {source}")]
+    #[error(
+        "cannot connect to the state DB {url}: {source}; check state.url, that the server is up and accepts this host, and the password (state.password_file, else PGPASSWORD)"
+    )]
+    Connect { url: String, source: sqlx::Error },
+    #[error("cannot migrate the state DB {at}: {source}")]
     Migrate {
-        path: PathBuf,
+        at: String,
         source: sqlx::migrate::MigrateError,
     },
     /// A read-only command found no DB: it never creates one.
@@ -42,10 +54,10 @@ pub enum Error {
     Missing { path: PathBuf },
     /// A read-only command found a DB that this binary's migrations have not been applied to.
     #[error(
-        "the state DB {path} has an older schema ({found}) than this rdbvault needs (migration {needed}); open it once with a command that writes, e.g. `rdbvault prune --dry-run` or by restarting the daemon, which upgrades it, then try again"
+        "the state DB {at} has an older schema ({found}) than this rdbvault needs (migration {needed}); open it once with a command that writes, e.g. `rdbvault prune --dry-run` or by restarting the daemon, which upgrades it, then try again"
     )]
     Outdated {
-        path: PathBuf,
+        at: String,
         found: String,
         needed: i64,
     },
@@ -69,11 +81,29 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+impl Error {
+    /// The database refused who we are (PostgreSQL SQLSTATE class 28: a wrong password or an
+    /// unknown user) or `state.password_file` cannot be used: a credential problem.
+    pub fn is_credentials(&self) -> bool {
+        match self {
+            Error::Connect { source, .. } => match source {
+                sqlx::Error::Configuration(_) => true,
+                other => other
+                    .as_database_error()
+                    .and_then(|e| e.code())
+                    .is_some_and(|code| code.starts_with("28")),
+            },
+            _ => false,
+        }
+    }
+}
+
 /// A cheap-to-clone handle on the state DB.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: sqlx::SqlitePool,
-    path: PathBuf,
+    db: Db,
+    /// The SQLite file, or the PostgreSQL URL without its password: for messages.
+    at: String,
 }
 
 /// Unix milliseconds of a time.
@@ -110,125 +140,71 @@ pub mod rfc3339 {
 }
 
 impl Store {
-    /// Opens (creating if needed) the DB and applies pending migrations.
+    /// Opens the state DB the config names: PostgreSQL when `state.url` is set, else the
+    /// SQLite file `state.path` (created if needed). Pending migrations are applied.
     ///
     /// # Errors
-    /// The file cannot be opened or created, or a migration fails.
-    pub async fn open(path: &Path) -> Result<Store> {
-        prepare_private_file(path).map_err(|source| Error::Open {
-            path: path.to_path_buf(),
-            source: sqlx::Error::Io(source),
-        })?;
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            // A daemon and a backup-now share the file; wait for each other's writes.
-            .busy_timeout(Duration::from_secs(15));
-        // Two processes opening a new DB together (a daemon and a backup-now) race twice:
-        // switching the fresh file to WAL takes an exclusive lock for which SQLite may answer
-        // SQLITE_BUSY without calling the busy handler, and both try to apply the same
-        // migration (each is one transaction, so the loser fails cleanly and finds it applied).
-        // Either way, opening again shortly after succeeds.
-        let mut attempt = 0;
-        let pool = loop {
-            match Self::connect_and_migrate(path, &options).await {
-                Ok(pool) => break pool,
-                Err(e) if attempt < 10 && e.is_opening_race() => {
-                    attempt += 1;
-                    tracing::debug!(error = %e, attempt, "state DB opening raced with another process; retrying");
-                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        Ok(Store {
-            pool,
-            path: path.to_path_buf(),
-        })
+    /// The DB cannot be opened, reached or migrated.
+    pub async fn connect(state: &crate::config::StateConfig) -> Result<Store> {
+        match &state.url {
+            Some(url) => postgres::open(url, state.password_file.as_deref(), false).await,
+            None => Store::open(&state.path).await,
+        }
     }
 
-    /// Opens an existing DB for reading only, for commands that only look (`jobs`, `backups`,
-    /// `fetch`): never creates the file, never migrates, never chmods. A DB whose schema lacks
-    /// a migration of this binary is refused with a clear message rather than failing later on
-    /// a missing column.
+    /// [`Store::connect`] for commands that only look: never creates, migrates or writes.
     ///
     /// # Errors
-    /// [`Error::Missing`], [`Error::Outdated`], or the file cannot be opened.
-    pub async fn open_read_only(path: &Path) -> Result<Store> {
-        match std::fs::metadata(path) {
-            Ok(m) if m.is_file() => {}
-            Ok(_) => {
-                return Err(Error::Open {
-                    path: path.to_path_buf(),
-                    source: sqlx::Error::Io(std::io::Error::other("not a regular file")),
-                });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::Missing {
-                    path: path.to_path_buf(),
-                });
-            }
-            Err(e) => {
-                return Err(Error::Open {
-                    path: path.to_path_buf(),
-                    source: sqlx::Error::Io(e),
-                });
-            }
+    /// [`Error::Missing`], [`Error::Outdated`], or the DB cannot be opened.
+    pub async fn connect_read_only(state: &crate::config::StateConfig) -> Result<Store> {
+        match &state.url {
+            Some(url) => postgres::open(url, state.password_file.as_deref(), true).await,
+            None => Store::open_read_only(&state.path).await,
         }
-        tighten_private(path);
-        // No journal_mode: setting it is a write; the DB keeps the WAL mode it was made with.
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .read_only(true)
-            .create_if_missing(false)
-            .busy_timeout(Duration::from_secs(15));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
-            .await
-            .map_err(|source| Error::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        if let Err(e) = Self::check_schema(path, &pool).await {
-            pool.close().await;
-            return Err(e);
-        }
-        Ok(Store {
-            pool,
-            path: path.to_path_buf(),
-        })
     }
 
-    /// Every migration this binary embeds must have been applied.
-    async fn check_schema(path: &Path, pool: &sqlx::SqlitePool) -> Result<()> {
-        let needed = sqlx::migrate!("./migrations")
-            .iter()
-            .map(|m| m.version)
-            .max()
-            .unwrap_or(0);
-        let has_table: Option<String> = sqlx::query_scalar(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-        )
-        .fetch_optional(pool)
-        .await?;
-        let applied: Vec<i64> = if has_table.is_some() {
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1")
-                .fetch_all(pool)
+    /// Where the DB is: the SQLite file, or the PostgreSQL URL without its password.
+    pub fn describe(&self) -> &str {
+        &self.at
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.db.kind()
+    }
+
+    pub(crate) fn pool(&self) -> &Db {
+        &self.db
+    }
+
+    /// Every migration of `migrator` (this binary's, for the DB's backend) must have been
+    /// applied: a read-only open refuses an older schema with a clear message rather than
+    /// failing later on a missing column.
+    async fn check_schema(&self, migrator: &sqlx::migrate::Migrator) -> Result<()> {
+        let needed = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        let has_table = match self.db.kind() {
+            Kind::Sqlite => sql_as::<(String,)>(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+            ),
+            Kind::Postgres => sql_as::<(String,)>(
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() AND tablename = '_sqlx_migrations'",
+            ),
+        }
+        .fetch_optional(&self.db)
+        .await?
+        .is_some();
+        let applied: Vec<i64> = if has_table {
+            sql_as::<(i64,)>("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.db)
                 .await?
+                .into_iter()
+                .map(|(v,)| v)
+                .collect()
         } else {
             Vec::new()
         };
-        let missing = sqlx::migrate!("./migrations")
-            .iter()
-            .any(|m| !applied.contains(&m.version));
-        if missing {
+        if migrator.iter().any(|m| !applied.contains(&m.version)) {
             return Err(Error::Outdated {
-                path: path.to_path_buf(),
+                at: self.at.clone(),
                 found: match applied.iter().max() {
                     Some(v) => format!("migration {v}"),
                     None => "no rdbvault migrations at all".into(),
@@ -239,128 +215,41 @@ impl Store {
         Ok(())
     }
 
-    async fn connect_and_migrate(
-        path: &Path,
-        options: &SqliteConnectOptions,
-    ) -> Result<sqlx::SqlitePool> {
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
-            .await
-            .map_err(|source| Error::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        if let Err(source) = sqlx::migrate!("./migrations").run(&pool).await {
-            pool.close().await;
-            return Err(Error::Migrate {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
-        Ok(pool)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn pool(&self) -> &sqlx::SqlitePool {
-        &self.pool
-    }
-
     /// Checks the DB accepts a write (for `/readyz`).
     ///
     /// # Errors
     /// The write failed.
     pub async fn check_writable(&self) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("CREATE TEMP TABLE IF NOT EXISTS rdbvault_probe (x INTEGER)")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO rdbvault_probe (x) VALUES (1)")
-            .execute(&mut *tx)
-            .await?;
-        tx.rollback().await?;
+        match self.db.kind() {
+            Kind::Sqlite => {
+                let mut tx = self.db.begin().await?;
+                sql("CREATE TEMP TABLE IF NOT EXISTS rdbvault_probe (x INTEGER)")
+                    .execute(&mut tx)
+                    .await?;
+                sql("INSERT INTO rdbvault_probe (x) VALUES (1)")
+                    .execute(&mut tx)
+                    .await?;
+                tx.rollback().await?;
+            }
+            // A primary that accepts writes; no catalog change on every probe.
+            Kind::Postgres => {
+                let (writable,): (bool,) = sql_as(
+                    "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'",
+                )
+                .fetch_one(&self.db)
+                .await?;
+                if !writable {
+                    return Err(Error::Query(sqlx::Error::Protocol(
+                        "the PostgreSQL server is read-only (a standby, or default_transaction_read_only is on)".into(),
+                    )));
+                }
+            }
+        }
         Ok(())
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
-    }
-}
-
-/// Makes the DB file private before SQLite opens it: a new file is created empty with mode
-/// 0600 (SQLite gives its `-wal` and `-shm` files the DB file's mode, so they follow), and an
-/// existing DB, `-wal` or `-shm` that its group or other users can read is chmodded to 0600. A
-/// failing chmod (a file owned by another user) is logged, not fatal: the DB still works.
-///
-/// # Errors
-/// The file does not exist and cannot be created.
-fn prepare_private_file(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    if path.as_os_str().is_empty() || path.to_str() == Some(":memory:") {
-        return Ok(());
-    }
-    // No truncate: an existing DB is opened, never emptied. Two processes racing here both
-    // succeed; SQLite treats an empty file as a new database.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(crate::private_fs::FILE_MODE)
-        .open(path)?;
-    tighten_private(path);
-    Ok(())
-}
-
-/// Chmods an existing DB, `-wal` and `-shm` that other users can read to 0600 (logged; a
-/// failing chmod, say of a file owned by another user, is a warning, never fatal). Read-only
-/// opens do it too: they create nothing, but need not leave a backup index world-readable.
-fn tighten_private(path: &Path) {
-    use std::os::unix::fs::PermissionsExt as _;
-    for suffix in ["", "-wal", "-shm"] {
-        let mut name = path.as_os_str().to_os_string();
-        name.push(suffix);
-        let file = PathBuf::from(name);
-        let Ok(meta) = std::fs::metadata(&file) else {
-            continue;
-        };
-        let mode = meta.permissions().mode() & 0o7777;
-        if mode & 0o077 == 0 {
-            continue;
-        }
-        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o700)) {
-            Ok(()) => tracing::info!(
-                file = %file.display(),
-                old_mode = format!("{mode:o}"),
-                "state DB file was readable by other users; now mode 600"
-            ),
-            Err(e) => tracing::warn!(
-                file = %file.display(),
-                mode = format!("{mode:o}"),
-                error = %e,
-                "the state DB file is readable by other users and cannot be chmodded; run `chmod 600` on it as its owner"
-            ),
-        }
-    }
-}
-
-impl Error {
-    /// A failure another process opening the same new DB can cause: SQLite "database is
-    /// locked" / "is busy" (codes 5 and 6, with extended codes) while connecting, or a
-    /// migration that lost the race.
-    fn is_opening_race(&self) -> bool {
-        match self {
-            Error::Open { source, .. } => source
-                .as_database_error()
-                .and_then(|e| e.code())
-                .and_then(|code| code.parse::<i32>().ok())
-                .is_some_and(|code| matches!(code & 0xff, 5 | 6)),
-            Error::Migrate { .. } => true,
-            _ => false,
-        }
+        self.db.close().await;
     }
 }
 
@@ -386,7 +275,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn the_db_and_its_wal_are_private_and_an_open_one_is_tightened() {
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         let store = Store::open(&path).await.unwrap();
@@ -429,7 +318,7 @@ pub(crate) mod tests {
         // A DB that predates this binary's migrations is refused before any query.
         let old = dir.path().join("old.db");
         let pool = sqlx::SqlitePool::connect_with(
-            SqliteConnectOptions::new()
+            sqlx::sqlite::SqliteConnectOptions::new()
                 .filename(&old)
                 .create_if_missing(true),
         )
@@ -470,7 +359,7 @@ pub(crate) mod tests {
     async fn one_open_job_per_instance() {
         use crate::store::jobs::{Claim, Inserted};
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        let store = crate::store::testing::temp_store(dir.path()).await;
         let job = |id: &str| new_job(id, "i", Some("me"));
         assert_eq!(
             store.insert_job(&job("a")).await.unwrap(),
@@ -520,7 +409,7 @@ pub(crate) mod tests {
         use crate::store::jobs::Claim;
         use crate::store::shards::{PartRow, ShardRow};
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        let store = crate::store::testing::temp_store(dir.path()).await;
         store
             .insert_job(&new_job("j", "i", Some("old")))
             .await

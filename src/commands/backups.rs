@@ -23,7 +23,7 @@ async fn read_only_context(
 /// `backups [--policy P] [--instance UUID] [--json]`, `backups pin|unpin ID`.
 pub async fn backups(cfg: Config, args: crate::cli::BackupsArgs) -> Result<(), Failure> {
     if let Some(cmd) = args.command {
-        let store = Store::open(&cfg.state.path).await?;
+        let store = Store::connect(&cfg.state).await?;
         let (id, pin) = match cmd {
             crate::cli::BackupsCommand::Pin { id } => (id, true),
             crate::cli::BackupsCommand::Unpin { id } => (id, false),

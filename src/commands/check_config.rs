@@ -81,7 +81,7 @@ fn describe_services(out: &mut String, cfg: &Config) {
     let _ = writeln!(
         out,
         "state: {}   http: {}{}   log: {} {}",
-        cfg.state.path.display(),
+        cfg.state.describe(),
         cfg.http.listen,
         match &cfg.http.token_file {
             Some(p) => format!(" (/v1 bearer token from {}, read by run)", p.display()),
@@ -273,7 +273,7 @@ fn config_json(cfg: &Config, now: chrono::DateTime<chrono::Utc>) -> serde_json::
         .collect();
     serde_json::json!({
         "cds": cds::client::redis_base_url(&cfg.cds.endpoint).to_string(),
-        "state": cfg.state.path,
+        "state": cfg.state.describe(),
         "http": cfg.http.listen.to_string(),
         "destinations": destinations,
         "policies": policies,

@@ -33,7 +33,7 @@ const CANCEL_LOOK_EVERY: Duration = Duration::from_millis(250);
 /// Opens the state DB to write to it, but never creates one: a job id cannot name anything in
 /// a DB that does not exist yet (exit 2, naming the path).
 async fn open_existing(cfg: &Config) -> Result<Store, Failure> {
-    if !cfg.state.path.exists() {
+    if cfg.state.url.is_none() && !cfg.state.path.exists() {
         let missing = crate::store::Error::Missing {
             path: cfg.state.path.clone(),
         };
@@ -42,7 +42,7 @@ async fn open_existing(cfg: &Config) -> Result<Store, Failure> {
             cfg.source.display()
         )));
     }
-    Ok(Store::open(&cfg.state.path).await?)
+    Ok(Store::connect(&cfg.state).await?)
 }
 
 /// A journal time (Unix ms) as RFC 3339 in UTC, to the second.

@@ -142,7 +142,7 @@ async fn list(cfg: &Config, store: &Store, args: &JobsArgs) -> Result<(), Failur
         .await
         .map_err(lookup_failure)?;
     if jobs.is_empty() {
-        outln!("no jobs yet in {}", cfg.state.path.display());
+        outln!("no jobs yet in {}", cfg.state.describe());
         return Ok(());
     }
     // One clock reading for the whole table: the TOOK of every running job is "so far".

@@ -77,7 +77,7 @@ use crate::store::Store;
 /// creates or migrates it. A DB that does not exist is a configuration problem (exit 2): the
 /// message names the config file, the resolved path and how it was resolved.
 async fn open_for_reading(cfg: &Config) -> Result<Store, Failure> {
-    Store::open_read_only(&cfg.state.path)
+    Store::connect_read_only(&cfg.state)
         .await
         .map_err(|e| match e {
             crate::store::Error::Missing { .. } => {

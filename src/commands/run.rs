@@ -20,7 +20,7 @@ pub async fn run(cfg: Config) -> Result<(), Failure> {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(listen = %bound, policies = cfg.policies.len(), state = %cfg.state.path.display(), "rdbvault daemon started");
+    tracing::info!(listen = %bound, policies = cfg.policies.len(), state = %cfg.state.describe(), "rdbvault daemon started");
     crate::daemon::run_with_reload(
         ctx,
         listener,

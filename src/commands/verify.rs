@@ -57,7 +57,7 @@ pub async fn verify(cfg: Config, ids: Vec<String>, all: bool, json: bool) -> Res
             "name the copies to verify (job or backup ids), or pass --all".into(),
         ));
     }
-    let store = Store::open(&cfg.state.path).await?;
+    let store = Store::connect(&cfg.state).await?;
     let copies = named_copies(&store, &ids).await?;
     if copies.is_empty() {
         return Err(Failure::Usage(if all {

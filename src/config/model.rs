@@ -61,10 +61,47 @@ pub struct StateConfig {
     /// Absolute (see [`resolve_path`](super::resolve_path)); default `rdbvault.db` beside the
     /// config file.
     pub path: PathBuf,
+    /// `postgres://user@host:port/db`: a PostgreSQL state DB shared by replicas instead of the
+    /// SQLite file `path`. Never carries a password (refused at validation).
+    pub url: Option<String>,
+    /// The PostgreSQL password; without it, `PGPASSWORD` or `~/.pgpass`.
+    pub password_file: Option<PathBuf>,
     /// How long a job's owner may go without renewing its heartbeat before another process
     /// takes the job over. The only test of liveness: no process table is consulted, so it
     /// works across users, containers and hosts sharing the state DB.
     pub job_lease: Duration,
+}
+
+impl StateConfig {
+    /// Where the state DB is, for messages: the SQLite file, or the PostgreSQL URL without its
+    /// password or query.
+    pub fn describe(&self) -> String {
+        match &self.url {
+            Some(url) => redacted_url(url),
+            None => self.path.display().to_string(),
+        }
+    }
+
+    /// The config key that names the state DB (`state.url` or `state.path`), for messages.
+    pub fn key(&self) -> &'static str {
+        if self.url.is_some() {
+            "state.url"
+        } else {
+            "state.path"
+        }
+    }
+}
+
+/// A URL without a password or query string, for messages.
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "(an unreadable state.url)".into(),
+    }
 }
 
 /// The largest S3 object (5 TiB): no backup larger than this can be stored there.

@@ -77,6 +77,8 @@ pub struct RawRetry {
 #[serde(deny_unknown_fields)]
 pub struct RawState {
     pub path: Option<PathBuf>,
+    pub url: Option<Text>,
+    pub password_file: Option<PathBuf>,
     pub job_lease: Option<Text>,
 }
 

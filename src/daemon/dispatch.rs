@@ -150,7 +150,7 @@ mod tests {
 
     async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+        let store = crate::store::testing::temp_store(dir.path()).await;
         (dir, store)
     }
 

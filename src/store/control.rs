@@ -6,15 +6,16 @@
 //! `jobs cancel` does the same itself only after claiming a job that no live process owns.
 
 use super::jobs::{JOB_COLUMNS, JobRow};
+use super::sql::sql_as;
 use super::{Result, Store};
 
 impl Store {
     /// Asks an open job to stop: records when (the first request stands; asking again changes
     /// nothing). `None` when the job is not open (it ended meanwhile, or there is no such id).
     pub async fn request_cancel(&self, job_id: &str, now: i64) -> Result<Option<i64>> {
-        let at: Option<(i64,)> = sqlx::query_as(
-            "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?)
-             WHERE id = ? AND state NOT IN ('stored','failed','missed')
+        let at: Option<(i64,)> = sql_as(
+            "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, $1)
+             WHERE id = $2 AND state NOT IN ('stored','failed','missed')
              RETURNING cancel_requested_at",
         )
         .bind(now)
@@ -27,7 +28,7 @@ impl Store {
     /// When an operator asked the job to stop, if one did.
     pub async fn cancel_requested(&self, job_id: &str) -> Result<Option<i64>> {
         let at: Option<(Option<i64>,)> =
-            sqlx::query_as("SELECT cancel_requested_at FROM jobs WHERE id = ?")
+            sql_as("SELECT cancel_requested_at FROM jobs WHERE id = $1")
                 .bind(job_id.to_string())
                 .fetch_optional(self.pool())
                 .await?;
@@ -36,11 +37,11 @@ impl Store {
 
     /// Every open job, oldest due first (from the partial index of open jobs).
     pub async fn open_jobs(&self) -> Result<Vec<JobRow>> {
-        Ok(sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
+        Ok(sql_as::<JobRow>(format!(
             "SELECT {JOB_COLUMNS} FROM jobs
              WHERE state NOT IN ('stored','failed','missed')
              ORDER BY due_at, id"
-        )))
+        ))
         .fetch_all(self.pool())
         .await?)
     }
@@ -48,7 +49,6 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::Store;
     use crate::store::jobs::{Claim, Inserted, NewJob};
 
     fn job(id: &str, instance: &str, owner: Option<&str>) -> NewJob {
@@ -71,7 +71,7 @@ mod tests {
     #[tokio::test]
     async fn a_cancel_request_is_recorded_once_and_only_for_an_open_job() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        let store = crate::store::testing::temp_store(dir.path()).await;
         store.insert_job(&job("a", "i", Some("me"))).await.unwrap();
         assert_eq!(store.cancel_requested("a").await.unwrap(), None);
         assert_eq!(store.request_cancel("a", 5).await.unwrap(), Some(5));
@@ -96,7 +96,7 @@ mod tests {
     #[tokio::test]
     async fn open_jobs_lists_only_open_ones_and_an_idle_only_insert_names_the_busy_job() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        let store = crate::store::testing::temp_store(dir.path()).await;
         store.insert_job(&job("a", "i", None)).await.unwrap();
         store.insert_job(&job("b", "j", Some("me"))).await.unwrap();
         store

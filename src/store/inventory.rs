@@ -1,6 +1,7 @@
 //! The inventory of copies: each verified object at a destination, and each provider backup
 //! rdbvault created.
 
+use super::sql::{Tx, sql, sql_as};
 use super::{Result, Store};
 
 #[derive(Debug, Clone, Default, PartialEq, sqlx::FromRow, serde::Serialize)]
@@ -77,11 +78,11 @@ pub struct NewCopy {
 
 /// Records a verified copy (idempotent: recording the same copy twice keeps one row). Called
 /// inside the fenced transaction that completes a job ([`Store::complete_job`]).
-pub(super) async fn insert_copy(conn: &mut sqlx::SqliteConnection, c: &NewCopy) -> Result<()> {
-    sqlx::query(
+pub(super) async fn insert_copy(conn: &mut Tx, c: &NewCopy) -> Result<()> {
+    sql(
         "INSERT INTO backups (location, policy, instance_uuid, instance_name, job_id, backup_id, shard_id,
                               destination, object_key, size, sha256, rdb_version, requested_at, verified, verified_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, $14)
          ON CONFLICT (location, destination, backup_id) DO UPDATE SET
            verified = 1, verified_at = excluded.verified_at, object_key = excluded.object_key,
            sha256 = excluded.sha256, size = excluded.size, missing = 0",
@@ -112,12 +113,12 @@ impl Store {
         policy: Option<&str>,
         instance: Option<&str>,
     ) -> Result<Vec<CopyRow>> {
-        Ok(sqlx::query_as::<_, CopyRow>(
+        Ok(sql_as::<CopyRow>(
             "SELECT id, location, policy, instance_uuid, instance_name, job_id, backup_id, shard_id, destination,
                     object_key, size, sha256, rdb_version, requested_at, verified, verified_at, pinned, missing, deleted_at,
                     last_check_at, last_check_error
              FROM backups
-             WHERE deleted_at IS NULL AND (?1 IS NULL OR policy = ?1) AND (?2 IS NULL OR instance_uuid = ?2)
+             WHERE deleted_at IS NULL AND ($1 IS NULL OR policy = $1) AND ($2 IS NULL OR instance_uuid = $2)
              ORDER BY requested_at DESC, id DESC",
         )
         .bind(policy.map(str::to_string))
@@ -132,10 +133,10 @@ impl Store {
     /// rdbvault does not know) have a verified copy that is neither missing nor deleted. Reads
     /// only the partial index of such copies (`backups_live_verified`), never the history.
     pub async fn verified_set_counts(&self, policy: &str) -> Result<Vec<(String, String, i64)>> {
-        Ok(sqlx::query_as(
+        Ok(sql_as(
             "SELECT instance_uuid, location, COUNT(DISTINCT COALESCE(job_id, backup_id))
              FROM backups
-             WHERE policy = ? AND deleted_at IS NULL AND verified = 1 AND missing = 0
+             WHERE policy = $1 AND deleted_at IS NULL AND verified = 1 AND missing = 0
              GROUP BY instance_uuid, location",
         )
         .bind(policy.to_string())
@@ -149,11 +150,11 @@ impl Store {
         policy: &str,
         instance: Option<&str>,
     ) -> Result<Vec<CopyRow>> {
-        Ok(sqlx::query_as::<_, CopyRow>(
+        Ok(sql_as::<CopyRow>(
             "SELECT id, location, policy, instance_uuid, instance_name, job_id, backup_id, shard_id, destination,
                     object_key, size, sha256, rdb_version, requested_at, verified, verified_at, pinned, missing, deleted_at,
                     last_check_at, last_check_error
-             FROM backups WHERE policy = ?1 AND (?2 IS NULL OR instance_uuid = ?2)
+             FROM backups WHERE policy = $1 AND ($2 IS NULL OR instance_uuid = $2)
              ORDER BY requested_at DESC, id DESC",
         )
         .bind(policy.to_string())
@@ -163,7 +164,7 @@ impl Store {
     }
 
     pub async fn mark_copy_deleted(&self, id: i64, now: i64) -> Result<()> {
-        sqlx::query("UPDATE backups SET deleted_at = ? WHERE id = ?")
+        sql("UPDATE backups SET deleted_at = $1 WHERE id = $2")
             .bind(now)
             .bind(id)
             .execute(self.pool())
@@ -173,31 +174,28 @@ impl Store {
 
     /// Marks a provider copy deleted by its backup id.
     pub async fn mark_provider_deleted(&self, backup_id: &str, now: i64) -> Result<()> {
-        sqlx::query(
-            "UPDATE backups SET deleted_at = ? WHERE location = 'provider' AND backup_id = ?",
-        )
-        .bind(now)
-        .bind(backup_id.to_string())
-        .execute(self.pool())
-        .await?;
+        sql("UPDATE backups SET deleted_at = $1 WHERE location = 'provider' AND backup_id = $2")
+            .bind(now)
+            .bind(backup_id.to_string())
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 
     /// Pins or unpins every copy of a job (retention keeps or decides about the whole set, at
     /// the provider and at the destination). Returns how many copies changed.
     pub async fn set_pinned(&self, job_id: &str, pinned: bool) -> Result<u64> {
-        let r =
-            sqlx::query("UPDATE backups SET pinned = ?1 WHERE job_id = ?2 AND deleted_at IS NULL")
-                .bind(i64::from(pinned))
-                .bind(job_id.to_string())
-                .execute(self.pool())
-                .await?;
+        let r = sql("UPDATE backups SET pinned = $1 WHERE job_id = $2 AND deleted_at IS NULL")
+            .bind(i64::from(pinned))
+            .bind(job_id.to_string())
+            .execute(self.pool())
+            .await?;
         Ok(r.rows_affected())
     }
 
     /// Records the result of re-reading a destination copy.
     pub async fn set_verified(&self, id: i64, ok: bool, missing: bool, now: i64) -> Result<()> {
-        sqlx::query("UPDATE backups SET verified = ?, missing = ?, verified_at = CASE WHEN ? THEN ? ELSE verified_at END WHERE id = ?")
+        sql("UPDATE backups SET verified = $1, missing = $2, verified_at = CASE WHEN $3 THEN $4 ELSE verified_at END WHERE id = $5")
             .bind(i64::from(ok))
             .bind(i64::from(missing))
             .bind(ok)
@@ -218,13 +216,11 @@ impl Store {
         missing: bool,
         now: i64,
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE backups SET verified = ?1, missing = ?2,
-               verified_at = CASE WHEN ?1 THEN ?3 ELSE verified_at END,
-               last_check_at = ?3, last_check_error = ?4
-             WHERE id = ?5",
-        )
-        .bind(error.is_none())
+        sql("UPDATE backups SET verified = $1, missing = $2,
+               verified_at = CASE WHEN $1 = 1 THEN $3 ELSE verified_at END,
+               last_check_at = $3, last_check_error = $4
+             WHERE id = $5")
+        .bind(i64::from(error.is_none()))
         .bind(i64::from(missing))
         .bind(now)
         .bind(error.map(str::to_string))
@@ -236,12 +232,12 @@ impl Store {
 
     /// The live destination copies of one job that have been re-verified, by backup id.
     pub async fn checked_copies_of_job(&self, job_id: &str) -> Result<Vec<CopyRow>> {
-        Ok(sqlx::query_as::<_, CopyRow>(
+        Ok(sql_as::<CopyRow>(
             "SELECT id, location, policy, instance_uuid, instance_name, job_id, backup_id, shard_id, destination,
                     object_key, size, sha256, rdb_version, requested_at, verified, verified_at, pinned, missing, deleted_at,
                     last_check_at, last_check_error
              FROM backups
-             WHERE job_id = ? AND location = 'destination' AND deleted_at IS NULL
+             WHERE job_id = $1 AND location = 'destination' AND deleted_at IS NULL
                AND last_check_at IS NOT NULL
              ORDER BY backup_id",
         )
@@ -272,13 +268,13 @@ impl Store {
         job_id: Option<&str>,
         backup_id: Option<&str>,
     ) -> Result<Vec<CopyRow>> {
-        Ok(sqlx::query_as::<_, CopyRow>(sqlx::AssertSqlSafe(format!(
+        Ok(sql_as::<CopyRow>(format!(
             "SELECT id, location, policy, instance_uuid, instance_name, job_id, backup_id, shard_id, destination,
                     object_key, size, sha256, rdb_version, requested_at, verified, verified_at, pinned, missing, deleted_at,
                     last_check_at, last_check_error
              FROM backups WHERE location = 'destination' AND deleted_at IS NULL AND {condition}
              ORDER BY requested_at DESC, id DESC"
-        )))
+        ))
         .bind(job_id.map(str::to_string))
         .bind(backup_id.map(str::to_string))
         .fetch_all(self.pool())

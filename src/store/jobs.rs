@@ -9,6 +9,7 @@
 //! still names that owner (a fence). A process whose lease lapsed (paused, partitioned) and
 //! whose job was taken over gets [`Error::LostClaim`] at its next write and stops there.
 
+use super::sql::{Tx, sql, sql_as};
 use super::{Error, Result, Store};
 use crate::job::state::{Event, State, transition};
 
@@ -134,8 +135,8 @@ impl Claim {
 
 /// The first statement of a fenced transaction: takes SQLite's write lock and proves the claim
 /// still holds, so every statement after it in the transaction is the owner's.
-async fn fence(conn: &mut sqlx::SqliteConnection, claim: &Claim) -> Result<()> {
-    let r = sqlx::query("UPDATE jobs SET owner = owner WHERE id = ? AND owner = ?")
+async fn fence(conn: &mut Tx, claim: &Claim) -> Result<()> {
+    let r = sql("UPDATE jobs SET owner = owner WHERE id = $1 AND owner = $2")
         .bind(claim.job_id.clone())
         .bind(claim.owner.clone())
         .execute(conn)
@@ -183,30 +184,30 @@ pub(super) const JOB_COLUMNS: &str = "id, policy, instance_uuid, instance_name, 
 fn advance_sql(to: State) -> &'static str {
     match to {
         State::Requested => {
-            "UPDATE jobs SET state = 'requested', requested_at = COALESCE(requested_at, ?1) WHERE id = ?2 AND state = ?3 AND owner = ?4"
+            "UPDATE jobs SET state = 'requested', requested_at = COALESCE(requested_at, $1) WHERE id = $2 AND state = $3 AND owner = $4"
         }
         State::Snapshotting => {
-            "UPDATE jobs SET state = 'snapshotting', requested_at = COALESCE(requested_at, ?1) WHERE id = ?2 AND state = ?3 AND owner = ?4"
+            "UPDATE jobs SET state = 'snapshotting', requested_at = COALESCE(requested_at, $1) WHERE id = $2 AND state = $3 AND owner = $4"
         }
         State::Transferring => {
-            "UPDATE jobs SET state = 'transferring', snapshot_done_at = ?1, transfer_started_at = COALESCE(transfer_started_at, ?1) WHERE id = ?2 AND state = ?3 AND owner = ?4"
+            "UPDATE jobs SET state = 'transferring', snapshot_done_at = $1, transfer_started_at = COALESCE(transfer_started_at, $1) WHERE id = $2 AND state = $3 AND owner = $4"
         }
         State::Verifying => {
-            "UPDATE jobs SET state = 'verifying', transfer_done_at = ?1 WHERE id = ?2 AND state = ?3 AND owner = ?4"
+            "UPDATE jobs SET state = 'verifying', transfer_done_at = $1 WHERE id = $2 AND state = $3 AND owner = $4"
         }
         State::Stored => {
-            "UPDATE jobs SET state = 'stored', verified_at = ?1, finished_at = ?1, owner = NULL WHERE id = ?2 AND state = ?3 AND owner = ?4"
+            "UPDATE jobs SET state = 'stored', verified_at = $1, finished_at = $1, owner = NULL WHERE id = $2 AND state = $3 AND owner = $4"
         }
         State::Missed => {
-            "UPDATE jobs SET state = 'missed', finished_at = ?1, owner = NULL WHERE id = ?2 AND state = ?3 AND owner = ?4"
+            "UPDATE jobs SET state = 'missed', finished_at = $1, owner = NULL WHERE id = $2 AND state = $3 AND owner = $4"
         }
         State::Failed => {
-            "UPDATE jobs SET state = 'failed', finished_at = ?1, owner = NULL WHERE id = ?2 AND state = ?3 AND owner = ?4"
+            "UPDATE jobs SET state = 'failed', finished_at = $1, owner = NULL WHERE id = $2 AND state = $3 AND owner = $4"
         }
         // Back to pending only to send `CreateBackup` again: the send journal is cleared and
         // the next attempt is due now.
         State::Pending => {
-            "UPDATE jobs SET state = 'pending', create_sent_at = NULL, next_attempt_at = ?1 WHERE id = ?2 AND state = ?3 AND owner = ?4"
+            "UPDATE jobs SET state = 'pending', create_sent_at = NULL, next_attempt_at = $1 WHERE id = $2 AND state = $3 AND owner = $4"
         }
     }
 }
@@ -217,7 +218,7 @@ impl Store {
     pub(super) async fn fenced<T>(
         &self,
         claim: &Claim,
-        body: impl AsyncFnOnce(&mut sqlx::SqliteConnection) -> Result<T>,
+        body: impl AsyncFnOnce(&mut Tx) -> Result<T>,
     ) -> Result<T> {
         let mut tx = self.pool().begin().await?;
         fence(&mut tx, claim).await?;
@@ -228,11 +229,7 @@ impl Store {
 
     /// One `UPDATE jobs ... WHERE id = ? AND owner = ?`: `query` carries its other binds; the
     /// claim's job id and owner are bound last. No row written: [`Error::LostClaim`].
-    async fn owned_update(
-        &self,
-        claim: &Claim,
-        query: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    ) -> Result<()> {
+    async fn owned_update(&self, claim: &Claim, query: super::sql::Sql) -> Result<()> {
         let r = query
             .bind(claim.job_id.clone())
             .bind(claim.owner.clone())
@@ -257,13 +254,25 @@ impl Store {
 
     /// [`Store::insert_job`]; `exclusive`: refused while the instance has any open job.
     async fn insert_job_where(&self, job: &NewJob, exclusive: bool) -> Result<Inserted> {
-        let result = sqlx::query(
+        let mut tx = self.pool().begin().await?;
+        if self.kind() == super::Kind::Postgres {
+            // "No open job of the instance" is checked and acted on in one statement, which
+            // SQLite's single writer makes atomic; under PostgreSQL's READ COMMITTED two
+            // replicas' inserts could both see none. One lock per instance, held to commit.
+            sql("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(job.instance_uuid.clone())
+                .execute(&mut tx)
+                .await?;
+        }
+        // ON CONFLICT: the open job of the same policy (a unique index) is in the way.
+        let inserted = sql(
             "INSERT INTO jobs (id, policy, instance_uuid, instance_name, region_id, destination, trigger, state,
                                due_at, start_by, deadline_at, created_at, owner, heartbeat_at)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?12,
-                    CASE WHEN ?12 IS NULL THEN NULL ELSE ?11 END
-             WHERE ?13 = 0 OR NOT EXISTS (
-                 SELECT 1 FROM jobs WHERE instance_uuid = ?3 AND state NOT IN ('stored','failed','missed'))",
+             SELECT $1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12,
+                    CASE WHEN $12 IS NULL THEN NULL ELSE $11 END
+             WHERE NOT $13 OR NOT EXISTS (
+                 SELECT 1 FROM jobs WHERE instance_uuid = $3 AND state NOT IN ('stored','failed','missed'))
+             ON CONFLICT DO NOTHING",
         )
         .bind(job.id.clone())
         .bind(job.policy.clone())
@@ -278,18 +287,17 @@ impl Store {
         .bind(job.created_at)
         .bind(job.owner.clone())
         .bind(exclusive)
-        .execute(self.pool())
-        .await;
-        match result {
-            Ok(r) if r.rows_affected() == 1 => return Ok(Inserted::Created),
-            Ok(_) => {}
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
-            Err(e) => return Err(e.into()),
+        .execute(&mut tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        if inserted == 1 {
+            return Ok(Inserted::Created);
         }
         // Name the open job in the way: the same policy's first, else any of the instance.
-        let open: Option<(String,)> = sqlx::query_as(
-            "SELECT id FROM jobs WHERE instance_uuid = ? AND state NOT IN ('stored','failed','missed')
-             ORDER BY policy = ? DESC, due_at LIMIT 1",
+        let open: Option<(String,)> = sql_as(
+            "SELECT id FROM jobs WHERE instance_uuid = $1 AND state NOT IN ('stored','failed','missed')
+             ORDER BY policy = $2 DESC, due_at LIMIT 1",
         )
         .bind(job.instance_uuid.clone())
         .bind(job.policy.clone())
@@ -302,13 +310,11 @@ impl Store {
 
     /// One job by its full id.
     pub async fn job(&self, id: &str) -> Result<JobRow> {
-        sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
-        )))
-        .bind(id.to_string())
-        .fetch_optional(self.pool())
-        .await?
-        .ok_or_else(|| Error::NotFound(id.to_string()))
+        sql_as::<JobRow>(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or_else(|| Error::NotFound(id.to_string()))
     }
 
     /// Jobs, newest first, optionally filtered.
@@ -318,11 +324,11 @@ impl Store {
         state: Option<State>,
         limit: u32,
     ) -> Result<Vec<JobRow>> {
-        Ok(sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
+        Ok(sql_as::<JobRow>(format!(
             "SELECT {JOB_COLUMNS} FROM jobs
-             WHERE (?1 IS NULL OR policy = ?1) AND (?2 IS NULL OR state = ?2)
-             ORDER BY created_at DESC, id DESC LIMIT ?3"
-        )))
+             WHERE ($1 IS NULL OR policy = $1) AND ($2 IS NULL OR state = $2)
+             ORDER BY created_at DESC, id DESC LIMIT $3"
+        ))
         .bind(policy.map(str::to_string))
         .bind(state.map(|s| s.as_str()))
         .bind(i64::from(limit))
@@ -338,20 +344,20 @@ impl Store {
     /// the heartbeat alone, never by looking for the owner's process (another user's process,
     /// another container's or another host's cannot be seen).
     pub async fn claimable_jobs(&self, now: i64, stale_before: i64) -> Result<Vec<JobRow>> {
-        Ok(sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
+        Ok(sql_as::<JobRow>(format!(
             "SELECT {JOB_COLUMNS} FROM jobs
-             WHERE state NOT IN ('stored','failed','missed') AND due_at <= ?1
-               AND (owner IS NULL OR heartbeat_at IS NULL OR heartbeat_at < ?2)
+             WHERE state NOT IN ('stored','failed','missed') AND due_at <= $1
+               AND (owner IS NULL OR heartbeat_at IS NULL OR heartbeat_at < $2)
                AND NOT EXISTS (
                  SELECT 1 FROM jobs o
                  WHERE o.instance_uuid = jobs.instance_uuid AND o.id <> jobs.id
                    AND o.state NOT IN ('stored','failed','missed')
-                   AND ((o.owner IS NOT NULL AND o.heartbeat_at >= ?2)
+                   AND ((o.owner IS NOT NULL AND o.heartbeat_at >= $2)
                         OR (jobs.state = 'pending' AND o.state <> 'pending')
-                        OR (jobs.state = 'pending' AND o.state = 'pending' AND o.due_at <= ?1
+                        OR (jobs.state = 'pending' AND o.state = 'pending' AND o.due_at <= $1
                             AND (o.due_at < jobs.due_at OR (o.due_at = jobs.due_at AND o.id < jobs.id)))))
              ORDER BY due_at, id"
-        )))
+        ))
         .bind(now)
         .bind(stale_before)
         .fetch_all(self.pool())
@@ -367,11 +373,9 @@ impl Store {
         now: i64,
         stale_before: i64,
     ) -> Result<bool> {
-        let r = sqlx::query(
-            "UPDATE jobs SET owner = ?1, heartbeat_at = ?2
-             WHERE id = ?3 AND state NOT IN ('stored','failed','missed')
-               AND (owner IS NULL OR owner = ?1 OR heartbeat_at IS NULL OR heartbeat_at < ?4)",
-        )
+        let r = sql("UPDATE jobs SET owner = $1, heartbeat_at = $2
+             WHERE id = $3 AND state NOT IN ('stored','failed','missed')
+               AND (owner IS NULL OR owner = $1 OR heartbeat_at IS NULL OR heartbeat_at < $4)")
         .bind(owner.to_string())
         .bind(now)
         .bind(id.to_string())
@@ -383,7 +387,7 @@ impl Store {
 
     /// True while `claim` still holds its job (a read; writes fence themselves).
     pub async fn holds(&self, claim: &Claim) -> Result<bool> {
-        let row: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM jobs WHERE id = ? AND owner = ?")
+        let row: Option<(String,)> = sql_as("SELECT id FROM jobs WHERE id = $1 AND owner = $2")
             .bind(claim.job_id.clone())
             .bind(claim.owner.clone())
             .fetch_optional(self.pool())
@@ -393,8 +397,8 @@ impl Store {
 
     /// Renews the heartbeat of every open job this process owns.
     pub async fn heartbeat(&self, owner: &str, now: i64) -> Result<()> {
-        sqlx::query(
-            "UPDATE jobs SET heartbeat_at = ? WHERE owner = ? AND state NOT IN ('stored','failed','missed')",
+        sql(
+            "UPDATE jobs SET heartbeat_at = $1 WHERE owner = $2 AND state NOT IN ('stored','failed','missed')",
         )
         .bind(now)
         .bind(owner.to_string())
@@ -405,7 +409,7 @@ impl Store {
 
     /// Gives up ownership (at shutdown), so the next process resumes the job at once.
     pub async fn release_job(&self, id: &str, owner: &str) -> Result<()> {
-        sqlx::query("UPDATE jobs SET owner = NULL, heartbeat_at = NULL WHERE id = ? AND owner = ?")
+        sql("UPDATE jobs SET owner = NULL, heartbeat_at = NULL WHERE id = $1 AND owner = $2")
             .bind(id.to_string())
             .bind(owner.to_string())
             .execute(self.pool())
@@ -424,15 +428,17 @@ impl Store {
         event: Event,
         now: i64,
     ) -> Result<State> {
-        let mut conn = self.pool().acquire().await?;
-        advance_in(&mut conn, claim, from, event, now).await
+        let mut tx = self.pool().begin().await?;
+        let to = advance_in(&mut tx, claim, from, event, now).await?;
+        tx.commit().await?;
+        Ok(to)
     }
 
     /// Fails a job (from whatever open state it is in) with the full error chain.
     pub async fn fail_job(&self, claim: &Claim, now: i64, error: &str) -> Result<()> {
-        let query = sqlx::query(
-            "UPDATE jobs SET state = 'failed', finished_at = ?, error = ?, owner = NULL
-             WHERE id = ? AND owner = ? AND state NOT IN ('stored','failed','missed')",
+        let query = sql(
+            "UPDATE jobs SET state = 'failed', finished_at = $1, error = $2, owner = NULL
+             WHERE id = $3 AND owner = $4 AND state NOT IN ('stored','failed','missed')",
         );
         self.owned_update(claim, query.bind(now).bind(error.to_string()))
             .await
@@ -441,7 +447,7 @@ impl Store {
     /// Records a missed job (could not start inside its window) with the reason.
     pub async fn miss_job(&self, claim: &Claim, now: i64, reason: &str) -> Result<()> {
         self.fenced(claim, async |tx| {
-            sqlx::query("UPDATE jobs SET error = ? WHERE id = ?")
+            sql("UPDATE jobs SET error = $1 WHERE id = $2")
                 .bind(reason.to_string())
                 .bind(claim.job_id.clone())
                 .execute(&mut *tx)
@@ -454,22 +460,22 @@ impl Store {
 
     /// Write-ahead for `CreateBackup`: from here on, the provider may hold a backup for the job.
     pub async fn mark_create_sent(&self, claim: &Claim, now: i64) -> Result<()> {
-        let query = sqlx::query(
-            "UPDATE jobs SET create_sent_at = ?, attempts = attempts + 1 WHERE id = ? AND owner = ?",
+        let query = sql(
+            "UPDATE jobs SET create_sent_at = $1, attempts = attempts + 1 WHERE id = $2 AND owner = $3",
         );
         self.owned_update(claim, query.bind(now)).await
     }
 
     /// `CreateBackup` was certainly not applied (refused or 409): it may be sent again later.
     pub async fn clear_create_sent(&self, claim: &Claim, next_attempt_at: i64) -> Result<()> {
-        let query = sqlx::query(
-            "UPDATE jobs SET create_sent_at = NULL, next_attempt_at = ? WHERE id = ? AND owner = ?",
+        let query = sql(
+            "UPDATE jobs SET create_sent_at = NULL, next_attempt_at = $1 WHERE id = $2 AND owner = $3",
         );
         self.owned_update(claim, query.bind(next_attempt_at)).await
     }
 
     pub async fn set_job_bytes(&self, claim: &Claim, bytes: i64) -> Result<()> {
-        let query = sqlx::query("UPDATE jobs SET bytes = ? WHERE id = ? AND owner = ?");
+        let query = sql("UPDATE jobs SET bytes = $1 WHERE id = $2 AND owner = $3");
         self.owned_update(claim, query.bind(bytes)).await
     }
 
@@ -492,7 +498,7 @@ impl Store {
     }
 
     pub async fn add_event(&self, job_id: &str, at: i64, kind: &str, message: &str) -> Result<()> {
-        sqlx::query("INSERT INTO job_events (job_id, at, kind, message) VALUES (?, ?, ?, ?)")
+        sql("INSERT INTO job_events (job_id, at, kind, message) VALUES ($1, $2, $3, $4)")
             .bind(job_id.to_string())
             .bind(at)
             .bind(kind.to_string())
@@ -503,8 +509,8 @@ impl Store {
     }
 
     pub async fn events(&self, job_id: &str) -> Result<Vec<EventRow>> {
-        Ok(sqlx::query_as::<_, EventRow>(
-            "SELECT at, kind, message FROM job_events WHERE job_id = ? ORDER BY id",
+        Ok(sql_as::<EventRow>(
+            "SELECT at, kind, message FROM job_events WHERE job_id = $1 ORDER BY id",
         )
         .bind(job_id.to_string())
         .fetch_all(self.pool())
@@ -513,22 +519,20 @@ impl Store {
 
     /// Jobs per state, for the `rdbvault_jobs` gauge.
     pub async fn count_jobs_by_state(&self) -> Result<Vec<(String, i64)>> {
-        Ok(
-            sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state")
-                .fetch_all(self.pool())
-                .await?,
-        )
+        Ok(sql_as("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+            .fetch_all(self.pool())
+            .await?)
     }
 
     /// The last finished job of each (policy, instance) by result, to rebuild gauges at start.
     pub async fn last_finished(&self) -> Result<Vec<JobRow>> {
-        Ok(sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
+        Ok(sql_as::<JobRow>(format!(
             "SELECT {JOB_COLUMNS} FROM jobs j
              WHERE state IN ('stored','failed','missed')
                AND finished_at = (SELECT MAX(finished_at) FROM jobs k
                                   WHERE k.policy = j.policy AND k.instance_uuid = j.instance_uuid
                                     AND k.state = j.state)"
-        )))
+        ))
         .fetch_all(self.pool())
         .await?)
     }
@@ -536,7 +540,7 @@ impl Store {
 
 /// [`Store::advance`] on a connection (inside a fenced transaction or alone).
 async fn advance_in(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Tx,
     claim: &Claim,
     from: State,
     event: Event,
@@ -544,7 +548,7 @@ async fn advance_in(
 ) -> Result<State> {
     let to =
         transition(from, event).map_err(|e| Error::Query(sqlx::Error::Protocol(e.to_string())))?;
-    let r = sqlx::query(advance_sql(to))
+    let r = sql(advance_sql(to))
         .bind(now)
         .bind(claim.job_id.clone())
         .bind(from.as_str())
@@ -554,7 +558,7 @@ async fn advance_in(
     if r.rows_affected() == 1 {
         return Ok(to);
     }
-    let owner: Option<(Option<String>,)> = sqlx::query_as("SELECT owner FROM jobs WHERE id = ?")
+    let owner: Option<(Option<String>,)> = sql_as("SELECT owner FROM jobs WHERE id = $1")
         .bind(claim.job_id.clone())
         .fetch_optional(&mut *conn)
         .await?;

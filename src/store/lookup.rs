@@ -7,6 +7,7 @@
 //! shortest start (at least [`SHORT_ID_LEN`] characters) that [`Store::find`] resolves back to
 //! the same job, so a short id copied from a table always works.
 
+use super::sql::sql_as;
 use super::{Error, JobRow, Result, Store};
 use std::collections::HashMap;
 
@@ -30,7 +31,7 @@ impl Store {
     pub async fn find(&self, given: &str) -> Result<Named> {
         let exact = self.candidates(given, None, 6).await?;
         let candidates = if exact.is_empty() {
-            self.candidates(given, Some(&like_prefix(given)), 6).await?
+            self.candidates(given, Some(given), 6).await?
         } else {
             exact
         };
@@ -80,7 +81,7 @@ impl Store {
                 if start.ends_with('-') || start.len() == id.len() {
                     continue;
                 }
-                let fits = self.candidates(start, Some(&like_prefix(start)), 3).await?;
+                let fits = self.candidates(start, Some(start), 3).await?;
                 if fits.iter().all(|(job, _)| job == id) && !fits.is_empty() {
                     chosen = start.to_string();
                     break;
@@ -91,21 +92,23 @@ impl Store {
         Ok(short)
     }
 
-    /// Jobs whose id or any provider backup id equals `given` (`prefix: None`) or matches the
-    /// LIKE pattern `prefix`; at most `limit` rows, ordered by job id.
+    /// Jobs whose id or any provider backup id equals `given`, or (`prefix` set) starts with
+    /// `prefix`; at most `limit` rows, ordered by job id.
     async fn candidates(
         &self,
         given: &str,
         prefix: Option<&str>,
         limit: i64,
     ) -> Result<Vec<Candidate>> {
-        let rows: Vec<Candidate> = sqlx::query_as(
-            "SELECT id, NULL FROM jobs WHERE id = ?1 OR id LIKE ?2 ESCAPE '\\'
+        // `substr` rather than LIKE: a literal, case-sensitive start on both backends (SQLite's
+        // LIKE ignores case, PostgreSQL's does not).
+        let rows: Vec<Candidate> = sql_as(
+            "SELECT id, NULL FROM jobs WHERE id = $1 OR substr(id, 1, length($2)) = $2
              UNION SELECT job_id, backup_id FROM job_shards
-               WHERE backup_id = ?1 OR backup_id LIKE ?2 ESCAPE '\\'
+               WHERE backup_id = $1 OR substr(backup_id, 1, length($2)) = $2
              UNION SELECT job_id, backup_id FROM backups
-               WHERE job_id IS NOT NULL AND (backup_id = ?1 OR backup_id LIKE ?2 ESCAPE '\\')
-             ORDER BY 1, 2 LIMIT ?3",
+               WHERE job_id IS NOT NULL AND (backup_id = $1 OR substr(backup_id, 1, length($2)) = $2)
+             ORDER BY 1, 2 LIMIT $3",
         )
         .bind(given.to_string())
         .bind(prefix.map(str::to_string))
@@ -114,20 +117,6 @@ impl Store {
         .await?;
         Ok(rows)
     }
-}
-
-/// `given` as a LIKE pattern matching the ids that start with it: LIKE's own wildcards in it
-/// are escaped (literal), not dropped.
-fn like_prefix(given: &str) -> String {
-    let mut prefix = String::with_capacity(given.len() + 1);
-    for c in given.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            prefix.push('\\');
-        }
-        prefix.push(c);
-    }
-    prefix.push('%');
-    prefix
 }
 
 #[cfg(test)]
@@ -141,7 +130,7 @@ mod tests {
     /// with two shards whose backup ids share a start.
     async fn two_jobs() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        let store = crate::store::testing::temp_store(dir.path()).await;
         for (id, instance) in [(A, "i1"), (B, "i2")] {
             store
                 .insert_job(&new_job(id, instance, Some("me")))
@@ -181,8 +170,9 @@ mod tests {
             Error::Ambiguous { candidates, .. } => assert_eq!(candidates, [A, B]),
             e => panic!("{e}"),
         }
-        // LIKE's wildcards are literal: `_` and `%` match only themselves.
+        // A start is literal (`_` and `%` are no wildcards) and case-sensitive.
         assert!(matches!(found("bk%").await, Err(Error::NotFound(_))));
+        assert!(matches!(found("BK_7F").await, Err(Error::NotFound(_))));
         assert!(matches!(
             found("01a228b8_80f7").await,
             Err(Error::NotFound(_))

@@ -1,6 +1,7 @@
 //! Per (policy, instance) schedule state. The row with instance `*` is the policy's own cron
 //! bookkeeping: the last cron time it acted on, and the next one.
 
+use super::sql::{sql, sql_as};
 use super::{Result, Store};
 
 /// The instance key of a policy's own schedule row.
@@ -17,9 +18,9 @@ pub struct ScheduleRow {
 
 impl Store {
     pub async fn schedule_get(&self, policy: &str, instance: &str) -> Result<Option<ScheduleRow>> {
-        Ok(sqlx::query_as::<_, ScheduleRow>(
+        Ok(sql_as::<ScheduleRow>(
             "SELECT policy, instance_uuid, last_due_at, next_due_at, last_job_id
-             FROM schedule_state WHERE policy = ? AND instance_uuid = ?",
+             FROM schedule_state WHERE policy = $1 AND instance_uuid = $2",
         )
         .bind(policy.to_string())
         .bind(instance.to_string())
@@ -28,7 +29,7 @@ impl Store {
     }
 
     pub async fn schedule_all(&self) -> Result<Vec<ScheduleRow>> {
-        Ok(sqlx::query_as::<_, ScheduleRow>(
+        Ok(sql_as::<ScheduleRow>(
             "SELECT policy, instance_uuid, last_due_at, next_due_at, last_job_id
              FROM schedule_state ORDER BY policy, instance_uuid",
         )
@@ -56,24 +57,29 @@ impl Store {
     /// the recent jobs come from a range of `jobs_by_policy_created`, the open ones from the
     /// partial index of open jobs (`+policy` keeps the planner off `jobs_by_policy`).
     pub async fn selected_instances(&self, policy: &str) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> = sqlx::query_as(
+        // The planner hints are SQLite's; PostgreSQL's planner picks the indexes itself.
+        let (recent_jobs, open_policy) = match self.kind() {
+            super::Kind::Sqlite => ("jobs j INDEXED BY jobs_by_policy_created", "+j.policy"),
+            super::Kind::Postgres => ("jobs j", "j.policy"),
+        };
+        let rows: Vec<(String,)> = sql_as(format!(
             "WITH latest AS (
                SELECT MAX(last_due_at) AS at FROM schedule_state
-               WHERE policy = ?1 AND instance_uuid != '*')
+               WHERE policy = $1 AND instance_uuid != '*')
              SELECT s.instance_uuid FROM schedule_state s, latest
-             WHERE s.policy = ?1 AND s.instance_uuid != '*'
+             WHERE s.policy = $1 AND s.instance_uuid != '*'
                AND (s.last_due_at >= latest.at
                     OR EXISTS (SELECT 1 FROM jobs j WHERE j.id = s.last_job_id
                                AND (j.finished_at IS NULL OR j.finished_at >= latest.at)))
              UNION
-             SELECT j.instance_uuid FROM jobs j INDEXED BY jobs_by_policy_created
-             WHERE j.policy = ?1
+             SELECT j.instance_uuid FROM {recent_jobs}
+             WHERE j.policy = $1
                AND j.created_at >= COALESCE((SELECT at FROM latest), -9223372036854775808)
              UNION
              SELECT j.instance_uuid FROM jobs j
-             WHERE +j.policy = ?1 AND j.state NOT IN ('stored', 'failed', 'missed')
-             ORDER BY 1",
-        )
+             WHERE {open_policy} = $1 AND j.state NOT IN ('stored', 'failed', 'missed')
+             ORDER BY 1"
+        ))
         .bind(policy.to_string())
         .fetch_all(self.pool())
         .await?;
@@ -89,9 +95,9 @@ impl Store {
         next_due: Option<i64>,
         last_job_id: Option<&str>,
     ) -> Result<()> {
-        sqlx::query(
+        sql(
             "INSERT INTO schedule_state (policy, instance_uuid, last_due_at, next_due_at, last_job_id)
-             VALUES (?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (policy, instance_uuid) DO UPDATE SET
                last_due_at = COALESCE(excluded.last_due_at, schedule_state.last_due_at),
                next_due_at = excluded.next_due_at,
@@ -152,7 +158,7 @@ mod tests {
     #[tokio::test]
     async fn selected_instances_follow_the_latest_run() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        let store = crate::store::testing::temp_store(dir.path()).await;
         let selected = |p: &'static str| {
             let store = store.clone();
             async move { store.selected_instances(p).await.unwrap() }

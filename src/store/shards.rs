@@ -3,6 +3,7 @@
 //! is fenced on the job's [`Claim`] (see [`super::jobs`]).
 
 use super::jobs::Claim;
+use super::sql::{sql, sql_as};
 use super::{Result, Store};
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
@@ -60,9 +61,10 @@ impl Store {
     pub async fn insert_shards(&self, claim: &Claim, rows: &[ShardRow]) -> Result<()> {
         self.fenced(claim, async |tx| {
             for r in rows {
-                sqlx::query(
-                    "INSERT OR IGNORE INTO job_shards (job_id, backup_id, shard_id, size, provider_start, provider_end, state)
-                     VALUES (?, ?, ?, ?, ?, ?, 'waiting')",
+                sql(
+                    "INSERT INTO job_shards (job_id, backup_id, shard_id, size, provider_start, provider_end, state)
+                     VALUES ($1, $2, $3, $4, $5, $6, 'waiting')
+                     ON CONFLICT (job_id, backup_id) DO NOTHING",
                 )
                 .bind(r.job_id.clone())
                 .bind(r.backup_id.clone())
@@ -79,10 +81,10 @@ impl Store {
     }
 
     pub async fn shards(&self, job_id: &str) -> Result<Vec<ShardRow>> {
-        Ok(sqlx::query_as::<_, ShardRow>(
+        Ok(sql_as::<ShardRow>(
             "SELECT job_id, backup_id, shard_id, size, provider_start, provider_end, state, object_key,
                     manifest_key, upload_id, temp_path, bytes_done, sha256, rdb_version, checksum
-             FROM job_shards WHERE job_id = ? ORDER BY shard_id, backup_id",
+             FROM job_shards WHERE job_id = $1 ORDER BY shard_id, backup_id",
         )
         .bind(job_id.to_string())
         .fetch_all(self.pool())
@@ -99,9 +101,9 @@ impl Store {
         manifest_key: &str,
     ) -> Result<()> {
         self.fenced(claim, async |tx| {
-            sqlx::query(
-                "UPDATE job_shards SET state = 'transferring', shard_id = ?, object_key = ?, manifest_key = ?, bytes_done = 0
-                 WHERE job_id = ? AND backup_id = ?",
+            sql(
+                "UPDATE job_shards SET state = 'transferring', shard_id = $1, object_key = $2, manifest_key = $3, bytes_done = 0
+                 WHERE job_id = $4 AND backup_id = $5",
             )
             .bind(shard_id.to_string())
             .bind(object_key.to_string())
@@ -125,8 +127,8 @@ impl Store {
         temp_path: Option<&str>,
     ) -> Result<()> {
         self.fenced(claim, async |tx| {
-            sqlx::query(
-                "UPDATE job_shards SET upload_id = ?, temp_path = ? WHERE job_id = ? AND backup_id = ?",
+            sql(
+                "UPDATE job_shards SET upload_id = $1, temp_path = $2 WHERE job_id = $3 AND backup_id = $4",
             )
             .bind(upload_id.map(str::to_string))
             .bind(temp_path.map(str::to_string))
@@ -135,7 +137,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             if upload_id.is_none() {
-                sqlx::query("DELETE FROM job_parts WHERE job_id = ? AND backup_id = ?")
+                sql("DELETE FROM job_parts WHERE job_id = $1 AND backup_id = $2")
                     .bind(claim.job_id.clone())
                     .bind(backup_id.to_string())
                     .execute(&mut *tx)
@@ -148,8 +150,9 @@ impl Store {
 
     pub async fn record_part(&self, claim: &Claim, backup_id: &str, part: &PartRow) -> Result<()> {
         self.fenced(claim, async |tx| {
-            sqlx::query(
-                "INSERT OR REPLACE INTO job_parts (job_id, backup_id, part_number, etag, size) VALUES (?, ?, ?, ?, ?)",
+            sql(
+                "INSERT INTO job_parts (job_id, backup_id, part_number, etag, size) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (job_id, backup_id, part_number) DO UPDATE SET etag = excluded.etag, size = excluded.size",
             )
             .bind(claim.job_id.clone())
             .bind(backup_id.to_string())
@@ -158,9 +161,9 @@ impl Store {
             .bind(part.size)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
-                "UPDATE job_shards SET bytes_done = (SELECT COALESCE(SUM(size), 0) FROM job_parts WHERE job_id = ?1 AND backup_id = ?2)
-                 WHERE job_id = ?1 AND backup_id = ?2",
+            sql(
+                "UPDATE job_shards SET bytes_done = (SELECT COALESCE(SUM(size), 0) FROM job_parts WHERE job_id = $1 AND backup_id = $2)
+                 WHERE job_id = $1 AND backup_id = $2",
             )
             .bind(claim.job_id.clone())
             .bind(backup_id.to_string())
@@ -172,8 +175,8 @@ impl Store {
     }
 
     pub async fn parts(&self, job_id: &str, backup_id: &str) -> Result<Vec<PartRow>> {
-        Ok(sqlx::query_as::<_, PartRow>(
-            "SELECT part_number, etag, size FROM job_parts WHERE job_id = ? AND backup_id = ? ORDER BY part_number",
+        Ok(sql_as::<PartRow>(
+            "SELECT part_number, etag, size FROM job_parts WHERE job_id = $1 AND backup_id = $2 ORDER BY part_number",
         )
         .bind(job_id.to_string())
         .bind(backup_id.to_string())
@@ -192,10 +195,10 @@ impl Store {
         checksum: &str,
     ) -> Result<()> {
         self.fenced(claim, async |tx| {
-            sqlx::query(
-                "UPDATE job_shards SET state = 'stored', bytes_done = ?, sha256 = ?, rdb_version = ?, checksum = ?,
+            sql(
+                "UPDATE job_shards SET state = 'stored', bytes_done = $1, sha256 = $2, rdb_version = $3, checksum = $4,
                         upload_id = NULL, temp_path = NULL
-                 WHERE job_id = ? AND backup_id = ?",
+                 WHERE job_id = $5 AND backup_id = $6",
             )
             .bind(bytes)
             .bind(sha256.to_string())
@@ -205,7 +208,7 @@ impl Store {
             .bind(backup_id.to_string())
             .execute(&mut *tx)
             .await?;
-            sqlx::query("DELETE FROM job_parts WHERE job_id = ? AND backup_id = ?")
+            sql("DELETE FROM job_parts WHERE job_id = $1 AND backup_id = $2")
                 .bind(claim.job_id.clone())
                 .bind(backup_id.to_string())
                 .execute(&mut *tx)
@@ -217,13 +220,11 @@ impl Store {
 
     pub async fn shard_failed(&self, claim: &Claim, backup_id: &str) -> Result<()> {
         self.fenced(claim, async |tx| {
-            sqlx::query(
-                "UPDATE job_shards SET state = 'failed' WHERE job_id = ? AND backup_id = ?",
-            )
-            .bind(claim.job_id.clone())
-            .bind(backup_id.to_string())
-            .execute(&mut *tx)
-            .await?;
+            sql("UPDATE job_shards SET state = 'failed' WHERE job_id = $1 AND backup_id = $2")
+                .bind(claim.job_id.clone())
+                .bind(backup_id.to_string())
+                .execute(&mut *tx)
+                .await?;
             Ok(())
         })
         .await

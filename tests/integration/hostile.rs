@@ -327,12 +327,14 @@ async fn a_process_whose_job_was_taken_over_stops_without_touching_it() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Another process takes the job over (as if the first one's lease had lapsed).
-    sqlx::query("UPDATE jobs SET owner = 'test:second-owner', heartbeat_at = ? WHERE id = ?")
-        .bind(ms(chrono::Utc::now()))
-        .bind(id.clone())
-        .execute(store.pool())
-        .await
-        .unwrap();
+    // (A lease that lapsed before now: `stale_before` in the future.)
+    let now = ms(chrono::Utc::now());
+    assert!(
+        store
+            .claim_job(&id, "test:second-owner", now, i64::MAX)
+            .await
+            .unwrap()
+    );
     let shard_before = store.shards(&id).await.unwrap().remove(0);
     env.sim.shared.world.lock().unwrap().faults.clear();
     let outcome = tokio::time::timeout(Duration::from_secs(60), runner)

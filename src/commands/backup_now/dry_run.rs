@@ -60,8 +60,9 @@ pub(super) async fn dry_run(
     match &ctx {
         Some(ctx) => print_retention(ctx, policy, &selected).await?,
         None => outln!(
-            "retention: no state DB yet at {} (state.path): no history, nothing to delete",
-            cfg.state.path.display()
+            "retention: no state DB yet at {} ({}): no history, nothing to delete",
+            cfg.state.describe(),
+            cfg.state.key()
         ),
     }
     if let Some(ctx) = ctx {
@@ -73,12 +74,13 @@ pub(super) async fn dry_run(
 
 /// The state DB opened read-only, or `None` when it does not exist yet (it is not created).
 async fn existing_store(cfg: &Config) -> Result<Option<Store>, Failure> {
-    match Store::open_read_only(&cfg.state.path).await {
+    match Store::connect_read_only(&cfg.state).await {
         Ok(store) => Ok(Some(store)),
         Err(crate::store::Error::Missing { .. }) => Ok(None),
         Err(e @ crate::store::Error::Outdated { .. }) => Err(Failure::Usage(format!(
-            "{}: state.path: {e}",
-            cfg.source.display()
+            "{}: {}: {e}",
+            cfg.source.display(),
+            cfg.state.key()
         ))),
         Err(e) => Err(Failure::Runtime(e.into())),
     }

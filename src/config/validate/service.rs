@@ -33,8 +33,27 @@ impl Validator<'_> {
                 "must be at least 2s (the owner renews it several times per lease)",
             );
         }
+        let url = raw.url.as_ref().map(|u| u.0.trim().to_string());
+        if let Some(url) = &url {
+            if let Some(why) = postgres_url_problem(url) {
+                self.problem("state.url", why);
+            }
+            if raw.path.is_some() {
+                self.problem(
+                    "state.path",
+                    "state.path (SQLite) and state.url (PostgreSQL) name two state DBs; keep one",
+                );
+            }
+        } else if raw.password_file.is_some() {
+            self.problem(
+                "state.password_file",
+                "is the PostgreSQL password, and state.url is not set",
+            );
+        }
         StateConfig {
             path: self.path(raw.path.as_deref().unwrap_or(Path::new("rdbvault.db"))),
+            url,
+            password_file: raw.password_file.as_deref().map(|p| self.path(p)),
             job_lease: job_lease.max(MIN_JOB_LEASE),
         }
     }
@@ -140,6 +159,36 @@ impl Validator<'_> {
     }
 }
 
+/// What is wrong with a `state.url`, if anything: it must be a `postgres://` (or
+/// `postgresql://`) URL with a host, and without a password (which would show in `ps`, in logs
+/// and in every copy of the config).
+fn postgres_url_problem(url: &str) -> Option<String> {
+    let parsed = match url::Url::parse(url) {
+        Ok(u) => u,
+        Err(e) => {
+            return Some(format!(
+                "is not a URL ({e}); write postgres://USER@HOST:PORT/DATABASE"
+            ));
+        }
+    };
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        return Some(format!(
+            "must be a postgres:// URL (found {}://); for SQLite set state.path instead",
+            parsed.scheme()
+        ));
+    }
+    if parsed.password().is_some() || parsed.query_pairs().any(|(k, _)| k == "password") {
+        return Some(
+            "must not carry the password (it would show in ps, logs and copies of this file); put it in a file named by state.password_file, or in PGPASSWORD"
+                .into(),
+        );
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Some("names no host; write postgres://USER@HOST:PORT/DATABASE".into());
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::{check, paths};
@@ -231,5 +280,24 @@ mod tests {
         };
         assert!(level("info,rdbvault=debug").1.is_empty());
         assert_eq!(paths(&level("info,,=[").1), ["log.level"]);
+    }
+
+    #[test]
+    fn a_state_url_must_be_postgres_with_a_host_and_no_password() {
+        use super::postgres_url_problem as problem;
+        assert_eq!(problem("postgres://rdb@db.internal:5432/vault"), None);
+        assert_eq!(problem("postgresql://rdb@10.0.0.5/vault"), None);
+        for (url, says) in [
+            ("postgres://rdb:hunter2@db/vault", "must not carry the password"),
+            ("postgres://rdb@db/vault?password=x", "must not carry the password"),
+            ("mysql://rdb@db/vault", "must be a postgres:// URL"),
+            ("db.internal:5432", "must be a postgres:// URL"),
+            ("postgres:///vault", "names no host"),
+            ("not a url", "is not a URL"),
+        ] {
+            let got = problem(url).unwrap_or_default();
+            assert!(got.contains(says), "{url}: {got}");
+            assert!(!got.contains("hunter2"), "{got}");
+        }
     }
 }
