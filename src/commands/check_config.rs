@@ -172,6 +172,14 @@ pub async fn check_config(cfg: &Config, online: bool, json: bool) -> Result<(), 
             "online_ok": online.then(|| found.is_empty()),
         }));
     }
+    if !online {
+        if !json {
+            outln!(
+                "config is valid (offline checks only; --online also tries the credentials, the selectors and every destination)"
+            );
+        }
+        return Ok(());
+    }
     found.outcome(json)
 }
 

@@ -255,7 +255,7 @@ impl Store {
     /// the copy of the one provider backup it named.
     pub async fn copies_of(&self, named: &super::lookup::Named) -> Result<Vec<CopyRow>> {
         self.copies_where(
-            "job_id = ?1 AND (?2 IS NULL OR backup_id = ?2)",
+            "job_id = $1 AND ($2 IS NULL OR backup_id = $2)",
             Some(&named.job.id),
             named.backup_id.as_deref(),
         )

@@ -180,7 +180,7 @@ pub(super) const JOB_COLUMNS: &str = "id, policy, instance_uuid, instance_name, 
     error, owner, heartbeat_at";
 
 /// Which timestamp column an advance sets; a fixed list, so no SQL is built from input.
-/// Parameters: ?1 now, ?2 job id, ?3 the state read, ?4 the owner.
+/// Parameters: $1 now, $2 job id, $3 the state read, $4 the owner.
 fn advance_sql(to: State) -> &'static str {
     match to {
         State::Requested => {
@@ -227,7 +227,7 @@ impl Store {
         Ok(out)
     }
 
-    /// One `UPDATE jobs ... WHERE id = ? AND owner = ?`: `query` carries its other binds; the
+    /// One `UPDATE jobs ... WHERE id = $k AND owner = $k+1`: `query` carries its other binds; the
     /// claim's job id and owner are bound last. No row written: [`Error::LostClaim`].
     async fn owned_update(&self, claim: &Claim, query: super::sql::Sql) -> Result<()> {
         let r = query

@@ -88,7 +88,11 @@ async fn fetch_into_a_directory_refuses_early_and_leaves_nothing_behind() {
         .run(&["fetch", "no-such-id", "-o", restore.to_str().unwrap()])
         .await;
     assert_eq!(r.code, 2, "{}", r.all());
-    assert!(r.stderr.contains("no stored copy matches"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no job matches `no-such-id`"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(
         listing(&restore),
         vec![name.clone()],

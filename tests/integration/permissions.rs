@@ -67,11 +67,19 @@ async fn copies_manifests_state_and_fetched_files_are_private_under_umask_022() 
     // The state DB in directories rdbvault has to create itself.
     let state_root = d.join("var");
     let state_db = state_root.join("lib/rdbvault/state.db");
+    // (A SQLite file whatever the pass: this test is about files.)
     let text = std::fs::read_to_string(&env.config).unwrap();
-    let moved = text.replace(
-        &format!("path: {}/state.db", d.display()),
-        &format!("path: {}", state_db.display()),
-    );
+    let moved: String = text
+        .lines()
+        .map(|l| match l.trim_start() {
+            t if t.starts_with("path:") && t.ends_with("/state.db")
+                || t.starts_with("url: postgres") =>
+            {
+                format!("  path: {}\n", state_db.display())
+            }
+            _ => format!("{l}\n"),
+        })
+        .collect();
     assert_ne!(moved, text, "the state path was not rewritten");
     std::fs::write(&env.config, moved).unwrap();
 

@@ -95,9 +95,7 @@ impl Env {
   poll_interval: 200ms
   poll_max_interval: 1s
   retry: {{ max_attempts: 3, base_delay: 50ms, max_delay: 200ms }}
-state:
-  path: {d}/state.db
-  job_lease: 3s
+{state}  job_lease: 3s
 http:
   listen: 127.0.0.1:0
 log:
@@ -131,6 +129,7 @@ policies:
             d = d.display(),
             s3e = s3.endpoint,
             window = start_window_for(cron),
+            state = support::state_yaml(d),
         );
         let config = d.join("rdbvault.yaml");
         std::fs::write(&config, text).unwrap();
@@ -225,9 +224,7 @@ policies:
     }
 
     pub(crate) async fn store(&self) -> Store {
-        Store::open(&self.dir.path().join("state.db"))
-            .await
-            .unwrap()
+        support::open_store(self.dir.path()).await
     }
 
     /// The provider's bytes of a backup, fetched straight from the simulator.
@@ -432,7 +429,7 @@ async fn a_corrupted_download_fails_with_nothing_visible_and_the_upload_aborted(
         "its multipart upload must be aborted"
     );
     let r = env.run(&["jobs", "--state", "failed"]).await;
-    assert!(r.stdout.contains(&job.id));
+    assert!(r.stdout.contains(&job.id[..8]), "tables show short ids");
     env.sim.stop().await;
 }
 

@@ -46,11 +46,12 @@ fn setup(
         None => String::new(),
     };
     let text = format!(
-        "cds:\n  endpoint: {endpoint}\n  access_key_id_file: {d}/cds_id\n  access_key_secret_file: {d}/cds_secret\n  poll_interval: 200ms\n  poll_max_interval: 1s\n{extra_cds}state:\n  path: {d}/state.db\nhttp:\n  listen: 127.0.0.1:0\nlimits:\n  max_concurrent_jobs: {jobs}\n  max_concurrent_transfers: {transfers}\ndestinations:\n{s3_block}  dir:\n    type: file\n    path: {d}/archive\npolicies:\n  - name: p\n    schedule: {{ cron: \"@yearly\", start_window: 2m, completion_window: 10m }}\n    instances: [ {{ name: \"*\" }} ]\n    destination: {destination}\n    retention: {{ destination: {{ keep_last: 1000 }} }}\n",
+        "cds:\n  endpoint: {endpoint}\n  access_key_id_file: {d}/cds_id\n  access_key_secret_file: {d}/cds_secret\n  poll_interval: 200ms\n  poll_max_interval: 1s\n{extra_cds}{state}http:\n  listen: 127.0.0.1:0\nlimits:\n  max_concurrent_jobs: {jobs}\n  max_concurrent_transfers: {transfers}\ndestinations:\n{s3_block}  dir:\n    type: file\n    path: {d}/archive\npolicies:\n  - name: p\n    schedule: {{ cron: \"@yearly\", start_window: 2m, completion_window: 10m }}\n    instances: [ {{ name: \"*\" }} ]\n    destination: {destination}\n    retention: {{ destination: {{ keep_last: 1000 }} }}\n",
         endpoint = sim.base_url,
         d = d.display(),
         jobs = limits.0,
         transfers = limits.1,
+        state = support::state_yaml(d),
     );
     let config = d.join("rdbvault.yaml");
     std::fs::write(&config, text).unwrap();
@@ -178,9 +179,7 @@ async fn fault_matrix_detects_every_corruption_and_never_lies() {
         all_output.push_str(&r.all());
         sim.shared.world.lock().unwrap().faults.clear();
     }
-    let store = rdbvault::store::Store::open(&setup.dir.path().join("state.db"))
-        .await
-        .unwrap();
+    let store = support::open_store(setup.dir.path()).await;
     let jobs = store.list_jobs(None, None, 10_000).await.unwrap();
     assert_eq!(jobs.len(), instances * rounds);
     let mut outcome: BTreeMap<String, usize> = BTreeMap::new();
@@ -271,9 +270,7 @@ async fn a_thousand_instances_complete_within_limits() {
         !r.all().contains("database is locked"),
         "SQLite contention surfaced"
     );
-    let store = rdbvault::store::Store::open(&setup.dir.path().join("state.db"))
-        .await
-        .unwrap();
+    let store = support::open_store(setup.dir.path()).await;
     let stored = store
         .list_jobs(None, Some(rdbvault::job::State::Stored), 100_000)
         .await
@@ -330,10 +327,11 @@ async fn an_s3_outage_mid_upload_is_retried_or_fails_with_its_reason() {
     write_private(&d.join("s3_id"), &s3.access_key);
     write_private(&d.join("s3_secret"), &s3.secret_key);
     let text = format!(
-        "cds:\n  endpoint: {e}\n  access_key_id_file: {d}/cds_id\n  access_key_secret_file: {d}/cds_secret\n  poll_interval: 200ms\nstate:\n  path: {d}/state.db\ndestinations:\n  s3:\n    type: s3\n    bucket: outage\n    endpoint: {s3e}\n    path_style: true\n    part_size: 5MiB\n    access_key_id_file: {d}/s3_id\n    secret_access_key_file: {d}/s3_secret\npolicies:\n  - name: p\n    schedule: {{ cron: \"@yearly\", completion_window: 5m }}\n    instances: [ {{ name: outage }} ]\n    destination: s3\n    retention: {{ destination: {{ keep_last: 5 }} }}\n",
+        "cds:\n  endpoint: {e}\n  access_key_id_file: {d}/cds_id\n  access_key_secret_file: {d}/cds_secret\n  poll_interval: 200ms\n{state}destinations:\n  s3:\n    type: s3\n    bucket: outage\n    endpoint: {s3e}\n    path_style: true\n    part_size: 5MiB\n    access_key_id_file: {d}/s3_id\n    secret_access_key_file: {d}/s3_secret\npolicies:\n  - name: p\n    schedule: {{ cron: \"@yearly\", completion_window: 5m }}\n    instances: [ {{ name: outage }} ]\n    destination: s3\n    retention: {{ destination: {{ keep_last: 5 }} }}\n",
         e = sim.base_url,
         d = d.display(),
-        s3e = s3.endpoint
+        s3e = s3.endpoint,
+        state = support::state_yaml(d),
     );
     let config = d.join("rdbvault.yaml");
     std::fs::write(&config, text).unwrap();
@@ -361,9 +359,7 @@ async fn an_s3_outage_mid_upload_is_retried_or_fails_with_its_reason() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let store = rdbvault::store::Store::open(&d.join("state.db"))
-        .await
-        .unwrap();
+    let store = support::open_store(d).await;
     let job = store.list_jobs(None, None, 1).await.unwrap().remove(0);
     let events: Vec<_> = store
         .events(&job.id)
@@ -448,9 +444,7 @@ async fn daemon_lists_each_instance_at_most_once_per_poll_interval() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let store = rdbvault::store::Store::open(&setup.dir.path().join("state.db"))
-        .await
-        .unwrap();
+    let store = support::open_store(setup.dir.path()).await;
     let mut stored = 0;
     for _ in 0..300 {
         stored = store

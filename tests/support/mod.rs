@@ -350,3 +350,71 @@ impl Drop for PrivateSeaweedFs {
         self.stop();
     }
 }
+
+/// The PostgreSQL server of the suite's second pass (`scripts/test.sh` sets
+/// `RDBVAULT_TEST_PG_URL`), or `None` on the SQLite pass.
+pub fn pg_server() -> Option<String> {
+    std::env::var("RDBVAULT_TEST_PG_URL")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// The PostgreSQL database of a test directory on the PostgreSQL pass: one per directory,
+/// created on first use, so the config written for `d` and [`open_store`]`(d)` meet.
+pub fn pg_database_for(d: &Path) -> Option<String> {
+    use std::hash::{Hash as _, Hasher as _};
+    let server = pg_server()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    d.hash(&mut h);
+    let name = format!("rdbvault_it_{:016x}", h.finish());
+    let mut url = url::Url::parse(&server).expect("RDBVAULT_TEST_PG_URL is a URL");
+    url.set_path(&name);
+    // Its own thread and runtime: callers may be sync or inside a runtime.
+    std::thread::spawn(move || {
+        use sqlx::Connection as _;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
+            let exists: Option<(i32,)> =
+                sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+                    .bind(&name)
+                    .fetch_optional(&mut admin)
+                    .await
+                    .unwrap();
+            if exists.is_none() {
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
+            }
+            admin.close().await.unwrap();
+        })
+    })
+    .join()
+    .unwrap();
+    Some(url.to_string())
+}
+
+/// The `state:` lines of a test config for directory `d`: `path: d/state.db`, or on the
+/// PostgreSQL pass `url:` of `d`'s database. Every test whose backend does not matter uses it,
+/// so the suite runs on both.
+pub fn state_yaml(d: &Path) -> String {
+    match pg_database_for(d) {
+        Some(url) => format!("state:\n  url: {url}\n"),
+        None => format!("state:\n  path: {}/state.db\n", d.display()),
+    }
+}
+
+/// The state DB a test config written with [`state_yaml`]`(d)` names.
+pub async fn open_store(d: &Path) -> rdbvault::store::Store {
+    let state = rdbvault::config::StateConfig {
+        path: d.join("state.db"),
+        url: pg_database_for(d),
+        password_file: None,
+        job_lease: Duration::from_secs(60),
+    };
+    rdbvault::store::Store::connect(&state).await.unwrap()
+}

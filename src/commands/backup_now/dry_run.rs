@@ -164,7 +164,7 @@ fn target_lines(policy: &Policy, handle: &Handle, selected: &[Instance]) -> Vec<
     for inst in selected {
         let prefix = key_prefix(handle.key_prefix(), &policy.name, &inst.instance_uuid);
         lines.push(format!(
-            "  {}: keys {prefix}<time>-<backup id>[-<shard id>].rdb ({})",
+            "  {}: keys {prefix}YYYY/MM/DD/<YYYYMMDDTHHMMSSZ>-<backup id>[-<shard id>].rdb ({})",
             inst.instance_name,
             handle.locate(&prefix)
         ));

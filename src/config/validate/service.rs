@@ -288,8 +288,14 @@ mod tests {
         assert_eq!(problem("postgres://rdb@db.internal:5432/vault"), None);
         assert_eq!(problem("postgresql://rdb@10.0.0.5/vault"), None);
         for (url, says) in [
-            ("postgres://rdb:hunter2@db/vault", "must not carry the password"),
-            ("postgres://rdb@db/vault?password=x", "must not carry the password"),
+            (
+                "postgres://rdb:hunter2@db/vault",
+                "must not carry the password",
+            ),
+            (
+                "postgres://rdb@db/vault?password=x",
+                "must not carry the password",
+            ),
             ("mysql://rdb@db/vault", "must be a postgres:// URL"),
             ("db.internal:5432", "must be a postgres:// URL"),
             ("postgres:///vault", "names no host"),
