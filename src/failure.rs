@@ -43,6 +43,9 @@ impl Failure {
     pub fn exit_code(&self) -> u8 {
         match self {
             Failure::Config(_) | Failure::Usage(_) => exit::USAGE,
+            // Someone refused rdbvault's credentials, however deep in the chain: the
+            // operator's to fix, like every configuration problem.
+            Failure::Runtime(e) if crate::services::credentials_refused(e) => exit::USAGE,
             Failure::Runtime(_) => exit::RUNTIME,
             Failure::Failed(_) => exit::FAILED,
             Failure::Skipped(_) => exit::SKIPPED,

@@ -103,6 +103,26 @@ impl Context {
     }
 }
 
+/// Whether `err` (anywhere in its chain) is someone refusing rdbvault's credentials: the CDS
+/// API (a wrong access key or signature), a destination (S3 `InvalidAccessKeyId`, 403) or the
+/// PostgreSQL state DB. Every command exits 2 for it; the runner fails the job at once rather
+/// than retrying what only the operator can fix.
+pub fn credentials_refused(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<crate::cds::Error>()
+            .is_some_and(crate::cds::Error::is_credentials)
+            || cause.is::<crate::destination::CredentialsRejected>()
+            || matches!(
+                cause.downcast_ref::<crate::transfer::Error>(),
+                Some(crate::transfer::Error::CredentialsRejected(_))
+            )
+            || cause
+                .downcast_ref::<crate::store::Error>()
+                .is_some_and(crate::store::Error::is_credentials)
+    })
+}
+
 /// `daemon:<host>:<pid>:<uuid>` and the like: who owns a job.
 pub fn owner_id(kind: &str) -> String {
     let host = std::fs::read_to_string("/etc/hostname")

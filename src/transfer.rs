@@ -35,6 +35,9 @@ pub enum Error {
     /// The destination refused a write.
     #[error("destination failed: {0}")]
     Destination(String),
+    /// The destination refused the credentials: no retry helps until the operator fixes them.
+    #[error("destination refused the credentials: {0}")]
+    CredentialsRejected(String),
     /// Shutdown was asked for; the journal says where the transfer stopped.
     #[error("interrupted by shutdown")]
     Cancelled,

@@ -31,6 +31,7 @@ mod integration {
     mod permissions;
     mod pipeline;
     mod rdb_fixtures;
+    mod refused;
     mod retention;
     mod s3_credentials;
     mod sim_protocol;

@@ -215,7 +215,7 @@ fn outcome_lines(job: &JobRow, outcome: &Outcome, shards: &[ShardRow], took: &st
             }));
             lines
         }
-        Outcome::Failed(e) => vec![format!("failed  {who}: {e}")],
+        Outcome::Failed(e) | Outcome::Refused(e) => vec![format!("failed  {who}: {e}")],
         Outcome::Missed(e) => vec![format!("missed  {who}: {e}")],
         Outcome::LostClaim(why) => vec![format!("stopped {who}: {why}")],
         Outcome::Interrupted => {
@@ -231,6 +231,8 @@ fn outcome_lines(job: &JobRow, outcome: &Outcome, shards: &[ShardRow], took: &st
 struct Tally {
     /// Failed, missed, or taken over by another process.
     failed: usize,
+    /// Failed because the provider or the destination refused the credentials.
+    refused: usize,
     /// Stopped by SIGINT/SIGTERM at a safe point; `rdbvault run` resumes them.
     interrupted: usize,
     /// Not started: the instance already had an open job (named when it was refused).
@@ -242,16 +244,24 @@ impl Tally {
         match outcome {
             Outcome::Stored => {}
             Outcome::Failed(_) | Outcome::Missed(_) | Outcome::LostClaim(_) => self.failed += 1,
+            Outcome::Refused(_) => self.refused += 1,
             Outcome::Interrupted => self.interrupted += 1,
         }
     }
 }
 
-/// The exit: any failed backup is exit 3 (even when others were interrupted or skipped: a
-/// failure is the news); interruptions, exit 1 (the work is unfinished); instances skipped
-/// because they already had an open job, exit 4 (nothing failed, but not everything asked for
-/// ran); else success.
+/// The exit: credentials refused, exit 2 (nothing works until the operator fixes them); any
+/// other failed backup, exit 3 (even when others were interrupted or skipped: a failure is the
+/// news); interruptions, exit 1 (the work is unfinished); instances skipped because they
+/// already had an open job, exit 4 (nothing failed, but not everything asked for ran); else
+/// success.
 fn verdict(tally: &Tally, selected: usize) -> Result<(), Failure> {
+    if tally.refused > 0 {
+        return Err(Failure::Usage(format!(
+            "{} of {selected} backup(s) failed because the credentials were refused (named above); fix them (`rdbvault check-config --online` tries them all) and run again",
+            tally.refused
+        )));
+    }
     if tally.failed > 0 {
         return Err(Failure::Failed(format!(
             "{} of {selected} backup(s) failed",
@@ -381,6 +391,24 @@ mod tests {
         // A real failure still outranks it.
         let err = verdict(&tally_of(1, &[Outcome::Failed("x".into())]), 2).unwrap_err();
         assert_eq!(err.exit_code(), exit::FAILED);
+    }
+
+    #[test]
+    fn refused_credentials_are_exit_two_whatever_else_happened() {
+        let tally = tally_of(
+            1,
+            &[
+                Outcome::Refused("InvalidAccessKeyId".into()),
+                Outcome::Failed("x".into()),
+                Outcome::Interrupted,
+            ],
+        );
+        let err = verdict(&tally, 3).unwrap_err();
+        assert_eq!(err.exit_code(), exit::USAGE);
+        assert!(
+            err.to_string().contains("credentials were refused"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -66,6 +66,14 @@ pub async fn backups(cfg: Config, args: crate::cli::BackupsArgs) -> Result<(), F
         print_inventory(&ctx.store, &all, &checks).await?;
     }
     ctx.store.close().await;
+    super::refused_credentials(&all)?;
+    if !all.problems.is_empty() {
+        // The listing is incomplete: a script must not take it for the whole inventory.
+        return Err(Failure::Runtime(anyhow::anyhow!(
+            "{} side(s) could not be listed (PROBLEM lines above); the inventory shown is incomplete",
+            all.problems.len()
+        )));
+    }
     Ok(())
 }
 

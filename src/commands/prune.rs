@@ -47,6 +47,7 @@ pub async fn prune(
         }
     }
     ctx.store.close().await;
+    super::refused_credentials(&all)?;
     if all.failures() > 0 || !all.problems.is_empty() {
         return Err(Failure::Runtime(anyhow::anyhow!(
             "{} deletion(s) failed and {} problem(s); see above",

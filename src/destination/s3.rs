@@ -131,19 +131,37 @@ const CREDENTIAL_CODES: [&str; 5] = [
     "InvalidToken",
 ];
 
-/// A probe failure, typed [`super::CredentialsRejected`] when the credentials were refused.
-fn probe_error<E>(e: SdkError<E, HttpResponse>) -> anyhow::Error
+/// Whether S3 refused the credentials (a credential code, or HTTP 403) rather than failed.
+pub fn refused<E>(e: &SdkError<E, HttpResponse>) -> bool
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let refused = e.code().is_some_and(|c| CREDENTIAL_CODES.contains(&c))
-        || e.raw_response().is_some_and(|r| r.status().as_u16() == 403);
-    let text = sdk_error_text("the probe", e);
-    if refused {
+    e.code().is_some_and(|c| CREDENTIAL_CODES.contains(&c))
+        || e.raw_response().is_some_and(|r| r.status().as_u16() == 403)
+}
+
+/// An SDK failure as an `anyhow::Error` with its message, typed
+/// [`super::CredentialsRejected`] when the credentials were refused, so every command can tell
+/// (exit 2) and the runner does not retry it.
+fn typed_error<E>(what: &str, e: SdkError<E, HttpResponse>) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let rejected = refused(&e);
+    let text = sdk_error_text(what, e);
+    if rejected {
         anyhow::Error::new(super::CredentialsRejected(text))
     } else {
         anyhow::anyhow!(text)
     }
+}
+
+/// A probe failure ([`typed_error`]).
+fn probe_error<E>(e: SdkError<E, HttpResponse>) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    typed_error("the probe", e)
 }
 
 /// What S3 (or the way to it) said, as far as a message needs it.
@@ -271,7 +289,7 @@ impl Bucket {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        anyhow::anyhow!(sdk_error_text(&format!("{action} {}", self.locate(key)), e))
+        typed_error(&format!("{action} {}", self.locate(key)), e)
     }
 }
 

@@ -17,21 +17,23 @@ use std::collections::BTreeMap;
 /// The provider's records for one instance, from `view`.
 ///
 /// # Errors
-/// `DescribeBackups` failed: the message for the report, which says the side was not planned.
+/// `DescribeBackups` failed: the message for the report, which says the side was not planned,
+/// and whether the provider refused the credentials.
 pub async fn provider_records(
     ctx: &Context,
     policy: &Policy,
     view: ProviderView,
     all: &[CopyRow],
     instance: &str,
-) -> Result<Vec<Backup>, String> {
+) -> Result<Vec<Backup>, (String, bool)> {
     match view {
         ProviderView::Inventory => Ok(inventory_records(all, instance)),
         ProviderView::Live => ctx.cds.describe_backups(instance).await.map_err(|e| {
-            format!(
+            let text = format!(
                 "policy {}: instance {instance}: provider side not planned: {e}",
                 policy.name
-            )
+            );
+            (text, e.is_credentials())
         }),
     }
 }

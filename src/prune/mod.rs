@@ -58,6 +58,9 @@ pub struct Report {
     pub blocked: Vec<(String, String, Location, String)>,
     /// Problems that kept a side from being planned (e.g. the provider list failed).
     pub problems: Vec<String>,
+    /// Whether a problem was the provider refusing the credentials (the operator's to fix:
+    /// commands exit 2).
+    pub credentials_refused: bool,
     /// Provider backups with rdbvault's token for a job this state DB does not know (another
     /// rdbvault's, or a DB that was replaced): listed once, never planned, never touched.
     pub unknown_to_state_db: Vec<UnknownBackup>,
@@ -167,8 +170,9 @@ pub async fn prune_policy_from(
 
         let records = match gather::provider_records(ctx, policy, view, &all, uuid).await {
             Ok(r) => r,
-            Err(problem) => {
+            Err((problem, refused)) => {
                 report.problems.push(problem);
+                report.credentials_refused |= refused;
                 continue;
             }
         };
@@ -205,6 +209,7 @@ pub async fn plan_policies(
         all.rows.extend(r.rows);
         all.blocked.extend(r.blocked);
         all.problems.extend(r.problems);
+        all.credentials_refused |= r.credentials_refused;
         all.unknown_to_state_db.extend(r.unknown_to_state_db);
     }
     // Every policy that lists an instance sees its unknown backups: say each once.

@@ -64,6 +64,8 @@ const CANCEL_POLL: Duration = Duration::from_millis(500);
 pub enum Outcome {
     Stored,
     Failed(String),
+    /// Failed because the provider or the destination refused the credentials.
+    Refused(String),
     Missed(String),
     /// Shutdown: the job stopped at a safe point and will be resumed.
     Interrupted,
@@ -386,7 +388,11 @@ async fn failed(ctx: &Context, job: &JobRow, err: anyhow::Error) -> Outcome {
         .add_event(&job.id, ms(ctx.now()), "failed", &chain)
         .await;
     finished_metrics(ctx, job, "failure", 0, now);
-    Outcome::Failed(chain)
+    if crate::services::credentials_refused(&err) {
+        Outcome::Refused(chain)
+    } else {
+        Outcome::Failed(chain)
+    }
 }
 
 /// An operator asked the job to stop (`jobs cancel`): it fails like any failure, with the same

@@ -40,7 +40,11 @@ fn s3_error<E>(what: &str, e: aws_sdk_s3::error::SdkError<E>) -> Error
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    Error::Destination(super::sdk_error_text(what, e))
+    if super::refused(&e) {
+        Error::CredentialsRejected(super::sdk_error_text(what, e))
+    } else {
+        Error::Destination(super::sdk_error_text(what, e))
+    }
 }
 
 /// Percent-encodes a key for `x-amz-copy-source`, keeping `/`.
