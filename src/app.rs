@@ -14,6 +14,7 @@ pub use crate::failure::Failure;
 /// A [`Failure`] whose [`Failure::exit_code`] the process should exit with.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let (config_path, explicit) = cli.config_path();
+    config::set_invocation(explicit.then_some(config_path.as_path()));
     match cli.command {
         Command::CheckConfig { online, json } => {
             init_logging(config::LogFormat::Text, "warn");

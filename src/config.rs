@@ -475,3 +475,34 @@ policies:
         );
     }
 }
+
+/// How next-step hints spell a command: `rdbvault -c /abs/path/rdbvault.yaml` when the config
+/// was named (`-c` or `$RDBVAULT_CONFIG`), so a hint pasted in another directory still finds
+/// it; plain `rdbvault` otherwise. Set once by the command line's entry.
+static INVOCATION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Records the config the command line named, for [`invocation`].
+pub fn set_invocation(named_config: Option<&Path>) {
+    let prefix = match named_config {
+        Some(p) => {
+            let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+            let text = abs.display().to_string();
+            // Quoted for a POSIX shell when it has anything but plain path characters.
+            if text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/._-+,@".contains(c))
+            {
+                format!("rdbvault -c {text}")
+            } else {
+                format!("rdbvault -c '{}'", text.replace('\'', "'\\''"))
+            }
+        }
+        None => "rdbvault".to_string(),
+    };
+    let _ = INVOCATION.set(prefix);
+}
+
+/// How a hint starts a command: `rdbvault`, or `rdbvault -c CONFIG` when one was named.
+pub fn invocation() -> &'static str {
+    INVOCATION.get().map_or("rdbvault", String::as_str)
+}

@@ -35,6 +35,7 @@ impl std::fmt::Display for Bad {
 /// A stored object whose length is not the verified size, said with both sizes and what to do
 /// about it.
 fn wrong_size(copy: &CopyRow, place: &str, actual: u64) -> Option<Bad> {
+    let rdbvault = crate::config::invocation();
     let expected = u64::try_from(copy.size?).ok()?;
     if actual == expected {
         return None;
@@ -45,7 +46,7 @@ fn wrong_size(copy: &CopyRow, place: &str, actual: u64) -> Option<Bad> {
         "longer than what was verified"
     };
     Some(Bad::Corrupt(format!(
-        "{place}: stored copy is {actual} bytes, expected {expected} ({what}); take a fresh backup with `rdbvault backup-now --policy {} --instance {}`; this copy is kept for inspection, counts for no retention rule, and may be deleted by hand",
+        "{place}: stored copy is {actual} bytes, expected {expected} ({what}); take a fresh backup with `{rdbvault} backup-now --policy {} --instance {}`; this copy is kept for inspection, counts for no retention rule, and may be deleted by hand",
         copy.policy, copy.instance_uuid
     )))
 }

@@ -63,10 +63,7 @@ pub async fn api(
     Client::validate(action, &params).map_err(|e| Failure::Usage(e.to_string()))?;
     let resp = client.call(action, &params).await.map_err(|e| {
         let refused = e.is_credentials();
-        let message = mask(
-            &format!("{:#}", anyhow::Error::from(e)),
-            password.as_ref(),
-        );
+        let message = mask(&format!("{:#}", anyhow::Error::from(e)), password.as_ref());
         // Refused keys are a credential problem (exit 2) like in every other command.
         if refused {
             Failure::Usage(message)

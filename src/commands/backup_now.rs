@@ -199,6 +199,7 @@ async fn run_jobs(
 /// The lines for one ended job: a stored one with its size, time (`took`) and each shard's
 /// object key and SHA-256; any other with why.
 fn outcome_lines(job: &JobRow, outcome: &Outcome, shards: &[ShardRow], took: &str) -> Vec<String> {
+    let rdbvault = crate::config::invocation();
     let who = format!("{} {} ({})", job.id, job.instance_name, job.instance_uuid);
     match outcome {
         Outcome::Stored => {
@@ -220,7 +221,7 @@ fn outcome_lines(job: &JobRow, outcome: &Outcome, shards: &[ShardRow], took: &st
         Outcome::LostClaim(why) => vec![format!("stopped {who}: {why}")],
         Outcome::Interrupted => {
             vec![format!(
-                "stopped {who}: interrupted; `rdbvault run` resumes it"
+                "stopped {who}: interrupted; `{rdbvault} run` resumes it"
             )]
         }
     }
@@ -256,9 +257,10 @@ impl Tally {
 /// already had an open job, exit 4 (nothing failed, but not everything asked for ran); else
 /// success.
 fn verdict(tally: &Tally, selected: usize) -> Result<(), Failure> {
+    let rdbvault = crate::config::invocation();
     if tally.refused > 0 {
         return Err(Failure::Usage(format!(
-            "{} of {selected} backup(s) failed because the credentials were refused (named above); fix them (`rdbvault check-config --online` tries them all) and run again",
+            "{} of {selected} backup(s) failed because the credentials were refused (named above); fix them (`{rdbvault} check-config --online` tries them all) and run again",
             tally.refused
         )));
     }
@@ -276,7 +278,7 @@ fn verdict(tally: &Tally, selected: usize) -> Result<(), Failure> {
     }
     if tally.skipped > 0 {
         return Err(Failure::Skipped(format!(
-            "{} of {selected} backup(s) skipped: the instance already had an open job (named above); `rdbvault jobs` shows it",
+            "{} of {selected} backup(s) skipped: the instance already had an open job (named above); `{rdbvault} jobs` shows it",
             tally.skipped
         )));
     }

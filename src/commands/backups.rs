@@ -22,6 +22,7 @@ async fn read_only_context(
 
 /// `backups [--policy P] [--instance UUID] [--json]`, `backups pin|unpin ID`.
 pub async fn backups(cfg: Config, args: crate::cli::BackupsArgs) -> Result<(), Failure> {
+    let rdbvault = crate::config::invocation();
     if let Some(cmd) = args.command {
         let store = Store::connect(&cfg.state).await?;
         let (id, pin) = match cmd {
@@ -35,7 +36,7 @@ pub async fn backups(cfg: Config, args: crate::cli::BackupsArgs) -> Result<(), F
         let n = store.set_pinned(&job.id, pin).await?;
         if n == 0 {
             return Err(Failure::Usage(format!(
-                "job {} has no copies in the inventory (it stored none, or retention deleted them); see `rdbvault backups`",
+                "job {} has no copies in the inventory (it stored none, or retention deleted them); see `{rdbvault} backups`",
                 job.id
             )));
         }

@@ -51,11 +51,12 @@ pub async fn fetch(cfg: Config, id: &str, output: &Path, force: bool) -> Result<
 /// key. No match and several (a cluster job has a copy per shard) are the user's to resolve
 /// (exit 2); a copy without an object key cannot be read back (exit 3).
 fn pick_copy(id: &str, copies: Vec<CopyRow>) -> Result<(CopyRow, String), Failure> {
+    let rdbvault = crate::config::invocation();
     let copy = match <[CopyRow; 1]>::try_from(copies) {
         Ok([one]) => one,
         Err(none) if none.is_empty() => {
             return Err(Failure::Usage(format!(
-                "`{id}` names a job with no stored copy (it stored none, or retention deleted them); see `rdbvault backups`"
+                "`{id}` names a job with no stored copy (it stored none, or retention deleted them); see `{rdbvault} backups`"
             )));
         }
         Err(many) => {

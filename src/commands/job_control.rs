@@ -61,13 +61,14 @@ fn instance_label(job: &JobRow) -> String {
 
 /// Why a job cannot be cancelled: it has ended already.
 fn not_open(job: &JobRow) -> String {
+    let rdbvault = crate::config::invocation();
     let when = job
         .finished_at
         .map(|t| format!(" at {}", rfc3339(t)))
         .unwrap_or_default();
     let next = match job.state {
         State::Failed | State::Missed => {
-            format!("; `rdbvault jobs retry {}` runs it again", job.id)
+            format!("; `{rdbvault} jobs retry {}` runs it again", job.id)
         }
         _ => String::new(),
     };
@@ -80,14 +81,15 @@ fn not_open(job: &JobRow) -> String {
 /// Why a job cannot be retried, or `None` when it can: only a failed or missed job is run
 /// again; an open one is still running (cancel it first), a stored one has its copy.
 pub(super) fn retry_refusal(job: &JobRow) -> Option<String> {
+    let rdbvault = crate::config::invocation();
     match job.state {
         State::Failed | State::Missed => None,
         State::Stored => Some(format!(
-            "job {} is stored: it has its verified copy, so there is nothing to retry; `rdbvault backup-now --policy {} --instance {}` makes a new backup now",
+            "job {} is stored: it has its verified copy, so there is nothing to retry; `{rdbvault} backup-now --policy {} --instance {}` makes a new backup now",
             job.id, job.policy, job.instance_uuid
         )),
         open => Some(format!(
-            "job {} is still {open}: only a failed or missed job can be retried; let it finish, or stop it first with `rdbvault jobs cancel {}`",
+            "job {} is still {open}: only a failed or missed job can be retried; let it finish, or stop it first with `{rdbvault} jobs cancel {}`",
             job.id, job.id
         )),
     }
@@ -151,6 +153,7 @@ async fn wait_for_end(
     job: &JobRow,
     owner: &str,
 ) -> Result<Ended, Failure> {
+    let rdbvault = crate::config::invocation();
     let started = Instant::now();
     let mut said: Option<(State, Option<String>)> = None;
     loop {
@@ -186,7 +189,7 @@ async fn wait_for_end(
         }
         if started.elapsed() >= CANCEL_WAIT {
             return Err(Failure::Runtime(anyhow!(
-                "job {} did not stop within {}s: it is still {}, run by {}; the cancel request stays recorded and it stops at its next safe point (a step in progress, such as a CreateBackup call, ends first); follow it with `rdbvault jobs show {}`",
+                "job {} did not stop within {}s: it is still {}, run by {}; the cancel request stays recorded and it stops at its next safe point (a step in progress, such as a CreateBackup call, ends first); follow it with `{rdbvault} jobs show {}`",
                 row.id,
                 CANCEL_WAIT.as_secs(),
                 row.state,
@@ -213,6 +216,7 @@ fn unowned_note(row: &JobRow, cfg: &Config) -> String {
 /// its copies are written and verified). Needs the config's destinations for the cleanup; if
 /// they cannot be set up, the job is handed back and the request stays for the next owner.
 async fn stop_here(cfg: &Config, store: &Store, id: &str, owner: &str) -> Result<JobRow, Failure> {
+    let rdbvault = crate::config::invocation();
     let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())?;
     let setup = crate::services::around(
         Arc::new(cfg.clone()),
@@ -228,7 +232,7 @@ async fn stop_here(cfg: &Config, store: &Store, id: &str, owner: &str) -> Result
             let _ = store.release_job(id, owner).await;
             let why = Failure::from(e);
             let text = format!(
-                "cannot stop job {id} here: {why}; the cancel request stays recorded: the next process that runs the job (`rdbvault run`) stops it, or fix this and run `rdbvault jobs cancel {id}` again"
+                "cannot stop job {id} here: {why}; the cancel request stays recorded: the next process that runs the job (`{rdbvault} run`) stops it, or fix this and run `{rdbvault} jobs cancel {id}` again"
             );
             return Err(match why {
                 Failure::Runtime(_) => Failure::Runtime(anyhow!(text)),
@@ -280,6 +284,7 @@ fn report(job: &JobRow, requested_at: i64, ended: Ended) -> Result<(), Failure> 
 
 /// `jobs retry ID`.
 pub async fn retry(cfg: &Config, id: &str) -> Result<(), Failure> {
+    let rdbvault = crate::config::invocation();
     let store = open_existing(cfg).await?;
     let job = store
         .find_job(id)
@@ -298,7 +303,7 @@ pub async fn retry(cfg: &Config, id: &str) -> Result<(), Failure> {
     };
     if !cfg.destinations.contains_key(&job.destination) {
         return Err(Failure::Usage(format!(
-            "job {} was made for destination `{}`, which is no longer in {}; `rdbvault backup-now --policy {} --instance {}` backs the instance up to the policy's destination now",
+            "job {} was made for destination `{}`, which is no longer in {}; `{rdbvault} backup-now --policy {} --instance {}` backs the instance up to the policy's destination now",
             job.id,
             job.destination,
             cfg.source.display(),
@@ -309,7 +314,7 @@ pub async fn retry(cfg: &Config, id: &str) -> Result<(), Failure> {
     let now = crate::clock::wall_now();
     let new = crate::scheduler::retry_of(policy, &job, now);
     if let Inserted::InstanceBusy { open_job } = store.insert_job_if_instance_idle(&new).await? {
-        return Err(Failure::Usage(busy(&store, &job, &open_job).await));
+        return Err(Failure::Skipped(busy(&store, &job, &open_job).await));
     }
     let why = job
         .error
@@ -343,12 +348,12 @@ pub async fn retry(cfg: &Config, id: &str) -> Result<(), Failure> {
     let daemon = probe_daemon(cfg).await;
     match daemon.state {
         DaemonState::Ready | DaemonState::NotReady => outln!(
-            "the daemon at {} picks it up; follow it with `rdbvault jobs show {}`",
+            "the daemon at {} picks it up; follow it with `{rdbvault} jobs show {}`",
             daemon.address,
             new.id
         ),
         DaemonState::Unreachable => outln!(
-            "no daemon answers at {} ({}), so nothing runs it yet: it waits for `rdbvault run` (and is recorded missed if nothing starts it by {}, the policy's start_window).\nTo back the instance up in the foreground instead: rdbvault jobs cancel {} && rdbvault backup-now --policy {} --instance {}",
+            "no daemon answers at {} ({}), so nothing runs it yet: it waits for `{rdbvault} run` (and is recorded missed if nothing starts it by {}, the policy's start_window).\nTo back the instance up in the foreground instead: {rdbvault} jobs cancel {} && {rdbvault} backup-now --policy {} --instance {}",
             daemon.address,
             daemon.detail,
             rfc3339(new.start_by),
@@ -362,12 +367,13 @@ pub async fn retry(cfg: &Config, id: &str) -> Result<(), Failure> {
 
 /// Why a retry was refused: the instance has an open job (named, with its state).
 async fn busy(store: &Store, job: &JobRow, open_job: &str) -> String {
+    let rdbvault = crate::config::invocation();
     let what = match store.job(open_job).await {
         Ok(o) => format!("{open_job} ({}, policy `{}`)", o.state, o.policy),
         Err(_) => open_job.to_string(),
     };
     format!(
-        "instance {} already has an open job {what}; one job per instance runs at a time, so no retry was created: wait for it to end, or stop it with `rdbvault jobs cancel {open_job}`, then retry again",
+        "instance {} already has an open job {what}; one job per instance runs at a time, so no retry was created: wait for it to end, or stop it with `{rdbvault} jobs cancel {open_job}`, then retry again",
         instance_label(job)
     )
 }

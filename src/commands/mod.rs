@@ -111,10 +111,11 @@ fn policies_named<'a>(
 /// Exit 2 when the provider refused the credentials while a report was made (`prune`,
 /// `backups`): the PROBLEM lines name where; nothing works until the operator fixes them.
 fn refused_credentials(report: &crate::prune::Report) -> Result<(), Failure> {
+    let rdbvault = crate::config::invocation();
     if report.credentials_refused {
-        return Err(Failure::Usage(
-            "the provider refused the credentials (PROBLEM lines above); check cds.access_key_id_file and cds.access_key_secret_file (or the environment), then `rdbvault check-config --online`".into(),
-        ));
+        return Err(Failure::Usage(format!(
+            "the provider refused the credentials (PROBLEM lines above); check cds.access_key_id_file and cds.access_key_secret_file (or the environment), then `{rdbvault} check-config --online`"
+        )));
     }
     Ok(())
 }

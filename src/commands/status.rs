@@ -91,6 +91,7 @@ async fn readyz(
     address: SocketAddr,
     token: Option<crate::secret::Secret>,
 ) -> Result<(u16, String), String> {
+    let rdbvault = crate::config::invocation();
     let client = reqwest::Client::builder()
         .timeout(PROBE_TIMEOUT)
         .no_proxy()
@@ -104,7 +105,7 @@ async fn readyz(
         if e.is_timeout() {
             format!("no answer within {}s", PROBE_TIMEOUT.as_secs())
         } else if e.is_connect() {
-            "connection refused: is `rdbvault run` running with this config?".into()
+            format!("connection refused: is `{rdbvault} run` running with this config?")
         } else {
             e.without_url().to_string()
         }

@@ -52,6 +52,7 @@ impl Verdict {
 
 /// `verify [ID ...] [--all] [--json]`.
 pub async fn verify(cfg: Config, ids: Vec<String>, all: bool, json: bool) -> Result<(), Failure> {
+    let rdbvault = crate::config::invocation();
     if ids.is_empty() && !all {
         return Err(Failure::Usage(
             "name the copies to verify (job or backup ids), or pass --all".into(),
@@ -64,7 +65,7 @@ pub async fn verify(cfg: Config, ids: Vec<String>, all: bool, json: bool) -> Res
             "no stored copies to verify yet".into()
         } else {
             format!(
-                "{} named no stored copy (the job stored none, or retention deleted them); see `rdbvault backups`",
+                "{} named no stored copy (the job stored none, or retention deleted them); see `{rdbvault} backups`",
                 ids.join(", ")
             )
         }));

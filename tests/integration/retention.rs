@@ -219,8 +219,10 @@ async fn verify_catches_one_changed_byte_and_fetch_returns_the_exact_bytes() {
     );
     assert!(r.stdout.contains(&said), "{}", r.stdout);
     assert!(
-        r.stdout
-            .contains("rdbvault backup-now --policy p --instance"),
+        r.stdout.contains(&format!(
+            "`rdbvault -c {} backup-now --policy p --instance",
+            env.config.display()
+        )),
         "{}",
         r.stdout
     );

@@ -405,7 +405,8 @@ async fn retrying_a_failed_job_makes_one_pending_job_and_refuses_a_second_while_
     assert!(r.stdout.contains("no daemon answers"), "{}", r.stdout);
     assert!(
         r.stdout.contains(&format!(
-            "rdbvault backup-now --policy p --instance {SMALL}"
+            "rdbvault -c {} backup-now --policy p --instance {SMALL}",
+            env.config.display()
         )),
         "{}",
         r.stdout
@@ -423,9 +424,10 @@ async fn retrying_a_failed_job_makes_one_pending_job_and_refuses_a_second_while_
     );
     assert!(new.start_by > new.due_at && new.deadline_at > new.start_by);
 
-    // While it is open: a second retry is refused, naming it; the open one cannot be retried.
+    // While it is open: a second retry is refused (exit 4: nothing wrong with the request, the
+    // instance is busy), naming it; the open one cannot be retried (exit 2).
     let r = env.run(&["jobs", "retry", &failed.id]).await;
-    assert_eq!(r.code, 2, "{}", r.all());
+    assert_eq!(r.code, 4, "{}", r.all());
     assert!(
         r.stderr
             .contains(&format!("already has an open job {} (pending", new.id)),
@@ -435,6 +437,15 @@ async fn retrying_a_failed_job_makes_one_pending_job_and_refuses_a_second_while_
     let r = env.run(&["jobs", "retry", &new.id]).await;
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("is still pending"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "`rdbvault -c {} jobs cancel {}`",
+            env.config.display(),
+            new.id
+        )),
+        "hints name the config given with -c: {}",
+        r.stderr
+    );
     assert_eq!(
         store.list_jobs(None, None, 10).await.unwrap().len(),
         2,
