@@ -234,7 +234,8 @@ async fn v1_jobs(
         Some(Ok(st)) => Some(st),
         None => None,
     };
-    match crate::views::jobs_json(&s.store, q.policy.as_deref(), state, limit).await {
+    let provider_tz = s.ctx.read().expect("context lock").config.cds.time_zone;
+    match crate::views::jobs_json(&s.store, q.policy.as_deref(), state, limit, provider_tz).await {
         Ok(jobs) => axum::Json(jobs).into_response(),
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

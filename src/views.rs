@@ -79,12 +79,20 @@ pub fn state_label(state: State, checks: &[CopyCheck]) -> String {
 }
 
 impl JobDetail {
+    /// A job with its shards, their re-verifications and (given) its events. The provider's
+    /// zone-less `provider_start`/`provider_end` are given in RFC 3339 (UTC), read in
+    /// `provider_tz` (`cds.time_zone`), like every other time of the read models.
     pub async fn load(
         store: &Store,
         job: JobRow,
         events: Option<Vec<crate::store::jobs::EventRow>>,
+        provider_tz: chrono_tz::Tz,
     ) -> Result<JobDetail, crate::store::Error> {
-        let shards = store.shards(&job.id).await?;
+        let mut shards = store.shards(&job.id).await?;
+        for s in &mut shards {
+            s.provider_start = provider_rfc3339(&s.provider_start, provider_tz);
+            s.provider_end = provider_rfc3339(&s.provider_end, provider_tz);
+        }
         let reverify = job_checks(store, &job.id).await?;
         Ok(JobDetail {
             reverify_failed: reverify.iter().any(|c| !c.ok),
@@ -102,12 +110,25 @@ pub async fn jobs_json(
     policy: Option<&str>,
     state: Option<State>,
     limit: u32,
+    provider_tz: chrono_tz::Tz,
 ) -> Result<Vec<JobDetail>, crate::store::Error> {
     let mut out = Vec::new();
     for job in store.list_jobs(policy, state, limit).await? {
-        out.push(JobDetail::load(store, job, None).await?);
+        out.push(JobDetail::load(store, job, None, provider_tz).await?);
     }
     Ok(out)
+}
+
+/// A provider time (`YYYY-MM-DD HH:MM:SS` in `tz`) as RFC 3339 in UTC; empty stays empty, and
+/// a text that is not such a time is kept as the provider wrote it.
+fn provider_rfc3339(text: &str, tz: chrono_tz::Tz) -> String {
+    if text.trim().is_empty() {
+        return String::new();
+    }
+    match crate::cds::model::parse_provider_time(text, &tz) {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        None => text.to_string(),
+    }
 }
 
 /// The JSON of `backups --json` (provider list live) and `GET /v1/backups` (provider side from
@@ -199,4 +220,22 @@ pub fn policies_json(cfg: &Config, now: chrono::DateTime<chrono::Utc>) -> serde_
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn provider_times_are_given_in_rfc3339_utc_read_in_the_provider_zone() {
+        let shanghai = chrono_tz::Asia::Shanghai;
+        assert_eq!(
+            super::provider_rfc3339("2026-11-30 04:25:51", shanghai),
+            "2026-11-29T20:25:51Z"
+        );
+        assert_eq!(
+            super::provider_rfc3339("2026-11-30 04:25:51", chrono_tz::UTC),
+            "2026-11-30T04:25:51Z"
+        );
+        assert_eq!(super::provider_rfc3339("", shanghai), "");
+        assert_eq!(super::provider_rfc3339("soon", shanghai), "soon");
+    }
 }

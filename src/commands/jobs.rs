@@ -19,7 +19,7 @@ use crate::views::{CopyCheck, JobDetail, job_checks, jobs_json, state_label};
 pub async fn jobs(cfg: &Config, args: JobsArgs) -> Result<(), Failure> {
     match args.command {
         Some(JobsCommand::Show { id, json }) => {
-            show(&open_for_reading(cfg).await?, &id, json).await
+            show(cfg, &open_for_reading(cfg).await?, &id, json).await
         }
         Some(JobsCommand::Cancel { id }) => super::job_control::cancel(cfg, &id).await,
         Some(JobsCommand::Retry { id }) => super::job_control::retry(cfg, &id).await,
@@ -39,10 +39,10 @@ pub(super) fn lookup_failure(e: crate::store::Error) -> Failure {
 }
 
 /// `jobs show ID [--json]`: the job a unique prefix of `id` names.
-async fn show(store: &Store, id: &str, json: bool) -> Result<(), Failure> {
+async fn show(cfg: &Config, store: &Store, id: &str, json: bool) -> Result<(), Failure> {
     let job = store.find_job(id).await.map_err(lookup_failure)?;
     let events = store.events(&job.id).await.map_err(lookup_failure)?;
-    let detail = JobDetail::load(store, job, None)
+    let detail = JobDetail::load(store, job, None, cfg.cds.time_zone)
         .await
         .map_err(lookup_failure)?;
     if json {
@@ -131,7 +131,7 @@ async fn list(cfg: &Config, store: &Store, args: &JobsArgs) -> Result<(), Failur
     };
     let (policy, limit) = (args.policy.as_deref(), args.limit.unwrap_or(50));
     if args.json {
-        let out = jobs_json(store, policy, state, limit)
+        let out = jobs_json(store, policy, state, limit, cfg.cds.time_zone)
             .await
             .map_err(lookup_failure)?;
         print_json(&out);

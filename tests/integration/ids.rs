@@ -126,6 +126,14 @@ async fn commands_whose_reader_went_away_end_quietly_with_their_usual_exit_code(
     let job = env.run(&["jobs", "--json"]).await;
     let job: serde_json::Value = serde_json::from_str(&job.stdout).unwrap();
     let id = job[0]["id"].as_str().unwrap().to_string();
+    // Every time in the JSON is RFC 3339, the provider's own ones included.
+    for field in ["provider_start", "provider_end"] {
+        let at = job[0]["shards"][0][field].as_str().unwrap();
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(at).is_ok(),
+            "{field} = {at}"
+        );
+    }
     for args in [
         vec!["jobs"],
         vec!["jobs", "--json"],
