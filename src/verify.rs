@@ -69,7 +69,13 @@ pub async fn check_copy(
     let place = handle.locate(&key);
     match handle.size(&key).await {
         Ok(Some(_)) => {}
-        Ok(None) => return Err(Bad::Missing(format!("{place} does not exist"))),
+        Ok(None) => {
+            let rdbvault = crate::config::invocation();
+            return Err(Bad::Missing(format!(
+                "{place} does not exist (deleted outside rdbvault?); take a fresh backup with `{rdbvault} backup-now --policy {} --instance {}`; the set is marked missing and counts for no retention rule",
+                copy.policy, copy.instance_uuid
+            )));
+        }
         Err(e) => return Err(Bad::Unreadable(format!("{e:#}"))),
     }
     let manifest: Option<Manifest> = match handle

@@ -269,9 +269,14 @@ impl Problem {
             Problem::PasswordNotTaken => vec![format!(
                 "--password-file / --password-stdin: {action} takes no password (only CreateDBInstance does); remove the option"
             )],
-            Problem::NeedsYes => vec![format!(
-                "{action} changes or deletes resources at the provider; add --yes to confirm"
-            )],
+            Problem::NeedsYes => vec![match action {
+                Action::CreateDbInstance => format!(
+                    "{action} buys a new instance at the provider (billed); add --yes to confirm"
+                ),
+                _ => format!(
+                    "{action} deletes resources at the provider and cannot be undone; add --yes to confirm"
+                ),
+            }],
         }
     }
 }
@@ -293,8 +298,13 @@ fn missing_lines(specs: &[&ParamSpec]) -> Vec<String> {
         )];
     }
     let width = specs.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    let how = if specs.iter().any(|p| p.secret) {
+        "add each as KEY=VALUE, the password as said below"
+    } else {
+        "add each as KEY=VALUE"
+    };
     let mut lines = vec![format!(
-        "missing {} required parameters (add each as KEY=VALUE):",
+        "missing {} required parameters ({how}):",
         specs.len()
     )];
     lines.extend(
@@ -561,7 +571,7 @@ mod tests {
         let text = render(Action::CreateDbInstance, &p);
         assert!(
             text.starts_with(
-                "CreateDBInstance: missing 4 required parameters (add each as KEY=VALUE):\n"
+                "CreateDBInstance: missing 4 required parameters (add each as KEY=VALUE, the password as said below):\n"
             ),
             "{text}"
         );

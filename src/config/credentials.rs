@@ -24,10 +24,13 @@ pub enum Error {
         env: &'static str,
         key: &'static str,
     },
-    #[error("cannot read {path}: {source}")]
+    /// (`reason` is not a `#[source]`: the message carries it, and `{:#}` would say it twice.)
+    #[error("cannot read {path}: {reason}{}", .key.map(|k| format!(" (named by {k}); check the path and that rdbvault's user may read it")).unwrap_or_default())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
+        /// The config key that named the file, when known.
+        key: Option<&'static str>,
     },
     #[error(
         "{path} is readable by every user (mode {mode:o}); run `chmod 600 {path}` (or 400), owned by the user rdbvault runs as"
@@ -57,9 +60,10 @@ pub fn expand_credentials_dir(path: &Path) -> PathBuf {
 /// Missing, unreadable, world-readable or empty file.
 pub fn read_secret_file(path: &Path) -> Result<String, Error> {
     let path = expand_credentials_dir(path);
-    let meta = std::fs::metadata(&path).map_err(|source| Error::Read {
+    let meta = std::fs::metadata(&path).map_err(|reason| Error::Read {
         path: path.clone(),
-        source,
+        reason,
+        key: None,
     })?;
     #[cfg(unix)]
     {
@@ -69,9 +73,10 @@ pub fn read_secret_file(path: &Path) -> Result<String, Error> {
             return Err(Error::WorldReadable { path, mode });
         }
     }
-    let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+    let text = std::fs::read_to_string(&path).map_err(|reason| Error::Read {
         path: path.clone(),
-        source,
+        reason,
+        key: None,
     })?;
     let value = text.trim_end_matches(['\n', '\r']).trim().to_string();
     if value.is_empty() {
@@ -80,13 +85,26 @@ pub fn read_secret_file(path: &Path) -> Result<String, Error> {
     Ok(value)
 }
 
+/// [`read_secret_file`] for the file a config `key` names: a file that cannot be read says
+/// which key named it.
+pub fn read_named(path: &Path, key: &'static str) -> Result<String, Error> {
+    read_secret_file(path).map_err(|e| match e {
+        Error::Read { path, reason, .. } => Error::Read {
+            path,
+            reason,
+            key: Some(key),
+        },
+        other => other,
+    })
+}
+
 /// Loads the credentials: each from its file if the config names one, else from the environment.
 ///
 /// # Errors
 /// See [`Error`]; messages name the file or variable, never the value.
 pub fn load(id_file: Option<&Path>, secret_file: Option<&Path>) -> Result<Credentials, Error> {
     let access_key_id = match id_file {
-        Some(p) => read_secret_file(p)?,
+        Some(p) => read_named(p, "cds.access_key_id_file")?,
         None => std::env::var(ENV_ACCESS_KEY_ID)
             .ok()
             .filter(|v| !v.trim().is_empty())
@@ -97,7 +115,7 @@ pub fn load(id_file: Option<&Path>, secret_file: Option<&Path>) -> Result<Creden
             })?,
     };
     let access_key_secret = match secret_file {
-        Some(p) => read_secret_file(p)?,
+        Some(p) => read_named(p, "cds.access_key_secret_file")?,
         None => std::env::var(ENV_ACCESS_KEY_SECRET)
             .ok()
             .filter(|v| !v.trim().is_empty())
@@ -142,5 +160,18 @@ mod tests {
             read_secret_file(&dir.path().join("nope")),
             Err(Error::Read { .. })
         ));
+    }
+
+    #[test]
+    fn a_missing_key_file_names_the_key_and_says_the_reason_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = dir.path().join("ak");
+        std::fs::write(&id, "AK\n").unwrap();
+        std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let missing = dir.path().join("sk-missing");
+        let err = load(Some(&id), Some(&missing)).unwrap_err();
+        let text = format!("{:#}", anyhow::Error::from(err));
+        assert!(text.contains("cds.access_key_secret_file"), "{text}");
+        assert_eq!(text.matches("No such file").count(), 1, "{text}");
     }
 }

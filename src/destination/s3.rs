@@ -199,7 +199,10 @@ fn failure_text(what: &str, answer: &Answer) -> String {
             let said = match (code, message.as_deref(), status) {
                 ("", None, Some(s)) => format!("HTTP {s}"),
                 ("", Some(m), _) => m.to_string(),
-                (c, None, _) => c.to_string(),
+                // A bare code (a HEAD answer, or a server that sends no body) says little
+                // alone: the status goes with it.
+                (c, None, Some(s)) => format!("{c} (HTTP {s})"),
+                (c, None, None) => c.to_string(),
                 (c, Some(m), _) => format!("{c}: {m}"),
             };
             match hint(code, *status) {
@@ -239,6 +242,9 @@ fn hint(code: &str, status: Option<u16>) -> Option<&'static str> {
         }
         c if c.starts_with("KMS") => "check server_side_encryption.kms_key_id and the key's policy",
         "" if status == Some(403) => "forbidden: check the credentials and the bucket policy",
+        "NotFound" | "" if status == Some(404) => {
+            "nothing at this address: check `bucket`, `endpoint` (an S3-compatible server, not a web server) and `path_style`"
+        }
         "" if status == Some(301) => {
             "the bucket is in another region: set the destination's `region`"
         }
@@ -526,6 +532,12 @@ mod tests {
             &service("SlowDown", "Please reduce your request rate", 503),
         );
         assert_eq!(t, "x: SlowDown: Please reduce your request rate");
+        // An answer without a body still says its status and what to check.
+        let t = failure_text("the probe", &service("NotFound", "", 404));
+        assert!(
+            t.starts_with("the probe: NotFound (HTTP 404) (nothing at this address"),
+            "{t}"
+        );
         let t = failure_text(
             "x",
             &Answer::Unreachable("cannot connect: Connection refused (os error 111)".into()),

@@ -181,7 +181,7 @@ async fn create_db_instance_lists_every_missing_parameter_with_what_it_is() {
     assert_usage(
         &r,
         &[
-            "CreateDBInstance: missing 4 required parameters (add each as KEY=VALUE):",
+            "CreateDBInstance: missing 4 required parameters (add each as KEY=VALUE, the password as said below):",
             "VdcId        the virtual data centre (VDC) the instance goes in",
             "BasePipeId   the VDC's private network the instance joins",
             "PaasGoodsId  the offer to buy (version, architecture, RAM): a number from DescribeAvailableDBConfig",
@@ -451,7 +451,9 @@ async fn yes_is_still_needed_and_an_api_error_answer_exits_1() {
     .await;
     assert_usage(
         &r,
-        &["DeleteBackup changes or deletes resources at the provider; add --yes to confirm"],
+        &[
+            "DeleteBackup deletes resources at the provider and cannot be undone; add --yes to confirm",
+        ],
     );
     assert_eq!(calls_seen(&sim), 0);
     // The provider's refusal: exit 1, the action, status, code and message on stderr, nothing on stdout.
