@@ -10,8 +10,9 @@ set -euo pipefail
 BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -x "$BIN/initdb" ] || { echo "pg-test-cluster.sh: no PostgreSQL (apt-get install postgresql-15)" >&2; exit 1; }
 
-as_owner() { # as_owner DIR COMMAND: runs COMMAND as the cluster's owner
-  if [ "$(id -u)" -eq 0 ]; then su postgres -s /bin/sh -c "$2"; else sh -c "$2"; fi
+as_owner() { # as_owner DIR COMMAND: runs COMMAND as the cluster's owner, from DIR (the caller's
+  # working directory may be one the postgres user cannot enter)
+  if [ "$(id -u)" -eq 0 ]; then su postgres -s /bin/sh -c "cd $1 && $2"; else sh -c "cd $1 && $2"; fi
 }
 
 case "${1:-}" in

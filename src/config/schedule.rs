@@ -51,11 +51,17 @@ fn field_names(count: usize) -> String {
 }
 
 /// Names the field and its range when a number is outside it (`minute 61 is outside 0-59`),
-/// which the cron parser only reports as "out of bounds". Steps (`*/90`) must be at least 1
-/// and at most the field's span. Names (`MON`, `JAN`) and croner's extras (`L`, `W`, `#`, `?`)
-/// are left to the parser.
+/// which the cron parser only reports as "out of bounds", and a word that is no month or day
+/// name (`MON-XYZ`), which it reports in its own terms. Steps (`*/90`) must be at least 1 and
+/// at most the field's span. Every such problem is named, not only the first. Croner's extras
+/// (`L`, `W`, `#`, `?`) are left to the parser.
 fn check_field_ranges(expr: &str) -> Result<(), String> {
+    const MONTHS: [&str; 12] = [
+        "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+    ];
+    const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
     let parts: Vec<&str> = expr.split_whitespace().collect();
+    let mut problems = Vec::new();
     for (part, (name, lo, hi)) in parts.iter().zip(fields(parts.len())) {
         for item in part.split(',') {
             let (range, step) = match item.split_once('/') {
@@ -66,23 +72,47 @@ fn check_field_ranges(expr: &str) -> Result<(), String> {
                 if let Ok(n) = bound.parse::<u32>()
                     && (n < *lo || n > *hi)
                 {
-                    return Err(format!(
-                        "`{expr}`: {name} `{n}` is outside {lo}-{hi} (fields: {})",
-                        field_names(parts.len())
-                    ));
+                    problems.push(format!("{name} `{n}` is outside {lo}-{hi}"));
+                }
+                let word = bound.to_ascii_uppercase();
+                let names: &[&str] = match *name {
+                    "month" => &MONTHS,
+                    "day-of-week" => &DAYS,
+                    _ => &[],
+                };
+                if word.len() >= 2
+                    && word.chars().all(|c| c.is_ascii_alphabetic())
+                    && word != "LW"
+                    && !names.contains(&word.as_str())
+                {
+                    problems.push(if names.is_empty() {
+                        format!("{name} `{bound}` is not a number")
+                    } else {
+                        format!(
+                            "{name} `{bound}` is neither a number nor a name ({})",
+                            names.join(" ")
+                        )
+                    });
                 }
             }
             if let Some(step) = step.and_then(|s| s.parse::<u32>().ok())
                 && (step == 0 || step > hi - lo + 1)
             {
-                return Err(format!(
-                    "`{expr}`: the {name} step `/{step}` must be 1 to {}",
+                problems.push(format!(
+                    "the {name} step `/{step}` must be 1 to {}",
                     hi - lo + 1
                 ));
             }
         }
     }
-    Ok(())
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "`{expr}`: {} (fields: {})",
+        problems.join("; "),
+        field_names(parts.len())
+    ))
 }
 
 /// A parsed cron expression.
@@ -301,5 +331,22 @@ mod tests {
         let day = |t: &DateTime<Utc>| t.with_timezone(&tz).format("%d").to_string();
         assert_eq!(day(&runs[0]), "25");
         assert_eq!(day(&runs[1]), "26");
+    }
+
+    #[test]
+    fn every_bad_field_is_named_and_a_word_that_is_no_name_says_so() {
+        let e = CronExpr::parse("30 2 * 13 8").unwrap_err();
+        assert!(e.contains("month `13` is outside 1-12"), "{e}");
+        assert!(e.contains("day-of-week `8` is outside 0-7"), "{e}");
+        let e = CronExpr::parse("30 2 * * MON-XYZ").unwrap_err();
+        assert!(
+            e.contains(
+                "day-of-week `XYZ` is neither a number nor a name (SUN MON TUE WED THU FRI SAT)"
+            ),
+            "{e}"
+        );
+        assert!(!e.contains("CronPattern"), "{e}");
+        assert!(CronExpr::parse("30 2 * JAN-MAR MON-FRI").is_ok());
+        assert!(CronExpr::parse("0 0 L * *").is_ok());
     }
 }
