@@ -45,7 +45,7 @@ impl Failure {
             Failure::Config(_) | Failure::Usage(_) => exit::USAGE,
             // Someone refused rdbvault's credentials, however deep in the chain: the
             // operator's to fix, like every configuration problem.
-            Failure::Runtime(e) if crate::services::credentials_refused(e) => exit::USAGE,
+            Failure::Runtime(e) if crate::services::credential_problem(e) => exit::USAGE,
             Failure::Runtime(_) => exit::RUNTIME,
             Failure::Failed(_) => exit::FAILED,
             Failure::Skipped(_) => exit::SKIPPED,

@@ -103,15 +103,19 @@ impl Context {
     }
 }
 
-/// Whether `err` (anywhere in its chain) is someone refusing rdbvault's credentials: the CDS
-/// API (a wrong access key or signature), a destination (S3 `InvalidAccessKeyId`, 403) or the
-/// PostgreSQL state DB. Every command exits 2 for it; the runner fails the job at once rather
-/// than retrying what only the operator can fix.
-pub fn credentials_refused(err: &anyhow::Error) -> bool {
+/// Whether `err` (anywhere in its chain) is a credential problem: someone refusing rdbvault's
+/// credentials (the CDS API: a wrong access key or signature; a destination: S3
+/// `InvalidAccessKeyId`, 403; the PostgreSQL state DB) or credentials that are missing or
+/// cannot be read (no S3 keys found, an unreadable or world-readable key file). Every command
+/// exits 2 for it; the runner fails the job at once rather than retrying what only the
+/// operator can fix.
+pub fn credential_problem(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
-        cause
-            .downcast_ref::<crate::cds::Error>()
-            .is_some_and(crate::cds::Error::is_credentials)
+        cause.is::<crate::config::credentials::Error>()
+            || cause.is::<crate::destination::CredentialsMissing>()
+            || cause
+                .downcast_ref::<crate::cds::Error>()
+                .is_some_and(crate::cds::Error::is_credentials)
             || cause.is::<crate::destination::CredentialsRejected>()
             || matches!(
                 cause.downcast_ref::<crate::transfer::Error>(),

@@ -232,9 +232,7 @@ async fn run_online(cfg: &Config, out: &mut Online) -> Result<Findings, Failure>
                     &format!("destination {}: FAILED: {e:#}", d.name),
                     serde_json::json!({"check": "destination", "name": d.name, "ok": false, "error": format!("{e:#}")}),
                 );
-                if e.downcast_ref::<crate::destination::CredentialsRejected>()
-                    .is_some()
-                {
+                if crate::services::credential_problem(&e) {
                     found.credentials.push(text);
                 } else {
                     found.other.push(text);

@@ -34,6 +34,12 @@ pub use s3::sdk_error_text;
 #[error("{0}")]
 pub struct CredentialsRejected(pub String);
 
+/// No credentials for a destination that needs them (no key files, nothing in the environment
+/// or the profile): a configuration problem, exit 2 like [`CredentialsRejected`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CredentialsMissing(pub String);
+
 /// A byte stream from a destination.
 pub type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
 

@@ -9,7 +9,7 @@ pub mod upload;
 use super::{Backend, ObjectInfo, OpenUpload, OpenedSink, Reader, SinkRequest};
 use crate::config::{S3Credentials, S3Destination, credentials};
 use crate::transfer;
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, ProvideCredentials as _, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -37,12 +37,12 @@ async fn static_credentials(
     .or_else("Profile", ProfileFileCredentialsProvider::builder().build());
     if let Err(e) = chain.provide_credentials().await {
         tracing::debug!(destination = %cfg.name, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "no static S3 credentials");
-        bail!(
+        return Err(anyhow::Error::new(super::CredentialsMissing(format!(
             "destination `{name}` (s3://{bucket}/{prefix}): no S3 credentials found; set access_key_id_file and secret_access_key_file on destinations.{name}, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with a profile in ~/.aws/credentials. A destination with its own endpoint never asks the EC2/ECS instance role unless it says `credentials: instance_profile`",
             name = cfg.name,
             bucket = cfg.bucket,
             prefix = cfg.prefix,
-        );
+        ))));
     }
     Ok(chain)
 }

@@ -388,7 +388,7 @@ async fn failed(ctx: &Context, job: &JobRow, err: anyhow::Error) -> Outcome {
         .add_event(&job.id, ms(ctx.now()), "failed", &chain)
         .await;
     finished_metrics(ctx, job, "failure", 0, now);
-    if crate::services::credentials_refused(&err) {
+    if crate::services::credential_problem(&err) {
         Outcome::Refused(chain)
     } else {
         Outcome::Failed(chain)

@@ -90,3 +90,28 @@ async fn a_destination_that_refuses_the_keys_fails_the_job_at_once_with_exit_two
     );
     env.sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_s3_keys_are_exit_two_online_and_in_a_backup() {
+    let Some(env) = Env::new("no-s3-keys", "s3", &format!("uuid: {SMALL}"), "@yearly").await else {
+        return;
+    };
+    let d = env.dir.path().display().to_string();
+    env.edit_config(
+        &format!("    access_key_id_file: {d}/s3_id\n    secret_access_key_file: {d}/s3_secret\n"),
+        "",
+    );
+    for args in [
+        vec!["check-config", "--online"],
+        vec!["backup-now", "--policy", "p"],
+    ] {
+        let r = run_within(&env, &args, Duration::from_secs(60)).await;
+        assert_eq!(r.code, 2, "{args:?}: {}", r.all());
+        assert!(
+            r.all().contains("no S3 credentials found"),
+            "{args:?}: {}",
+            r.all()
+        );
+    }
+    env.sim.stop().await;
+}

@@ -119,6 +119,15 @@ pub fn clean_env(mut cmd: Command) -> Command {
         "AWS_SECRET_ACCESS_KEY",
         "AWS_PROFILE",
         "RUST_LOG",
+        // libpq's: a PostgreSQL state DB takes only what its config says.
+        "PGPASSWORD",
+        "PGPASSFILE",
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGDATABASE",
+        "PGSSLMODE",
+        "PGOPTIONS",
     ] {
         cmd.env_remove(var);
     }
