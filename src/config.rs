@@ -190,15 +190,18 @@ fn deserialize(text: &str, source: &Path) -> Result<RawConfig, Errors> {
         }
         // YAML indents with spaces only; its parser reports a tab where it gives up, which
         // may be a line after the one that has it.
-        let (line, column, message) = match first_tab(text) {
+        let (line, column, message, path) = match first_tab(text) {
+            // The YAML path where the parser gave up means little for a tab, which broke the
+            // structure before it: the line is the location.
             Some((tab_line, tab_column)) if line.is_none_or(|l| tab_line <= l) => (
                 Some(tab_line),
                 Some(tab_column),
                 format!(
                     "line {tab_line} has a tab character; YAML indents with spaces only (the parser said: {message})"
                 ),
+                String::new(),
             ),
-            _ => (line, column, explain_serde_message(&message)),
+            _ => (line, column, explain_serde_message(&message), path),
         };
         Errors {
             file: source.to_path_buf(),
