@@ -191,15 +191,21 @@ fn deserialize(text: &str, source: &Path) -> Result<RawConfig, Errors> {
         // YAML indents with spaces only; its parser reports a tab where it gives up, which
         // may be a line after the one that has it.
         let (line, column, message, path) = match first_tab(text) {
-            // The YAML path where the parser gave up means little for a tab, which broke the
-            // structure before it: the line is the location.
+            // The YAML path where the parser gave up names the tab's place only when it gave
+            // up on the tab's own line; a tab further up broke the structure before it, and
+            // the line alone is the location.
             Some((tab_line, tab_column)) if line.is_none_or(|l| tab_line <= l) => (
                 Some(tab_line),
                 Some(tab_column),
                 format!(
                     "line {tab_line} has a tab character; YAML indents with spaces only (the parser said: {message})"
                 ),
-                String::new(),
+                if line == Some(tab_line) {
+                    // `policies[0].?`: the `?` is the key the tab kept it from reading.
+                    path.trim_end_matches(".?").to_string()
+                } else {
+                    String::new()
+                },
             ),
             _ => (line, column, explain_serde_message(&message), path),
         };
