@@ -91,6 +91,7 @@ pub fn new_job(
         deadline_at: ms(after(s.completion_window)),
         created_at: ms(now),
         owner: None,
+        schedule_key: None,
     }
 }
 
@@ -135,7 +136,15 @@ pub async fn fire(
         } else {
             cron_time + chrono::Duration::from_std(jitter).unwrap_or_default()
         };
-        let job = new_job(policy, inst, due, trigger, now);
+        let job = NewJob {
+            // One job per instance for this run, whichever replica (or how many) fires it.
+            schedule_key: Some(crate::store::jobs::schedule_key(
+                &policy.name,
+                &inst.instance_uuid,
+                ms(cron_time),
+            )),
+            ..new_job(policy, inst, due, trigger, now)
+        };
         match ctx.store.insert_job(&job).await? {
             Inserted::Created => {
                 ctx.store
@@ -150,6 +159,10 @@ pub async fn fire(
                 tracing::info!(policy = %policy.name, instance = %inst.instance_uuid, job_id = %job.id,
                     due = %due.format("%H:%M:%S%.3f"), trigger, "job created");
                 created.push(job.id);
+            }
+            Inserted::AlreadyScheduled { job } => {
+                tracing::debug!(policy = %policy.name, instance = %inst.instance_uuid, job_id = %job,
+                    "this run's job exists already (another replica made it)");
             }
             Inserted::InstanceBusy { open_job } => {
                 ctx.metrics

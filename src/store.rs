@@ -7,6 +7,7 @@
 //! - [`control`]: what an operator asks of a job (`jobs cancel`), and the reads `status` needs.
 //! - [`schedule`]: per (policy, instance) schedule state.
 //! - [`inventory`]: the copies rdbvault knows about.
+//! - [`leases`]: work one replica at a time does, with a fencing epoch.
 //! - [`lookup`]: which job an id typed by a person names; the short ids tables show.
 //!
 //! Times are Unix milliseconds; [`ms`] and [`from_ms`] convert.
@@ -14,6 +15,7 @@
 pub mod control;
 pub mod inventory;
 pub mod jobs;
+pub mod leases;
 pub mod lookup;
 mod postgres;
 pub mod schedule;
@@ -359,7 +361,43 @@ pub(crate) mod tests {
             deadline_at: 100,
             created_at: 0,
             owner: owner.map(str::to_string),
+            schedule_key: None,
         }
+    }
+
+    #[tokio::test]
+    async fn one_run_of_a_schedule_makes_one_job_however_many_replicas_fire_it() {
+        use crate::store::jobs::{Inserted, schedule_key};
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::testing::temp_store(dir.path()).await;
+        let key = schedule_key("p", "i", 1_000);
+        let run = |id: &str| crate::store::jobs::NewJob {
+            schedule_key: Some(key.clone()),
+            ..new_job(id, "i", None)
+        };
+        assert_eq!(
+            store.insert_job(&run("r1")).await.unwrap(),
+            Inserted::Created
+        );
+        // A second replica fires the same run: no second job.
+        assert_eq!(
+            store.insert_job(&run("r2")).await.unwrap(),
+            Inserted::AlreadyScheduled { job: "r1".into() }
+        );
+        // Not even after the first one ended (a slow replica fires late).
+        let claim = crate::store::jobs::Claim::new("r1", "me");
+        assert!(store.claim_job("r1", "me", 1, 0).await.unwrap());
+        store.fail_job(&claim, 2, "x").await.unwrap();
+        assert_eq!(
+            store.insert_job(&run("r3")).await.unwrap(),
+            Inserted::AlreadyScheduled { job: "r1".into() }
+        );
+        // The next run of the schedule is another key.
+        let next = crate::store::jobs::NewJob {
+            schedule_key: Some(schedule_key("p", "i", 2_000)),
+            ..new_job("r4", "i", None)
+        };
+        assert_eq!(store.insert_job(&next).await.unwrap(), Inserted::Created);
     }
 
     #[tokio::test]

@@ -136,7 +136,8 @@ async fn start_jobs(
                 bars.name_job(&job.id, &inst.instance_name);
                 started.job_ids.push(job.id);
             }
-            Inserted::InstanceBusy { open_job } => {
+            // (A job made by hand has no schedule key: only the first can happen.)
+            Inserted::InstanceBusy { open_job } | Inserted::AlreadyScheduled { job: open_job } => {
                 bars.eprintln(&format!(
                     "instance {} ({}) already has an open job {open_job}; not starting a second one",
                     inst.instance_name, inst.instance_uuid

@@ -65,40 +65,26 @@ pub(crate) async fn claim_due(
     limit: usize,
 ) -> Vec<JobRow> {
     let stale = now - chrono::Duration::from_std(lease).unwrap_or_default();
-    let due = match store.claimable_jobs(ms(now), ms(stale)).await {
+    // cannot fail (here and below): the set's holders only look up, insert and remove, none
+    // of which panics, so the lock is never poisoned.
+    let here = running.lock().expect("running set").clone();
+    let free = limit.saturating_sub(here.len());
+    let claimed = match store
+        .claim_due_jobs(owner, ms(now), ms(stale), free, &here)
+        .await
+    {
         Ok(jobs) => jobs,
         Err(e) => {
-            tracing::error!(error = %e, "cannot read due jobs");
+            tracing::error!(error = %e, "cannot claim due jobs");
             return Vec::new();
         }
     };
-    let mut claimed = Vec::new();
-    for job in due {
-        // cannot fail (here and below): the set's holders only look up, insert and remove,
-        // none of which panics, so the lock is never poisoned.
-        {
-            let set = running.lock().expect("running set");
-            if set.len() >= limit {
-                break;
-            }
-            if set.contains(&job.id) {
-                continue;
-            }
-        }
-        match store.claim_job(&job.id, owner, ms(now), ms(stale)).await {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot claim a job");
-                continue;
-            }
-        }
+    for job in &claimed {
         if job.owner.is_some() && job.owner.as_deref() != Some(owner) {
             tracing::info!(job_id = %job.id, policy = %job.policy, instance = %job.instance_uuid,
                 state = %job.state, "resuming a job left by a process that stopped");
         }
         running.lock().expect("running set").insert(job.id.clone());
-        claimed.push(job);
     }
     claimed
 }
@@ -141,6 +127,7 @@ mod tests {
             deadline_at: at + 7_200_000,
             created_at: at,
             owner: owner.map(str::to_string),
+            schedule_key: None,
         }
     }
 
@@ -201,5 +188,65 @@ mod tests {
         // And the old owner's claim is gone: its writes are fenced off.
         let fenced = crate::store::jobs::Claim::new("x", "other");
         assert!(!store.holds(&fenced).await.unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn replicas_claiming_at_once_never_share_a_job_or_run_an_instance_twice() {
+        use std::collections::HashMap;
+        let dir = tempfile::tempdir().unwrap();
+        let stores = crate::store::testing::temp_stores(dir.path(), 2).await;
+        for i in 0..50 {
+            let instance = format!("inst-{}", i % 5);
+            // Ten policies, so each instance has a queue of ten (one open job per policy).
+            let queued = NewJob {
+                policy: format!("p{}", i / 5),
+                ..job(&format!("j{i:02}"), &instance, None, 0)
+            };
+            assert_eq!(
+                stores[0].insert_job(&queued).await.unwrap(),
+                crate::store::jobs::Inserted::Created
+            );
+        }
+        let claimed_by: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+        let busy: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+        let mut workers = Vec::new();
+        for w in 0..4 {
+            let store = stores[w % 2].clone();
+            let (claimed_by, busy) = (claimed_by.clone(), busy.clone());
+            workers.push(tokio::spawn(async move {
+                let owner = format!("replica-{w}");
+                let running = Mutex::new(HashSet::new());
+                for _ in 0..200 {
+                    let got =
+                        claim_due(&store, &owner, t(10), Duration::from_secs(60), &running, 3)
+                            .await;
+                    for j in &got {
+                        let previous = claimed_by
+                            .lock()
+                            .unwrap()
+                            .insert(j.id.clone(), owner.clone());
+                        assert!(previous.is_none(), "{} claimed twice", j.id);
+                        let other = busy
+                            .lock()
+                            .unwrap()
+                            .insert(j.instance_uuid.clone(), j.id.clone());
+                        assert!(other.is_none(), "{} ran beside {other:?}", j.id);
+                    }
+                    for j in got {
+                        busy.lock().unwrap().remove(&j.instance_uuid);
+                        let claim = crate::store::jobs::Claim::new(&j.id, &owner);
+                        store.fail_job(&claim, ms(t(10)), "done").await.unwrap();
+                        running.lock().unwrap().remove(&j.id);
+                    }
+                    if claimed_by.lock().unwrap().len() == 50 {
+                        break;
+                    }
+                }
+            }));
+        }
+        for w in workers {
+            w.await.unwrap();
+        }
+        assert_eq!(claimed_by.lock().unwrap().len(), 50, "every job ran once");
     }
 }

@@ -65,6 +65,7 @@ mod tests {
             deadline_at: 100,
             created_at: 0,
             owner: owner.map(str::to_string),
+            schedule_key: None,
         }
     }
 

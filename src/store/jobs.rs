@@ -161,12 +161,25 @@ pub struct NewJob {
     /// The process that runs it, set at birth (`backup-now`), so no other process can claim it
     /// between its creation and its first step. `None`: whoever claims it (the dispatcher).
     pub owner: Option<String>,
+    /// A scheduled job's run (policy, instance, cron time; [`schedule_key`]): unique, so
+    /// replicas that all evaluate the cron make one job. `None` for jobs made by hand.
+    pub schedule_key: Option<String>,
+}
+
+/// The key of one scheduled run of a policy for one instance.
+pub fn schedule_key(policy: &str, instance_uuid: &str, cron_time_ms: i64) -> String {
+    // A unit separator: neither a policy name nor an instance id holds one.
+    format!("{policy}\u{1f}{instance_uuid}\u{1f}{cron_time_ms}")
 }
 
 /// What happened when a job was inserted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inserted {
     Created,
+    /// This run of the schedule already has its job (another replica made it).
+    AlreadyScheduled {
+        job: String,
+    },
     /// An open job is in the way (this one: the same policy's, or for a job run at once any
     /// job of the instance), so nothing was created.
     InstanceBusy {
@@ -211,6 +224,32 @@ fn advance_sql(to: State) -> &'static str {
         }
     }
 }
+
+/// Open jobs that are due and unheld, each the head of its instance's queue
+/// ([`Store::claimable_jobs`]), in due order; `tail` follows the ORDER BY (a LIMIT, a lock
+/// clause). $1 now, $2 the heartbeat before which an owner's lease has lapsed.
+fn claimable_sql(tail: &str) -> String {
+    format!(
+        "SELECT {JOB_COLUMNS} FROM jobs
+         WHERE state NOT IN ('stored','failed','missed') AND due_at <= $1
+           AND (owner IS NULL OR heartbeat_at IS NULL OR heartbeat_at < $2)
+           AND NOT EXISTS (
+             SELECT 1 FROM jobs o
+             WHERE o.instance_uuid = jobs.instance_uuid AND o.id <> jobs.id
+               AND o.state NOT IN ('stored','failed','missed')
+               AND ((o.owner IS NOT NULL AND o.heartbeat_at >= $2)
+                    OR (jobs.state = 'pending' AND o.state <> 'pending')
+                    OR (jobs.state = 'pending' AND o.state = 'pending' AND o.due_at <= $1
+                        AND (o.due_at < jobs.due_at OR (o.due_at = jobs.due_at AND o.id < jobs.id)))))
+         ORDER BY due_at, id {tail}"
+    )
+}
+
+/// Takes an open job for $1 at $2 if no process holds it (its owner's heartbeat is older
+/// than $4) or $1 does already; $3 the job id.
+const CLAIM_SQL: &str = "UPDATE jobs SET owner = $1, heartbeat_at = $2
+     WHERE id = $3 AND state NOT IN ('stored','failed','missed')
+       AND (owner IS NULL OR owner = $1 OR heartbeat_at IS NULL OR heartbeat_at < $4)";
 
 impl Store {
     /// Runs `body` in one transaction that starts with [`fence`]: every statement in it is the
@@ -264,12 +303,12 @@ impl Store {
                 .execute(&mut tx)
                 .await?;
         }
-        // ON CONFLICT: the open job of the same policy (a unique index) is in the way.
+        // ON CONFLICT: the open job of the same policy, or this run's job (unique indexes).
         let inserted = sql(
             "INSERT INTO jobs (id, policy, instance_uuid, instance_name, region_id, destination, trigger, state,
-                               due_at, start_by, deadline_at, created_at, owner, heartbeat_at)
+                               due_at, start_by, deadline_at, created_at, owner, heartbeat_at, schedule_key)
              SELECT $1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12,
-                    CASE WHEN $12 IS NULL THEN NULL ELSE $11 END
+                    CASE WHEN $12 IS NULL THEN NULL ELSE $11 END, $14
              WHERE NOT $13 OR NOT EXISTS (
                  SELECT 1 FROM jobs WHERE instance_uuid = $3 AND state NOT IN ('stored','failed','missed'))
              ON CONFLICT DO NOTHING",
@@ -287,12 +326,22 @@ impl Store {
         .bind(job.created_at)
         .bind(job.owner.clone())
         .bind(exclusive)
+        .bind(job.schedule_key.clone())
         .execute(&mut tx)
         .await?
         .rows_affected();
         tx.commit().await?;
         if inserted == 1 {
             return Ok(Inserted::Created);
+        }
+        if let Some(key) = &job.schedule_key {
+            let made: Option<(String,)> = sql_as("SELECT id FROM jobs WHERE schedule_key = $1")
+                .bind(key.clone())
+                .fetch_optional(self.pool())
+                .await?;
+            if let Some((job,)) = made {
+                return Ok(Inserted::AlreadyScheduled { job });
+            }
         }
         // Name the open job in the way: the same policy's first, else any of the instance.
         let open: Option<(String,)> = sql_as(
@@ -344,24 +393,72 @@ impl Store {
     /// the heartbeat alone, never by looking for the owner's process (another user's process,
     /// another container's or another host's cannot be seen).
     pub async fn claimable_jobs(&self, now: i64, stale_before: i64) -> Result<Vec<JobRow>> {
-        Ok(sql_as::<JobRow>(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs
-             WHERE state NOT IN ('stored','failed','missed') AND due_at <= $1
-               AND (owner IS NULL OR heartbeat_at IS NULL OR heartbeat_at < $2)
-               AND NOT EXISTS (
-                 SELECT 1 FROM jobs o
-                 WHERE o.instance_uuid = jobs.instance_uuid AND o.id <> jobs.id
-                   AND o.state NOT IN ('stored','failed','missed')
-                   AND ((o.owner IS NOT NULL AND o.heartbeat_at >= $2)
-                        OR (jobs.state = 'pending' AND o.state <> 'pending')
-                        OR (jobs.state = 'pending' AND o.state = 'pending' AND o.due_at <= $1
-                            AND (o.due_at < jobs.due_at OR (o.due_at = jobs.due_at AND o.id < jobs.id)))))
-             ORDER BY due_at, id"
-        ))
-        .bind(now)
-        .bind(stale_before)
-        .fetch_all(self.pool())
-        .await?)
+        Ok(sql_as::<JobRow>(claimable_sql(""))
+            .bind(now)
+            .bind(stale_before)
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    /// Claims for `owner` up to `limit` of the [`Store::claimable_jobs`], skipping the ids in
+    /// `skip` (running here already); returns them as they were before the claim (their old
+    /// owner says whose job was taken over). On PostgreSQL the candidates are locked with
+    /// `FOR UPDATE SKIP LOCKED`, so replicas claiming at once never wait for each other and
+    /// never get the same job; on SQLite (one writer) each claim is a compare-and-set.
+    pub async fn claim_due_jobs(
+        &self,
+        owner: &str,
+        now: i64,
+        stale_before: i64,
+        limit: usize,
+        skip: &std::collections::HashSet<String>,
+    ) -> Result<Vec<JobRow>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        if self.kind() == super::Kind::Sqlite {
+            let mut claimed = Vec::new();
+            for job in self.claimable_jobs(now, stale_before).await? {
+                if claimed.len() >= limit {
+                    break;
+                }
+                if !skip.contains(&job.id)
+                    && self.claim_job(&job.id, owner, now, stale_before).await?
+                {
+                    claimed.push(job);
+                }
+            }
+            return Ok(claimed);
+        }
+        let mut tx = self.pool().begin().await?;
+        let fetch = i64::try_from(limit + skip.len()).unwrap_or(i64::MAX);
+        let candidates = sql_as::<JobRow>(claimable_sql("LIMIT $3 FOR UPDATE OF jobs SKIP LOCKED"))
+            .bind(now)
+            .bind(stale_before)
+            .bind(fetch)
+            .fetch_all(&mut tx)
+            .await?;
+        let mut claimed = Vec::new();
+        for job in candidates {
+            if claimed.len() >= limit {
+                break;
+            }
+            if skip.contains(&job.id) {
+                continue;
+            }
+            let done = sql(CLAIM_SQL)
+                .bind(owner.to_string())
+                .bind(now)
+                .bind(job.id.clone())
+                .bind(stale_before)
+                .execute(&mut tx)
+                .await?;
+            if done.rows_affected() == 1 {
+                claimed.push(job);
+            }
+        }
+        tx.commit().await?;
+        Ok(claimed)
     }
 
     /// Takes ownership of an open job if no process holds it (or this one already does). True
@@ -373,15 +470,13 @@ impl Store {
         now: i64,
         stale_before: i64,
     ) -> Result<bool> {
-        let r = sql("UPDATE jobs SET owner = $1, heartbeat_at = $2
-             WHERE id = $3 AND state NOT IN ('stored','failed','missed')
-               AND (owner IS NULL OR owner = $1 OR heartbeat_at IS NULL OR heartbeat_at < $4)")
-        .bind(owner.to_string())
-        .bind(now)
-        .bind(id.to_string())
-        .bind(stale_before)
-        .execute(self.pool())
-        .await?;
+        let r = sql(CLAIM_SQL)
+            .bind(owner.to_string())
+            .bind(now)
+            .bind(id.to_string())
+            .bind(stale_before)
+            .execute(self.pool())
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 

@@ -133,6 +133,7 @@ mod tests {
             deadline_at: at + 300_000,
             created_at: at,
             owner: Some("me".into()),
+            schedule_key: None,
         }
     }
 

@@ -42,3 +42,22 @@ pub async fn temp_store(dir: &Path) -> Store {
     };
     Store::connect(&state).await.unwrap()
 }
+
+/// `n` handles on one fresh state DB (each its own pool, as separate processes or replicas
+/// would have): SQLite's `dir/state.db`, or one new PostgreSQL database.
+pub async fn temp_stores(dir: &Path, n: usize) -> Vec<Store> {
+    let state = StateConfig {
+        path: dir.join("state.db"),
+        url: match pg_server() {
+            Some(server) => Some(new_pg_database(&server).await),
+            None => None,
+        },
+        password_file: None,
+        job_lease: Duration::from_secs(60),
+    };
+    let mut stores = Vec::with_capacity(n);
+    for _ in 0..n {
+        stores.push(Store::connect(&state).await.unwrap());
+    }
+    stores
+}

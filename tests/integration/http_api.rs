@@ -117,6 +117,7 @@ async fn a_non_loopback_listen_needs_a_token_file_and_v1_needs_the_token() {
                 deadline_at: 2,
                 created_at: i64::from(i),
                 owner: Some("test".into()),
+                schedule_key: None,
             };
             store.insert_job(&job).await.unwrap();
             store

@@ -161,6 +161,7 @@ async fn two_policies_on_one_instance_queue_instead_of_skipping_each_other() {
         deadline_at: rdbvault::store::ms(due + chrono::Duration::minutes(5)),
         created_at: rdbvault::store::ms(now),
         owner: None,
+        schedule_key: None,
     };
     assert_eq!(
         store.insert_job(&daily).await.unwrap(),
