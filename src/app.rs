@@ -62,18 +62,15 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             instance,
             dry_run,
         } => {
-            let cfg = config::load(&config_path)?;
-            init_logging(cfg.log.format, "warn");
+            let cfg = load_for_command(&config_path)?;
             crate::commands::backup_now(cfg, &policy, instance.as_deref(), dry_run).await
         }
         Command::Jobs(args) => {
-            let cfg = config::load(&config_path)?;
-            init_logging(cfg.log.format, "warn");
+            let cfg = load_for_command(&config_path)?;
             crate::commands::jobs(&cfg, args).await
         }
         Command::Status { json } => {
-            let cfg = config::load(&config_path)?;
-            init_logging(cfg.log.format, "warn");
+            let cfg = load_for_command(&config_path)?;
             crate::commands::status(&cfg, json).await
         }
         Command::Demo => {
@@ -81,8 +78,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             crate::commands::demo().await
         }
         Command::Backups(args) => {
-            let cfg = config::load(&config_path)?;
-            init_logging(cfg.log.format, "warn");
+            let cfg = load_for_command(&config_path)?;
             crate::commands::backups(cfg, args).await
         }
         Command::Prune {
@@ -90,13 +86,11 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             dry_run,
             json,
         } => {
-            let cfg = config::load(&config_path)?;
-            init_logging(cfg.log.format, "warn");
+            let cfg = load_for_command(&config_path)?;
             crate::commands::prune(cfg, policy.as_deref(), dry_run, json).await
         }
         Command::Verify { ids, all, json } => {
-            let cfg = config::load(&config_path)?;
-            init_logging(cfg.log.format, "warn");
+            let cfg = load_for_command(&config_path)?;
             crate::commands::verify(cfg, ids, all, json).await
         }
         Command::Init(args) => {
@@ -107,9 +101,16 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Completions { shell } => crate::commands::completions(shell),
         Command::Man { dir } => crate::commands::man(dir.as_deref()),
         Command::Fetch { id, output, force } => {
-            let cfg = config::load(&config_path)?;
-            init_logging(cfg.log.format, "warn");
+            let cfg = load_for_command(&config_path)?;
             crate::commands::fetch(cfg, &id, &output, force).await
         }
     }
+}
+
+/// The config of a foreground command, with logging set up as it asks, at `warn`: a command's
+/// output is its result lines; its log says only what went wrong.
+fn load_for_command(path: &std::path::Path) -> Result<config::Config, Failure> {
+    let cfg = config::load(path)?;
+    init_logging(cfg.log.format, "warn");
+    Ok(cfg)
 }

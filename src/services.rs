@@ -76,12 +76,46 @@ pub struct Context {
     pub progress: Option<ProgressFn>,
     /// One prune at a time per process.
     pub prune_lock: Arc<tokio::sync::RwLock<()>>,
+    /// The lease a run of shared upkeep holds (the daemon's retention and reconcile; see
+    /// `daemon::maintenance`): every deletion first checks it is still held, so a replica
+    /// paused past its lease deletes nothing after it wakes. `None`: a command run by hand.
+    pub deletion_fence: Option<crate::store::leases::Lease>,
 }
+
+/// How much of a lease must be left for a deletion to start under it.
+pub const DELETION_LEASE_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Context {
     /// Now, by the injected clock (decisions use this, never the wall clock).
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    /// Whether a deletion may start now: always for a command run by hand; under a lease only
+    /// while it is still held with [`DELETION_LEASE_MARGIN`] to spare.
+    ///
+    /// # Errors
+    /// The lease was lost, or the state DB cannot tell: the deletion must not happen.
+    pub async fn may_delete(&self) -> Result<(), String> {
+        let Some(lease) = &self.deletion_fence else {
+            return Ok(());
+        };
+        let margin = i64::try_from(DELETION_LEASE_MARGIN.as_millis()).unwrap_or(i64::MAX);
+        match self
+            .store
+            .lease_still_held(lease, ms(self.now()), margin)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
+                "not deleted: this replica no longer holds the `{}` lease (epoch {}); another replica carries on",
+                lease.name, lease.epoch
+            )),
+            Err(e) => Err(format!(
+                "not deleted: cannot check the `{}` lease: {e}",
+                lease.name
+            )),
+        }
     }
 
     /// This process's claim on a job: every write of the job carries it.
@@ -222,6 +256,7 @@ pub async fn around(
         owner,
         clock: crate::clock::system(),
         progress: None,
+        deletion_fence: None,
         prune_lock,
     })
 }

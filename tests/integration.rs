@@ -32,6 +32,7 @@ mod integration {
     mod pipeline;
     mod rdb_fixtures;
     mod refused;
+    mod replicas;
     mod retention;
     mod s3_credentials;
     mod sim_protocol;

@@ -103,7 +103,16 @@ async fn run_and_follow_up(ctx: &Context, job: &JobRow, cancel: &CancellationTok
         tracing::info!(job_id = %job.id, policy = %job.policy, instance = %job.instance_uuid, "job stored");
         // A new verified copy may let retention drop an old one of this instance; the others
         // have not changed.
-        super::maintenance::prune_policy_logged(ctx, &job.policy, Some(&job.instance_uuid)).await;
+        // Under a lease of its own, so two replicas never prune one instance at once.
+        let name = format!("retention:{}:{}", job.policy, job.instance_uuid);
+        let pruned = super::maintenance::with_lease(ctx, &name, async |ctx: &Context| {
+            super::maintenance::prune_policy_logged(ctx, &job.policy, Some(&job.instance_uuid))
+                .await;
+        })
+        .await;
+        if pruned.is_none() {
+            tracing::debug!(job_id = %job.id, "another replica is applying retention to this instance");
+        }
     }
     let _ = super::maintenance::refresh_job_gauge(ctx).await;
 }

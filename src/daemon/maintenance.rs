@@ -1,7 +1,13 @@
 //! The daemon's periodic upkeep: the daily reconcile and prune, sampled re-verification, and
 //! the gauges rebuilt from the state DB (at start, after each job, every few seconds).
+//!
+//! Several replicas may share the state DB: the upkeep that must not run twice at once runs
+//! under a lease ([`with_lease`]; `store::leases`), renewed while the work goes on and
+//! checked before every deletion (`Context::may_delete`), and the daily/interval work is
+//! marked done for the fleet ([`run_shared`]), so whichever replica is up does it, once.
 
 use crate::services::Context;
+use crate::store::ms;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -100,7 +106,109 @@ pub async fn prune_policy_logged(ctx: &Context, policy_name: &str, instance: Opt
     }
 }
 
-/// Reconciles and prunes every policy once a day (and shortly after start).
+/// How long a lease of shared upkeep lasts unless renewed; renewed every third of it while
+/// the work runs. A replica that dies holding one frees it this long after.
+pub const WORK_LEASE: Duration = Duration::from_secs(60);
+
+/// Runs `work` holding the lease `name` (with a context whose deletions are fenced by it), or
+/// returns `None` at once when another replica holds it. The lease is renewed while `work`
+/// runs and released after.
+pub async fn with_lease<T>(
+    ctx: &Context,
+    name: &str,
+    work: impl AsyncFnOnce(&Context) -> T,
+) -> Option<T> {
+    let lease_ms = i64::try_from(WORK_LEASE.as_millis()).unwrap_or(i64::MAX);
+    let now = ms(ctx.now());
+    let lease = match ctx
+        .store
+        .acquire_lease(name, &ctx.owner, now, now + lease_ms)
+        .await
+    {
+        Ok(Some(lease)) => lease,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::error!(lease = name, error = %e, "cannot take a lease; the work waits");
+            return None;
+        }
+    };
+    let renewer = {
+        let (store, lease, clock) = (ctx.store.clone(), lease.clone(), ctx.clock.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(WORK_LEASE / 3).await;
+                let now = ms(clock.now());
+                match store.renew_lease(&lease, now, now + lease_ms).await {
+                    Ok(true) => {}
+                    // Lost (this replica was paused past it): deletions under it stop, as
+                    // `may_delete` finds; the work ends on its own.
+                    Ok(false) => {
+                        tracing::warn!(lease = %lease.name, epoch = lease.epoch, "lease lost; no more deletions under it");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(lease = %lease.name, error = %e, "cannot renew a lease")
+                    }
+                }
+            }
+        })
+    };
+    let fenced = Context {
+        deletion_fence: Some(lease.clone()),
+        ..ctx.clone()
+    };
+    let out = work(&fenced).await;
+    renewer.abort();
+    if let Err(e) = ctx.store.release_lease(&lease).await {
+        tracing::warn!(lease = name, error = %e, "cannot release a lease; it lapses by itself");
+    }
+    Some(out)
+}
+
+/// Runs `work` under the lease `name` unless some replica did it within `every` (marked by a
+/// `name:done` lease lasting `every`). True when this replica did it now.
+pub async fn run_shared(
+    ctx: &Context,
+    name: &str,
+    every: Duration,
+    work: impl AsyncFnOnce(&Context),
+) -> bool {
+    let done = format!("{name}:done");
+    let done_recently = async |ctx: &Context| {
+        matches!(
+            ctx.store.lease_holder(&done, ms(ctx.now())).await,
+            Ok(Some(_))
+        )
+    };
+    if done_recently(ctx).await {
+        return false;
+    }
+    let ran = with_lease(ctx, name, async |fenced: &Context| {
+        // Another replica may have finished between the look and the lease.
+        if done_recently(fenced).await {
+            return false;
+        }
+        work(fenced).await;
+        let now = ms(fenced.now());
+        let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
+        if let Err(e) = fenced
+            .store
+            .acquire_lease(&done, &fenced.owner, now, now.saturating_add(every_ms))
+            .await
+        {
+            tracing::warn!(work = name, error = %e, "cannot record the work as done; it may run again soon");
+        }
+        true
+    })
+    .await;
+    ran == Some(true)
+}
+
+/// How often a replica looks whether the shared upkeep is due.
+const UPKEEP_LOOK_EVERY: Duration = Duration::from_secs(60);
+
+/// Reconciles and prunes every policy once a day (and shortly after start): on one replica of
+/// those sharing the state DB, whichever is up.
 pub async fn prune_daily(ctx: Context, cancel: CancellationToken) {
     let mut wait = Duration::from_secs(5);
     loop {
@@ -108,58 +216,85 @@ pub async fn prune_daily(ctx: Context, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        match crate::reconcile::reconcile(&ctx).await {
-            Ok(f) => tracing::info!(
-                unknown_objects = f.unknown_objects.len(),
-                missing = f.missing_copies.len(),
-                unknown_provider_backups = f.unknown_provider_backups.len(),
-                aborted_uploads = f.aborted_uploads.len(),
-                "reconcile done"
-            ),
-            Err(e) => tracing::error!(error = %format!("{e:#}"), "reconcile failed"),
-        }
-        for p in &ctx.config.policies {
-            prune_policy_logged(&ctx, &p.name, None).await;
-        }
-        let _ = crate::reconcile::refresh_verified_gauge(&ctx).await;
-        wait = Duration::from_secs(24 * 3600);
+        run_shared(
+            &ctx,
+            "retention",
+            Duration::from_secs(24 * 3600),
+            async |ctx: &Context| {
+                reconcile_and_prune(ctx).await;
+            },
+        )
+        .await;
+        wait = UPKEEP_LOOK_EVERY;
     }
 }
 
-/// Re-reads the least recently verified copies of each policy every `verify.interval`.
+/// The daily upkeep itself: reconcile, then retention for every policy.
+async fn reconcile_and_prune(ctx: &Context) {
+    match crate::reconcile::reconcile(ctx).await {
+        Ok(f) => tracing::info!(
+            unknown_objects = f.unknown_objects.len(),
+            missing = f.missing_copies.len(),
+            unknown_provider_backups = f.unknown_provider_backups.len(),
+            aborted_uploads = f.aborted_uploads.len(),
+            "reconcile done"
+        ),
+        Err(e) => tracing::error!(error = %format!("{e:#}"), "reconcile failed"),
+    }
+    for p in &ctx.config.policies {
+        prune_policy_logged(ctx, &p.name, None).await;
+    }
+    let _ = crate::reconcile::refresh_verified_gauge(ctx).await;
+}
+
+/// Re-reads the least recently verified copies of each policy every `verify.interval`, on one
+/// replica of those sharing the state DB.
 pub async fn reverify(ctx: Context, cancel: CancellationToken) {
     let interval = ctx.config.verify.interval;
     if interval.is_zero() {
         return;
     }
+    // The first round one interval after start, as before replicas shared the work.
+    let first = ms(ctx.now()).saturating_add(i64::try_from(interval.as_millis()).unwrap_or(0));
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(interval.min(UPKEEP_LOOK_EVERY)) => {}
         }
-        let Ok(mut copies) = ctx.store.destination_copies().await else {
+        if ms(ctx.now()) < first {
             continue;
-        };
-        copies.sort_by_key(|c| c.verified_at.unwrap_or(0));
-        for policy in &ctx.config.policies {
-            let sample: Vec<_> = copies
-                .iter()
-                .filter(|c| c.policy == policy.name)
-                .take(ctx.config.verify.copies as usize)
-                .cloned()
-                .collect();
-            let result = crate::verify::verify_copies(&ctx.store, &ctx.destinations, &ctx.clock, &sample, |c, r| match r {
-                Ok(_) => tracing::info!(policy = %c.policy, instance = %c.instance_uuid, backup_id = %c.backup_id, "re-verified a stored copy"),
-                Err(bad) => tracing::error!(policy = %c.policy, instance = %c.instance_uuid, backup_id = %c.backup_id, problem = %bad, "a stored copy failed re-verification"),
-            })
-            .await;
-            if let Err(e) = result {
-                tracing::error!(policy = %policy.name, error = %format!("{e:#}"), "re-verification failed to run");
-            }
         }
-        if let Err(e) = crate::reconcile::refresh_verified_gauge(&ctx).await {
-            tracing::error!(error = %format!("{e:#}"), "cannot refresh rdbvault_verified_backups");
+        run_shared(&ctx, "reverify", interval, async |ctx: &Context| {
+            reverify_once(ctx).await;
+        })
+        .await;
+    }
+}
+
+/// One round of re-verification: the least recently verified copies of each policy.
+async fn reverify_once(ctx: &Context) {
+    let Ok(mut copies) = ctx.store.destination_copies().await else {
+        return;
+    };
+    copies.sort_by_key(|c| c.verified_at.unwrap_or(0));
+    for policy in &ctx.config.policies {
+        let sample: Vec<_> = copies
+            .iter()
+            .filter(|c| c.policy == policy.name)
+            .take(ctx.config.verify.copies as usize)
+            .cloned()
+            .collect();
+        let result = crate::verify::verify_copies(&ctx.store, &ctx.destinations, &ctx.clock, &sample, |c, r| match r {
+            Ok(_) => tracing::info!(policy = %c.policy, instance = %c.instance_uuid, backup_id = %c.backup_id, "re-verified a stored copy"),
+            Err(bad) => tracing::error!(policy = %c.policy, instance = %c.instance_uuid, backup_id = %c.backup_id, problem = %bad, "a stored copy failed re-verification"),
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::error!(policy = %policy.name, error = %format!("{e:#}"), "re-verification failed to run");
         }
+    }
+    if let Err(e) = crate::reconcile::refresh_verified_gauge(ctx).await {
+        tracing::error!(error = %format!("{e:#}"), "cannot refresh rdbvault_verified_backups");
     }
 }
 

@@ -110,6 +110,8 @@ async fn delete_provider_set(
             ));
             continue;
         }
+        // Re-checked before every deletion: a replica whose lease lapsed stops here.
+        ctx.may_delete().await?;
         match ctx.cds.delete_backup(instance, &r.backup_id).await {
             Ok(_) => {
                 let _ = ctx
@@ -142,6 +144,8 @@ async fn delete_destination_set(ctx: &Context, copies: &[CopyRow]) -> Result<(),
                 c.destination
             ));
         };
+        // Re-checked before every deletion: a replica whose lease lapsed stops here.
+        ctx.may_delete().await?;
         if let Some(key) = &c.object_key {
             // The manifest first: without it the object no longer looks like a complete copy.
             handle

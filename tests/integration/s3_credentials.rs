@@ -128,7 +128,12 @@ async fn an_endpoint_destination_without_keys_fails_fast_and_never_asks_the_meta
     let config = write_config(dir.path(), &sim.base_url, &s3.endpoint, "");
 
     let r = check(&config, home.path(), &imds, &[]).await;
-    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(
+        r.code,
+        2,
+        "missing keys are a credential problem: {}",
+        r.all()
+    );
     let text = r.all();
     assert!(text.contains("destination objstore: FAILED"), "{text}");
     assert!(text.contains("destination `objstore`"), "{text}");

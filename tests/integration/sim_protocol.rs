@@ -463,7 +463,12 @@ fn rdbvault_api_is_accepted_by_an_independent_server_for_get_and_post() {
 
     // A wrong secret: non-zero exit, the API's code named, the secret nowhere.
     let r = api(&["DescribeRegins"], "wrong-secret-7f3a");
-    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(
+        r.code,
+        2,
+        "a refused key is a credential problem: {}",
+        r.all()
+    );
     assert!(r.stderr.contains("SignatureDoesNotMatch"), "{}", r.stderr);
     assert!(!r.all().contains("wrong-secret-7f3a") && !r.all().contains(SECRET));
 }
