@@ -98,6 +98,14 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             let target = args.output.clone().unwrap_or(config_path);
             crate::commands::init(&args, &target).await
         }
+        Command::State(crate::cli::StateCommand::Migrate {
+            to,
+            password_file,
+            json,
+        }) => {
+            let cfg = load_for_command(&config_path)?;
+            crate::commands::state_migrate(&cfg, &to, password_file.as_deref(), json).await
+        }
         Command::Completions { shell } => crate::commands::completions(shell),
         Command::Man { dir } => crate::commands::man(dir.as_deref()),
         Command::Fetch { id, output, force } => {

@@ -119,6 +119,9 @@ reachable at http.listen or not ready.",
         #[arg(long)]
         json: bool,
     },
+    /// Work on the state DB itself: `state migrate --to postgres://...`
+    #[command(subcommand)]
+    State(StateCommand),
     /// Download a stored copy to a local file (for restore), verifying it on the way
     Fetch {
         /// Job id or provider backup id (or a unique start of either); a cluster job: one shard's backup id
@@ -307,6 +310,27 @@ pub enum BackupsCommand {
     Unpin {
         /// Job id or provider backup id (or a unique start of either)
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Copy this config's SQLite state DB (state.path) into an empty PostgreSQL database, check
+    /// every table's row count, and print what was copied; then point state.url at it
+    #[command(
+        after_help = "Stop the daemon (and any backup-now) first: a job in progress is refused.
+The SQLite file is left as it was; keep it until the replicas run well on PostgreSQL."
+    )]
+    Migrate {
+        /// The PostgreSQL database: postgres://USER@HOST:PORT/DATABASE (no password in it)
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// A file holding the PostgreSQL password (else PGPASSWORD or ~/.pgpass)
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// Print the rows copied per table as JSON
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -26,6 +26,7 @@ pub mod raw;
 pub mod schedule;
 pub mod units;
 mod validate;
+pub use validate::service::postgres_url_problem;
 
 pub use model::{
     CatchUp, CdsConfig, Config, DEFAULT_DOWNLOAD_MIN_RATE, DEFAULT_DOWNLOAD_RATE_WINDOW,

@@ -4,6 +4,7 @@
 //! rdbvault lives in this module, written once for both backends ([`sql`]).
 //!
 //! - [`jobs`]: jobs, their shards and multipart parts, the event log.
+//! - [`copy`]: `state migrate`, a SQLite state DB into an empty PostgreSQL one.
 //! - [`control`]: what an operator asks of a job (`jobs cancel`), and the reads `status` needs.
 //! - [`schedule`]: per (policy, instance) schedule state.
 //! - [`inventory`]: the copies rdbvault knows about.
@@ -13,6 +14,7 @@
 //! Times are Unix milliseconds; [`ms`] and [`from_ms`] convert.
 
 pub mod control;
+pub mod copy;
 pub mod inventory;
 pub mod jobs;
 pub mod leases;

@@ -36,6 +36,7 @@ mod integration {
     mod retention;
     mod s3_credentials;
     mod sim_protocol;
+    mod state_migrate;
     mod status_cli;
     mod stress;
     mod terminal;

@@ -8,6 +8,7 @@
 //! - `prune.rs`: `prune`.
 //! - `verify.rs`: `verify`.
 //! - `fetch.rs`: `fetch`.
+//! - `state.rs`: `state migrate` (a SQLite state DB into PostgreSQL).
 //! - `demo.rs`: `demo`.
 //! - `init.rs`: `init` (a commented starting config, offline or from `DescribeDBInstances`).
 //! - `shell.rs`: `completions SHELL` and `man` (both generated from the clap definition).
@@ -48,6 +49,7 @@ mod run;
 mod sets_table;
 mod shell;
 mod sim;
+mod state;
 mod status;
 mod terminal;
 mod verify;
@@ -64,6 +66,7 @@ pub use prune::prune;
 pub use run::run;
 pub use shell::{completions, man};
 pub use sim::sim;
+pub use state::state_migrate;
 pub use status::status;
 pub use terminal::init_logging;
 pub use verify::verify;

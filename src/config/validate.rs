@@ -13,7 +13,7 @@
 mod cds;
 mod destination;
 mod policy;
-mod service;
+pub(crate) mod service;
 
 use super::locate;
 use super::model::{CdsConfig, Config};

@@ -31,16 +31,7 @@ pub async fn new_pg_database(server: &str) -> String {
 
 /// A fresh state DB for one test: `dir/state.db`, or a new PostgreSQL database.
 pub async fn temp_store(dir: &Path) -> Store {
-    let state = StateConfig {
-        path: dir.join("state.db"),
-        url: match pg_server() {
-            Some(server) => Some(new_pg_database(&server).await),
-            None => None,
-        },
-        password_file: None,
-        job_lease: Duration::from_secs(60),
-    };
-    Store::connect(&state).await.unwrap()
+    temp_stores(dir, 1).await.remove(0)
 }
 
 /// `n` handles on one fresh state DB (each its own pool, as separate processes or replicas

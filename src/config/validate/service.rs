@@ -162,7 +162,7 @@ impl Validator<'_> {
 /// What is wrong with a `state.url`, if anything: it must be a `postgres://` (or
 /// `postgresql://`) URL with a host, and without a password (which would show in `ps`, in logs
 /// and in every copy of the config).
-fn postgres_url_problem(url: &str) -> Option<String> {
+pub fn postgres_url_problem(url: &str) -> Option<String> {
     let parsed = match url::Url::parse(url) {
         Ok(u) => u,
         Err(e) => {
