@@ -25,29 +25,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             })?;
             crate::commands::check_config(&cfg, online, json).await
         }
-        Command::Api {
-            action,
-            params,
-            yes,
-            endpoint,
-            password_file,
-            password_stdin,
-        } => {
-            init_logging(config::LogFormat::Text, "warn");
-            let mut cds_cfg = config::load_cds(&config_path, explicit)?;
-            if let Some(e) = endpoint {
-                cds_cfg.endpoint = e;
-            }
-            crate::commands::api(
-                &cds_cfg,
-                &action,
-                &params,
-                yes,
-                password_file.as_deref(),
-                password_stdin,
-            )
-            .await
-        }
+        Command::Api(args) => run_api(args, &config_path, explicit).await,
         Command::Sim(args) => {
             init_logging(config::LogFormat::Text, "info");
             crate::commands::sim(args).await
@@ -121,4 +99,27 @@ fn load_for_command(path: &std::path::Path) -> Result<config::Config, Failure> {
     let cfg = config::load(path)?;
     init_logging(cfg.log.format, "warn");
     Ok(cfg)
+}
+
+/// `api`: reads only the `cds` section (a config is optional: defaults and the environment
+/// do), `--endpoint` overriding it.
+async fn run_api(
+    args: crate::cli::ApiArgs,
+    config_path: &std::path::Path,
+    explicit: bool,
+) -> Result<(), Failure> {
+    init_logging(config::LogFormat::Text, "warn");
+    let mut cds_cfg = config::load_cds(config_path, explicit)?;
+    if let Some(e) = args.endpoint {
+        cds_cfg.endpoint = e;
+    }
+    crate::commands::api(
+        &cds_cfg,
+        &args.action,
+        &args.params,
+        args.yes,
+        args.password_file.as_deref(),
+        args.password_stdin,
+    )
+    .await
 }

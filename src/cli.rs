@@ -144,27 +144,7 @@ Everything is checked before anything is sent, and every problem is named at onc
 CreateDBInstance, DeleteDBInstance and DeleteBackup need --yes. CreateDBInstance's Password is never \
 taken as KEY=VALUE (shell history, `ps`): use --password-file or --password-stdin."
     )]
-    Api {
-        /// DescribeRegins, DescribeAvailableDBConfig, CreateDBInstance, DescribeDBInstances,
-        /// DeleteDBInstance, DescribeBackups, DownloadBackup, CreateBackup, DeleteBackup
-        action: String,
-        /// Action parameters
-        #[arg(value_name = "KEY=VALUE")]
-        params: Vec<String>,
-        /// Confirm a destructive or billable action
-        #[arg(long)]
-        yes: bool,
-        /// API endpoint, overriding cds.endpoint / cds.region (e.g. http://127.0.0.1:9751 for `rdbvault sim`)
-        #[arg(long, value_name = "URL")]
-        endpoint: Option<url::Url>,
-        /// CreateDBInstance's Password, from this file (one line; refused if its group or other
-        /// users can read it)
-        #[arg(long, value_name = "FILE")]
-        password_file: Option<PathBuf>,
-        /// CreateDBInstance's Password, from the first line of standard input (piped, not typed)
-        #[arg(long, conflicts_with = "password_file")]
-        password_stdin: bool,
-    },
+    Api(ApiArgs),
     /// Start the built-in CDS Redis API simulator
     Sim(SimArgs),
     /// Zero set-up demo: simulator, throwaway state DB, local directory, a policy every 10 seconds
@@ -311,6 +291,30 @@ pub enum BackupsCommand {
         /// Job id or provider backup id (or a unique start of either)
         id: String,
     },
+}
+
+/// `api ACTION [KEY=VALUE ...]`: one signed call.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// DescribeRegins, DescribeAvailableDBConfig, CreateDBInstance, DescribeDBInstances,
+    /// DeleteDBInstance, DescribeBackups, DownloadBackup, CreateBackup, DeleteBackup
+    pub action: String,
+    /// Action parameters
+    #[arg(value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// Confirm a destructive or billable action
+    #[arg(long)]
+    pub yes: bool,
+    /// API endpoint, overriding cds.endpoint / cds.region (e.g. http://127.0.0.1:9751 for `rdbvault sim`)
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<url::Url>,
+    /// CreateDBInstance's Password, from this file (one line; refused if its group or other
+    /// users can read it)
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// CreateDBInstance's Password, from the first line of standard input (piped, not typed)
+    #[arg(long, conflicts_with = "password_file")]
+    pub password_stdin: bool,
 }
 
 #[derive(Debug, Subcommand)]
