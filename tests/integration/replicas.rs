@@ -85,3 +85,166 @@ async fn a_replica_whose_retention_lease_was_taken_over_deletes_nothing() {
     assert_eq!(live(&ctx.store).await, 1);
     env.sim.stop().await;
 }
+
+/// The pid in a daemon's owner id (`daemon:<host>:<pid>:<uuid>`).
+fn owner_pid(owner: &str) -> Option<u32> {
+    owner.split(':').nth(2)?.parse().ok()
+}
+
+/// Polls the state DB until `found` picks a job, for at most `limit`.
+async fn wait_for_job(
+    store: &rdbvault::store::Store,
+    limit: std::time::Duration,
+    found: impl Fn(&rdbvault::store::JobRow) -> bool,
+) -> rdbvault::store::JobRow {
+    let start = std::time::Instant::now();
+    loop {
+        let jobs = store.list_jobs(None, None, 10_000).await.unwrap();
+        if let Some(j) = jobs.into_iter().find(|j| found(j)) {
+            return j;
+        }
+        assert!(start.elapsed() < limit, "no such job within {limit:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_make_one_job_per_run_and_finish_the_jobs_of_killed_ones() {
+    use crate::support::{AK, SECRET, write_private};
+    use rdbvault::sim::state::{Fault, InstanceSpec};
+    use std::time::Duration;
+    let mut sim_cfg = crate::support::sim_config();
+    sim_cfg.settings.backup_delay = Duration::from_millis(1500);
+    sim_cfg.instances = Some(
+        (0..9)
+            .map(|i| InstanceSpec {
+                name: format!("fleet-{i}"),
+                backup_size: Some(3 << 20),
+                ..Default::default()
+            })
+            .collect(),
+    );
+    let sim = crate::support::start_sim(sim_cfg).await;
+    // About a second per download: a transfer is long enough to be killed in.
+    sim.add_fault(Fault::DownloadThrottle {
+        count: None,
+        bytes_per_second: 3 << 20,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_private(&d.join("cds_id"), AK);
+    write_private(&d.join("cds_secret"), SECRET);
+    std::fs::create_dir_all(d.join("archive")).unwrap();
+    let config = d.join("rdbvault.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "cds:\n  endpoint: {e}\n  access_key_id_file: {d}/cds_id\n  access_key_secret_file: {d}/cds_secret\n  poll_interval: 200ms\n  poll_max_interval: 500ms\n{state}  job_lease: 3s\nhttp:\n  listen: 127.0.0.1:0\nlimits:\n  max_concurrent_jobs: 3\n  max_concurrent_transfers: 3\ndestinations:\n  dir: {{ type: file, path: {d}/archive }}\npolicies:\n  - name: p\n    schedule: {{ cron: \"*/10 * * * * *\", start_window: 9s, completion_window: 2m }}\n    instances: [ {{ name: \"fleet-*\" }} ]\n    destination: dir\n    retention: {{ destination: {{ keep_last: 1000 }} }}\n",
+            e = sim.base_url,
+            d = d.display(),
+            state = crate::support::state_yaml(d),
+        ),
+    )
+    .unwrap();
+    let spawn = || {
+        let mut c = crate::support::rdbvault();
+        c.arg("-c").arg(&config).arg("run");
+        let mut c = tokio::process::Command::from(c);
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        c.spawn().unwrap()
+    };
+    let mut replicas: Vec<_> = (0..3).map(|_| spawn()).collect();
+    let store = crate::support::open_store(d).await;
+    let pid_of = |c: &tokio::process::Child| c.id().unwrap();
+    let alive = |replicas: &Vec<tokio::process::Child>, pid: u32| {
+        replicas.iter().any(|c| c.id() == Some(pid))
+    };
+
+    // SIGKILL the owner of a job in mid-transfer, then the owner of one mid-snapshot.
+    let mut killed = Vec::new();
+    for phase in ["transferring", "snapshotting"] {
+        let job = wait_for_job(&store, Duration::from_secs(60), |j| {
+            j.state == phase
+                && j.owner
+                    .as_deref()
+                    .and_then(owner_pid)
+                    .is_some_and(|p| alive(&replicas, p))
+        })
+        .await;
+        let pid = job.owner.as_deref().and_then(owner_pid).unwrap();
+        let i = replicas.iter().position(|c| pid_of(c) == pid).unwrap();
+        let mut victim = replicas.remove(i);
+        victim.start_kill().unwrap();
+        let _ = victim.wait().await;
+        killed.push(job);
+    }
+    let killed_at = rdbvault::store::ms(chrono::Utc::now());
+
+    // The survivor takes both jobs over (after their owners' 3 s lease) and finishes them.
+    for job in &killed {
+        let done = wait_for_job(&store, Duration::from_secs(90), |j| {
+            j.id == job.id && j.state.is_terminal()
+        })
+        .await;
+        assert_eq!(done.state, "stored", "{}: {:?}", done.id, done.error);
+    }
+    // Every run due before the kills ended has one stored job per instance, and then the
+    // survivor stops.
+    let settled = killed_at + 10_000;
+    loop {
+        let jobs = store.list_jobs(None, None, 10_000).await.unwrap();
+        if jobs
+            .iter()
+            .filter(|j| j.due_at <= settled)
+            .all(|j| j.state.is_terminal())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let survivor = replicas.remove(0);
+    crate::support::signal(&survivor, "-TERM");
+    let _ = tokio::time::timeout(Duration::from_secs(40), survivor.wait_with_output()).await;
+
+    let jobs = store.list_jobs(None, None, 10_000).await.unwrap();
+    let mut runs = std::collections::HashMap::new();
+    for j in &jobs {
+        *runs.entry((j.instance_uuid.clone(), j.due_at)).or_insert(0) += 1;
+    }
+    assert!(
+        runs.values().all(|n| *n == 1),
+        "a run made two jobs: {runs:?}"
+    );
+    let before: Vec<_> = jobs.iter().filter(|j| j.due_at <= settled).collect();
+    assert!(before.len() >= 9, "at least one run of the 9 instances");
+    for j in &before {
+        assert_eq!(j.state, "stored", "{} {}: {:?}", j.id, j.state, j.error);
+    }
+    let creates = sim.shared.world.lock().unwrap().creates_by_desc.clone();
+    assert!(
+        creates.values().all(|n| *n == 1),
+        "a job sent CreateBackup twice: {creates:?}"
+    );
+    let partial = walk(&d.join("archive"))
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(".partial"))
+        .count();
+    assert_eq!(partial, 0, "no half-written file is left");
+    store.close().await;
+    sim.stop().await;
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
