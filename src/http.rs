@@ -175,20 +175,57 @@ async fn readyz(State(s): State<Arc<HttpState>>) -> impl IntoResponse {
     } else {
         crate::store::from_ms(last_api).to_rfc3339()
     };
+    let details = format!(
+        "last CDS API success: {last_api}\nstate DB: {}\n{}",
+        s.store.describe(),
+        lease_lines(&s).await
+    );
     if problems.is_empty() {
-        (
-            StatusCode::OK,
-            format!("ready\nlast CDS API success: {last_api}\n"),
-        )
+        (StatusCode::OK, format!("ready\n{details}"))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "not ready: {}\nlast CDS API success: {last_api}\n",
-                problems.join("; ")
-            ),
+            format!("not ready: {}\n{details}", problems.join("; ")),
         )
     }
+}
+
+/// Who does the shared upkeep (replicas sharing the state DB take turns): one line per lease,
+/// saying whether this replica holds it.
+async fn lease_lines(s: &HttpState) -> String {
+    let me = s.ctx.read().expect("context lock").owner.clone();
+    let now = crate::store::ms(crate::clock::wall_now());
+    let mut out = String::new();
+    let who = |holder: &str| {
+        if holder == me {
+            "this replica"
+        } else {
+            "another replica"
+        }
+    };
+    for name in ["retention", "reverify"] {
+        let done = format!("{name}:done");
+        let line = match (
+            s.store.lease_holder(name, now).await,
+            s.store.lease_holder(&done, now).await,
+        ) {
+            (Ok(Some((holder, epoch, until))), _) => format!(
+                "{name}: running on {} (lease epoch {epoch}, until {})",
+                who(&holder),
+                crate::store::from_ms(until).to_rfc3339()
+            ),
+            (Ok(None), Ok(Some((holder, _, next)))) => format!(
+                "{name}: last done by {}; due again {}",
+                who(&holder),
+                crate::store::from_ms(next).to_rfc3339()
+            ),
+            (Ok(None), Ok(None)) => format!("{name}: due (the next replica to look takes it)"),
+            (Err(e), _) | (_, Err(e)) => format!("{name}: unknown ({e})"),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
 }
 
 #[derive(serde::Deserialize)]

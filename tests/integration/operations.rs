@@ -121,6 +121,12 @@ async fn metrics_health_v1_and_reload_as_an_operator_sees_them() {
     let (status, ready) = get(&format!("{base}/readyz")).await;
     assert_eq!(status, 200, "{ready}");
     assert!(ready.contains("last CDS API success: 20"), "{ready}");
+    // Which state DB, and who does the shared upkeep.
+    assert!(ready.contains("state DB: "), "{ready}");
+    assert!(
+        ready.contains("\nretention: ") && ready.contains("\nreverify: "),
+        "{ready}"
+    );
     let (status, jobs) = get(&format!("{base}/v1/jobs")).await;
     assert_eq!(status, 200);
     let jobs: serde_json::Value = serde_json::from_str(&jobs).unwrap();
