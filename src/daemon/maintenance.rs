@@ -33,6 +33,14 @@ pub async fn rebuild_gauges(ctx: &Context) -> anyhow::Result<()> {
                 .with_label_values(&[name, field]);
         }
     }
+    refresh_fleet_gauges(ctx).await
+}
+
+/// Sets the gauges that describe the fleet rather than this process (last success, attempt
+/// and size per instance, verified copies, jobs by state) from the state DB, so every replica
+/// sharing it exports the same values, whichever ran the job, and a replica that is down takes
+/// nothing away from the alerts.
+pub async fn refresh_fleet_gauges(ctx: &Context) -> anyhow::Result<()> {
     crate::reconcile::refresh_verified_gauge(ctx).await?;
     for job in ctx.store.last_finished().await? {
         let labels = [job.policy.as_str(), job.instance_uuid.as_str()];
@@ -41,11 +49,13 @@ pub async fn rebuild_gauges(ctx: &Context) -> anyhow::Result<()> {
         if g.get() < at {
             g.set(at);
         }
-        if job.state == crate::job::State::Stored {
-            ctx.metrics
-                .backup_last_success
-                .with_label_values(&labels)
-                .set(at);
+        if job.state != crate::job::State::Stored {
+            continue;
+        }
+        // Never backwards: a job this process stored a moment ago already set them.
+        let success = ctx.metrics.backup_last_success.with_label_values(&labels);
+        if success.get() < at {
+            success.set(at);
             ctx.metrics
                 .backup_last_size
                 .with_label_values(&labels)
@@ -303,15 +313,16 @@ async fn reverify_once(ctx: &Context) {
 /// `verify`, `prune`) and the instances each scheduled run selects.
 pub const VERIFIED_GAUGE_EVERY: Duration = Duration::from_secs(15);
 
-/// Recounts `rdbvault_verified_backups` every [`VERIFIED_GAUGE_EVERY`] until `cancel`.
+/// Refreshes the fleet gauges ([`refresh_fleet_gauges`]) every [`VERIFIED_GAUGE_EVERY`] until
+/// `cancel`.
 pub async fn refresh_verified_gauge_loop(ctx: Context, cancel: CancellationToken) {
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(VERIFIED_GAUGE_EVERY) => {}
         }
-        if let Err(e) = crate::reconcile::refresh_verified_gauge(&ctx).await {
-            tracing::error!(error = %format!("{e:#}"), "cannot refresh rdbvault_verified_backups");
+        if let Err(e) = refresh_fleet_gauges(&ctx).await {
+            tracing::error!(error = %format!("{e:#}"), "cannot refresh the gauges from the state DB");
         }
     }
 }

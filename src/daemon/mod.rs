@@ -12,7 +12,7 @@
 //! so "no such pid in /proc" proves nothing.
 
 mod dispatch;
-mod maintenance;
+pub mod maintenance;
 mod signals;
 
 pub use dispatch::dispatch;

@@ -248,3 +248,43 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_exports_the_fleets_last_success_whoever_ran_the_job() {
+    let Some(env) = Env::new("fleet", "dir", &format!("uuid: {SMALL}"), "@yearly").await else {
+        return;
+    };
+    // Stored by another process (a backup-now, or another replica).
+    assert_eq!(env.run(&["backup-now", "--policy", "p"]).await.code, 0);
+    let cfg = Arc::new(rdbvault::config::load(&env.config).unwrap());
+    let registry = prometheus::Registry::new();
+    let metrics = rdbvault::metrics::Metrics::register(registry.clone()).unwrap();
+    let replica = rdbvault::services::open(cfg, "replica-b".into(), metrics)
+        .await
+        .unwrap();
+    rdbvault::daemon::maintenance::refresh_fleet_gauges(&replica)
+        .await
+        .unwrap();
+    let job = &replica.store.list_jobs(None, None, 1).await.unwrap()[0];
+    let gauge = |name: &str| {
+        registry
+            .gather()
+            .into_iter()
+            .find(|f| f.name() == name)
+            .and_then(|f| {
+                f.get_metric()
+                    .iter()
+                    .find(|m| m.get_label().iter().any(|l| l.value() == SMALL))
+                    .map(|m| m.get_gauge().get_value())
+            })
+    };
+    assert_eq!(
+        gauge("rdbvault_backup_last_success_timestamp_seconds"),
+        Some(job.finished_at.unwrap() as f64 / 1000.0)
+    );
+    assert_eq!(
+        gauge("rdbvault_backup_last_size_bytes"),
+        Some(job.bytes as f64)
+    );
+    env.sim.stop().await;
+}
