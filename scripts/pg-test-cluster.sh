@@ -5,6 +5,7 @@
 # PostgreSQL refuses to run as root, so as root the cluster belongs to the `postgres` user.
 #
 #   eval "$(scripts/pg-test-cluster.sh start)"   # exports RDBVAULT_TEST_PG_URL and PGTEST_DIR
+#   scripts/pg-test-cluster.sh restart "$PGTEST_DIR"   # drops every connection
 #   scripts/pg-test-cluster.sh stop "$PGTEST_DIR"
 set -euo pipefail
 BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
@@ -23,9 +24,19 @@ start)
   PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   as_owner "$DIR" "$BIN/initdb -D $DIR/data -A trust -U postgres -E UTF8 --locale=C --no-sync" >"$DIR/initdb.log" 2>&1 \
     || { cat "$DIR/initdb.log" >&2; exit 1; }
-  as_owner "$DIR" "$BIN/pg_ctl -D $DIR/data -l $DIR/server.log -w -o '-p $PORT -k $DIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300' start" >/dev/null \
+  OPTIONS="-p $PORT -k $DIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+  echo "$OPTIONS" > "$DIR/options"
+  as_owner "$DIR" "$BIN/pg_ctl -D $DIR/data -l $DIR/server.log -w -o '$OPTIONS' start" >/dev/null \
     || { cat "$DIR/server.log" >&2; exit 1; }
   echo "export PGTEST_DIR=$DIR RDBVAULT_TEST_PG_URL=postgres://postgres@127.0.0.1:$PORT/postgres"
+  ;;
+restart)
+  # Down for SECONDS (default 0), every connection dropped, then up on the same port: an
+  # operator's restart or a failover as the clients see it.
+  DIR=${2:?usage: $0 restart DIR [SECONDS]}
+  as_owner "$DIR" "$BIN/pg_ctl -D $DIR/data -m fast -w stop" >/dev/null
+  sleep "${3:-0}"
+  as_owner "$DIR" "$BIN/pg_ctl -D $DIR/data -l $DIR/server.log -w -o '$(cat "$DIR/options")' start" >/dev/null
   ;;
 stop)
   DIR=${2:?usage: $0 stop DIR}
@@ -33,7 +44,7 @@ stop)
   rm -rf "$DIR"
   ;;
 *)
-  echo "usage: $0 start | stop DIR" >&2
+  echo "usage: $0 start | restart DIR | stop DIR" >&2
   exit 2
   ;;
 esac

@@ -288,3 +288,179 @@ async fn every_replica_exports_the_fleets_last_success_whoever_ran_the_job() {
     );
     env.sim.stop().await;
 }
+
+/// A PostgreSQL cluster of this test's own (so it can be restarted without disturbing the
+/// others), stopped when dropped.
+struct OwnCluster {
+    dir: String,
+    url: String,
+}
+
+impl OwnCluster {
+    fn start() -> OwnCluster {
+        let script = crate::support::repo_root().join("scripts/pg-test-cluster.sh");
+        let out = std::process::Command::new(&script)
+            .arg("start")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let value = |key: &str| {
+            text.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{key}=")))
+                .unwrap()
+                .to_string()
+        };
+        OwnCluster {
+            dir: value("PGTEST_DIR"),
+            url: value("RDBVAULT_TEST_PG_URL"),
+        }
+    }
+
+    /// Down for `secs`, every connection dropped, then up again on the same port.
+    fn restart(&self, secs: u32) {
+        let script = crate::support::repo_root().join("scripts/pg-test-cluster.sh");
+        let out = std::process::Command::new(&script)
+            .args(["restart", &self.dir, &secs.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let script = crate::support::repo_root().join("scripts/pg-test-cluster.sh");
+        let _ = std::process::Command::new(&script)
+            .args(["stop", &self.dir])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_under_load_loses_and_doubles_no_job() {
+    use crate::support::{AK, SECRET, write_private};
+    use rdbvault::sim::state::{Fault, InstanceSpec};
+    use std::time::Duration;
+    // The PostgreSQL pass's (its tools are there); the cluster is this test's own.
+    if crate::support::pg_server().is_none() {
+        return;
+    }
+    let cluster = OwnCluster::start();
+    let mut sim_cfg = crate::support::sim_config();
+    sim_cfg.settings.backup_delay = Duration::from_millis(1000);
+    sim_cfg.instances = Some(
+        (0..6)
+            .map(|i| InstanceSpec {
+                name: format!("db-{i}"),
+                backup_size: Some(2 << 20),
+                ..Default::default()
+            })
+            .collect(),
+    );
+    let sim = crate::support::start_sim(sim_cfg).await;
+    sim.add_fault(Fault::DownloadThrottle {
+        count: None,
+        bytes_per_second: 2 << 20,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_private(&d.join("cds_id"), AK);
+    write_private(&d.join("cds_secret"), SECRET);
+    std::fs::create_dir_all(d.join("archive")).unwrap();
+    let config = d.join("rdbvault.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "cds:\n  endpoint: {e}\n  access_key_id_file: {d}/cds_id\n  access_key_secret_file: {d}/cds_secret\n  poll_interval: 200ms\n  poll_max_interval: 500ms\nstate:\n  url: {url}\n  job_lease: 3s\nhttp:\n  listen: 127.0.0.1:0\nlimits:\n  max_concurrent_jobs: 3\n  max_concurrent_transfers: 3\ndestinations:\n  dir: {{ type: file, path: {d}/archive }}\npolicies:\n  - name: p\n    schedule: {{ cron: \"*/10 * * * * *\", start_window: 9s, completion_window: 2m }}\n    instances: [ {{ name: \"db-*\" }} ]\n    destination: dir\n    retention: {{ destination: {{ keep_last: 1000 }} }}\n",
+            e = sim.base_url,
+            d = d.display(),
+            url = cluster.url,
+        ),
+    )
+    .unwrap();
+    let spawn = || {
+        let mut c = crate::support::rdbvault();
+        c.arg("-c").arg(&config).arg("run");
+        let mut c = tokio::process::Command::from(c);
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        c.spawn().unwrap()
+    };
+    let replicas: Vec<_> = (0..2).map(|_| spawn()).collect();
+    let state = rdbvault::config::StateConfig {
+        path: d.join("unused.db"),
+        url: Some(cluster.url.clone()),
+        password_file: None,
+        job_lease: Duration::from_secs(3),
+    };
+    let store = rdbvault::store::Store::connect(&state).await.unwrap();
+    // Under load: jobs in flight when the database goes away for 3 s.
+    wait_for_job(&store, Duration::from_secs(60), |j| {
+        j.state == "transferring"
+    })
+    .await;
+    store.close().await;
+    cluster.restart(3);
+    let restarted_at = rdbvault::store::ms(chrono::Utc::now());
+    let store = rdbvault::store::Store::connect(&state).await.unwrap();
+
+    // The replicas reconnect: runs after the restart get their jobs, and every job due before
+    // it ends stored.
+    let settled = restarted_at + 10_000;
+    let start = std::time::Instant::now();
+    loop {
+        let jobs = store.list_jobs(None, None, 10_000).await.unwrap();
+        let after = jobs.iter().filter(|j| j.due_at > settled).count();
+        if after >= 6
+            && jobs
+                .iter()
+                .filter(|j| j.due_at <= settled)
+                .all(|j| j.state.is_terminal())
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the replicas did not carry on after the restart: {:?}",
+            jobs.iter()
+                .map(|j| (&j.id, j.state, &j.error))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for r in &replicas {
+        crate::support::signal(r, "-TERM");
+    }
+    for r in replicas {
+        let _ = tokio::time::timeout(Duration::from_secs(40), r.wait_with_output()).await;
+    }
+    let jobs = store.list_jobs(None, None, 10_000).await.unwrap();
+    let mut runs = std::collections::HashMap::new();
+    for j in &jobs {
+        *runs.entry((j.instance_uuid.clone(), j.due_at)).or_insert(0) += 1;
+    }
+    assert!(
+        runs.values().all(|n| *n == 1),
+        "a run made two jobs: {runs:?}"
+    );
+    for j in jobs.iter().filter(|j| j.due_at <= settled) {
+        assert_eq!(j.state, "stored", "{} {}: {:?}", j.id, j.state, j.error);
+    }
+    let creates = sim.shared.world.lock().unwrap().creates_by_desc.clone();
+    assert!(
+        creates.values().all(|n| *n == 1),
+        "a job sent CreateBackup twice: {creates:?}"
+    );
+    store.close().await;
+    sim.stop().await;
+}
