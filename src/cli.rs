@@ -13,8 +13,9 @@ pub use crate::failure::exit;
     version,
     about = "Keeps Capital Online (CDS) cloud Redis backups safe",
     long_about = "rdbvault asks the CDS Redis API for backups on a schedule, streams each finished RDB file \
-into S3 or a local directory, verifies it (size, RDB header, CRC64, SHA-256), records every step in \
-SQLite, prunes old copies by retention policy and exports Prometheus metrics.\n\n\
+into S3 or a local directory, verifies it (size, RDB header, CRC64, SHA-256), records every step in a \
+state DB (SQLite, or PostgreSQL shared by several replicas), prunes old copies by retention policy and \
+exports Prometheus metrics.\n\n\
 Exit codes: 0 success, 1 runtime failure, 2 usage, configuration or credential error, 3 a backup or verification failed, \
 4 a backup was skipped (its instance already had an open job) and nothing failed.",
     after_help = "Try it without a cloud account: `rdbvault demo`, or `rdbvault sim` in one terminal and \
