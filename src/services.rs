@@ -161,6 +161,16 @@ pub fn credential_problem(err: &anyhow::Error) -> bool {
     })
 }
 
+/// Whether `err` (anywhere in its chain) is the state DB being unreachable
+/// ([`crate::store::Error::is_unreachable`]).
+pub fn state_db_unreachable(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<crate::store::Error>()
+            .is_some_and(crate::store::Error::is_unreachable)
+    })
+}
+
 /// `daemon:<host>:<pid>:<uuid>` and the like: who owns a job.
 pub fn owner_id(kind: &str) -> String {
     let host = std::fs::read_to_string("/etc/hostname")

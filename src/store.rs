@@ -93,6 +93,23 @@ impl From<sqlx::Error> for Error {
 }
 
 impl Error {
+    /// The state DB could not be reached or dropped the connection (a restart, a failover, the
+    /// network): nothing is wrong with the job, whose journal stands where it was; it is to be
+    /// resumed once the DB answers, not failed.
+    pub fn is_unreachable(&self) -> bool {
+        let Error::Query(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+            // SQLSTATE 08: connection exception; 57P01-57P03: the server shut down or restarts.
+            sqlx::Error::Database(d) => d
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+            _ => false,
+        }
+    }
+
     /// The database refused who we are (PostgreSQL SQLSTATE class 28: a wrong password or an
     /// unknown user) or `state.password_file` cannot be used: a credential problem.
     pub fn is_credentials(&self) -> bool {

@@ -353,6 +353,9 @@ async fn missed(ctx: &Context, job: &JobRow, reason: String) -> Outcome {
 /// failure with its whole error chain.
 async fn failed(ctx: &Context, job: &JobRow, err: anyhow::Error) -> Outcome {
     let chain = format!("{err:#}");
+    if crate::services::state_db_unreachable(&err) {
+        return db_outage(ctx, job, &chain).await;
+    }
     // Only the owner cleans up: another process's upload is not ours to abort.
     match ctx.store.holds(&ctx.claim(job)).await {
         Ok(true) => {}
@@ -434,6 +437,23 @@ async fn interrupted(ctx: &Context, job: &JobRow) -> Outcome {
     )
     .await;
     let _ = ctx.store.release_job(&job.id, &ctx.owner).await;
+    Outcome::Interrupted
+}
+
+/// The state DB went away under a step (a restart, a failover): the job is not failed. Its
+/// journal stands where it was; it is handed back as soon as the DB answers again (tried for a
+/// minute), and the next dispatch, here or in another replica, resumes it from its phase.
+async fn db_outage(ctx: &Context, job: &JobRow, why: &str) -> Outcome {
+    tracing::warn!(error = %why, "the state DB is unreachable; the job stops here and is resumed when it answers");
+    for _ in 0..60 {
+        if ctx.store.release_job(&job.id, &ctx.owner).await.is_ok() {
+            return Outcome::Interrupted;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    tracing::error!(
+        "the state DB stayed unreachable for a minute; the job stays with this process: resumed when it restarts, or by another replica once this one stops"
+    );
     Outcome::Interrupted
 }
 
