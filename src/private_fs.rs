@@ -79,6 +79,23 @@ pub fn create_blocking(path: &Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
+/// Creates a new file for writing and reading, mode 0600 whatever the umask; fails with
+/// [`std::io::ErrorKind::AlreadyExists`] if `path` exists.
+///
+/// # Errors
+/// The file exists or cannot be created.
+pub fn create_new_blocking(path: &Path) -> std::io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)?;
+    // The mode above went through the umask; a umask such as 0277 would leave 0400.
+    file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))?;
+    Ok(file)
+}
+
 /// Writes `contents` as the file `path`, mode 0600 whatever the umask, all at once: the bytes go
 /// to a temporary file beside `path` (0600 from its creation), are synced, and the file is then
 /// renamed into place, so nobody ever sees half a file or a moment of a wider mode. Without

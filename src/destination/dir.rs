@@ -1,6 +1,6 @@
 //! A local directory as a destination: keys are relative paths under it, every one checked by
 //! [`path_in`] before a file is written, read or deleted; the sink ([`sink`]) writes
-//! `.partial` files and renames them into place.
+//! `.partial` files (one writer each, under a lock) and renames them into place.
 
 pub mod sink;
 
@@ -134,9 +134,17 @@ impl Backend for Directory {
     async fn open_sink(&self, req: SinkRequest) -> Result<OpenedSink, transfer::Error> {
         let final_path = path_in(&self.root, &req.key)?;
         let manifest_path = path_in(&self.root, &req.manifest_key)?;
-        let (sink, already) = FileSink::open(final_path, manifest_path, req.resume).await?;
+        let resume_from = req.resume_from.as_ref().map(PathBuf::from);
+        let sink::OpenedFile {
+            sink,
+            already,
+            note,
+        } = FileSink::open(final_path, manifest_path, resume_from).await?;
         let mut notes = Vec::new();
-        if req.resume && already.bytes() > 0 {
+        if let Some(note) = note {
+            notes.push(("resume", note));
+        }
+        if already.bytes() > 0 {
             notes.push((
                 "resume",
                 format!(
@@ -159,9 +167,9 @@ impl Backend for Directory {
         Ok(())
     }
 
-    async fn discard_unfinished(&self, key: &str) {
+    async fn discard_unfinished(&self, key: &str, temp_path: &str) {
         if let Ok(path) = path_in(&self.root, key) {
-            let _ = tokio::fs::remove_file(FileSink::temp_path_for(&path)).await;
+            sink::discard(&path, std::path::Path::new(temp_path)).await;
         }
     }
 

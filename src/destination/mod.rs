@@ -69,9 +69,9 @@ pub struct SinkRequest {
     pub backup_id: String,
     /// `BackupSize`, when the provider announced one (sizes the upload's parts).
     pub expected_size: Option<u64>,
-    /// An earlier run of this shard left data at the destination (a `.partial` file) that may
-    /// be continued.
-    pub resume: bool,
+    /// Where an earlier run of this shard left data at the destination (a `.partial` file),
+    /// which is continued when nobody still writes it.
+    pub resume_from: Option<String>,
     /// The journal the sink records its progress in (S3 parts), fenced on the job's claim.
     pub store: Store,
     pub claim: Claim,
@@ -124,8 +124,9 @@ pub trait Backend: Send + Sync {
     /// Aborts an upload an earlier process left open; one already gone is not an error. Kinds
     /// without uploads have nothing to do.
     async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), transfer::Error>;
-    /// Throws away the unfinished bytes of `key` (a `.partial` file) after a failed job.
-    async fn discard_unfinished(&self, key: &str);
+    /// Throws away the unfinished bytes of `key` after a failed job: the temporary file
+    /// `temp_path` the job journaled, if it is one of `key`'s and nobody still writes it.
+    async fn discard_unfinished(&self, key: &str, temp_path: &str);
     /// Uploads still open under `prefix` (relative to the destination's prefix).
     async fn open_uploads(&self, prefix: &str) -> anyhow::Result<Vec<OpenUpload>>;
 }

@@ -434,7 +434,7 @@ impl Backend for Bucket {
         abort_upload(&self.client, &self.cfg.bucket, key, upload_id).await
     }
 
-    async fn discard_unfinished(&self, _key: &str) {
+    async fn discard_unfinished(&self, _key: &str, _temp_path: &str) {
         // Unfinished S3 data is an open multipart upload: see `abort_upload`.
     }
 

@@ -477,12 +477,12 @@ async fn cleanup_partial(ctx: &Context, job: &JobRow) {
                 tracing::error!(error = %e, "cannot abort a multipart upload")
             }
         }
-        if let (Some(_), Some(key), Some(dest)) = (
+        if let (Some(temp), Some(key), Some(dest)) = (
             &s.temp_path,
             &s.object_key,
             ctx.destinations.get(&job.destination),
         ) {
-            dest.discard_unfinished(key).await;
+            dest.discard_unfinished(key, temp).await;
         }
         let _ = ctx
             .store

@@ -322,7 +322,7 @@ async fn stream_shard(
             manifest_key: plan.manifest_key.clone(),
             backup_id: shard.backup_id.clone(),
             expected_size: plan.expected_size,
-            resume: shard.temp_path.is_some(),
+            resume_from: shard.temp_path.clone(),
             store: ctx.store.clone(),
             claim: claim.clone(),
         })

@@ -45,8 +45,8 @@ async fn setup(guard: RateGuard) -> (SimHandle, Downloader, ShardSource) {
 async fn fetch(d: &Downloader, src: &ShardSource) -> Result<transfer::Stored, transfer::Error> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("b.rdb");
-    let (mut sink, mut checker): (FileSink, Checker) =
-        FileSink::open(path.clone(), dir.path().join("b.rdb.manifest.json"), false).await?;
+    let opened = FileSink::open(path.clone(), dir.path().join("b.rdb.manifest.json"), None).await?;
+    let (mut sink, mut checker): (FileSink, Checker) = (opened.sink, opened.already);
     d.stream_into(
         src,
         &mut checker,

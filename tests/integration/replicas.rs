@@ -346,7 +346,6 @@ impl Drop for OwnCluster {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open defect it found: a file-destination job resumed after a state DB outage can fail with 'cannot reopen ....rdb.partial' (1 run in 3); run with --ignored while fixing it"]
 async fn a_database_restart_under_load_loses_and_doubles_no_job() {
     use crate::support::{AK, SECRET, write_private};
     use rdbvault::sim::state::{Fault, InstanceSpec};
