@@ -15,7 +15,7 @@ pub mod retry;
 pub mod sign;
 
 pub use action::{Action, ParamSpec, ParamType};
-pub use client::{ApiResponse, Client, ClientConfig, ParamValue, Params, params};
+pub use client::{ApiResponse, Client, ClientConfig, ListingSlots, ParamValue, Params, params};
 pub use error::{Error, ErrorKind};
 pub use retry::RetryPolicy;
 

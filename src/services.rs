@@ -183,6 +183,34 @@ pub fn owner_id(kind: &str) -> String {
     )
 }
 
+/// `DescribeBackups` pacing shared by every process on the state DB ([`cds::ListingSlots`]).
+#[derive(Debug)]
+pub struct SharedListingSlots {
+    store: Store,
+    clock: crate::clock::SharedClock,
+}
+
+impl SharedListingSlots {
+    /// Slots kept in `store` (a writable one: a reservation is a write).
+    pub fn new(store: Store) -> Self {
+        SharedListingSlots {
+            store,
+            clock: crate::clock::system(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl cds::ListingSlots for SharedListingSlots {
+    async fn reserve(&self, instance_uuid: &str, spacing: Duration) -> anyhow::Result<Duration> {
+        let now = self.clock.now().timestamp_millis();
+        Ok(self
+            .store
+            .reserve_listing_slot(instance_uuid, spacing, now)
+            .await?)
+    }
+}
+
 /// Builds the API client from the `cds` section and the credentials.
 ///
 /// # Errors
@@ -241,7 +269,10 @@ pub async fn around(
     owner: String,
     prune_lock: Arc<tokio::sync::RwLock<()>>,
 ) -> Result<Context, Error> {
-    let cds = cds_client(&config.cds, metrics.api.clone())?;
+    let mut cds = cds_client(&config.cds, metrics.api.clone())?;
+    if !store.is_read_only() {
+        cds = cds.with_shared_pacing(Arc::new(SharedListingSlots::new(store.clone())));
+    }
     let downloader = crate::transfer::source::Downloader::new(
         cds.clone(),
         crate::transfer::source::RateGuard {

@@ -19,6 +19,7 @@ pub mod inventory;
 pub mod jobs;
 pub mod leases;
 pub mod lookup;
+pub mod pacing;
 mod postgres;
 pub mod schedule;
 pub mod shards;
@@ -132,6 +133,8 @@ pub struct Store {
     db: Db,
     /// The SQLite file, or the PostgreSQL URL without its password: for messages.
     at: String,
+    /// Opened for reading only (the listing commands): writes fail.
+    read_only: bool,
 }
 
 /// Unix milliseconds of a time.
@@ -194,6 +197,11 @@ impl Store {
     /// Where the DB is: the SQLite file, or the PostgreSQL URL without its password.
     pub fn describe(&self) -> &str {
         &self.at
+    }
+
+    /// Opened for reading only: the listing commands' store, whose writes fail.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     pub fn kind(&self) -> Kind {

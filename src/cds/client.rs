@@ -114,7 +114,25 @@ struct DescribePacing {
     spacing: Duration,
     /// Per instance: when its last listing finished.
     last: std::sync::Arc<Mutex<HashMap<String, InstanceGate>>>,
+    /// Slots shared with other processes (replicas on one state DB), when there are any.
+    shared: Option<std::sync::Arc<dyn ListingSlots>>,
 }
+
+/// Listing slots shared by every process that lists the same instances: the state DB's pacing
+/// table, implemented above this module (the client does not know the store).
+#[async_trait::async_trait]
+pub trait ListingSlots: Send + Sync + std::fmt::Debug {
+    /// Reserves the next slot for a `DescribeBackups` of `instance_uuid`, slots `spacing`
+    /// apart, and returns how long to wait before making the call.
+    ///
+    /// # Errors
+    /// The slots cannot be reached; the caller then paces on its own.
+    async fn reserve(&self, instance_uuid: &str, spacing: Duration) -> anyhow::Result<Duration>;
+}
+
+/// The longest a shared slot makes a listing wait, in spacings: a queue longer than this means
+/// something is off (a stuck row), and a listing made early is better than a job left waiting.
+const MAX_SHARED_WAIT_SPACINGS: u32 = 4;
 
 /// Appends the Redis product path to an endpoint unless it already ends with it.
 pub fn redis_base_url(endpoint: &Url) -> Url {
@@ -164,6 +182,14 @@ impl Client {
     #[must_use]
     pub fn with_describe_spacing(mut self, spacing: Duration) -> Self {
         self.describe_pacing.spacing = spacing;
+        self
+    }
+
+    /// Shares the `DescribeBackups` pacing with other processes through `slots`, so it holds
+    /// fleet-wide: one listing per instance per spacing whichever replica makes it.
+    #[must_use]
+    pub fn with_shared_pacing(mut self, slots: std::sync::Arc<dyn ListingSlots>) -> Self {
+        self.describe_pacing.shared = Some(slots);
         self
     }
 
@@ -471,6 +497,16 @@ impl Client {
         let mut last_done = gate.lock().await;
         if let Some(done) = *last_done {
             tokio::time::sleep_until(done + pacing.spacing).await;
+        }
+        if let Some(shared) = &pacing.shared {
+            match shared.reserve(instance_uuid, pacing.spacing).await {
+                Ok(wait) => {
+                    tokio::time::sleep(wait.min(pacing.spacing * MAX_SHARED_WAIT_SPACINGS)).await
+                }
+                Err(e) => {
+                    tracing::debug!(error = %format!("{e:#}"), "shared DescribeBackups pacing unavailable; pacing in this process only")
+                }
+            }
         }
         let result = self.call_typed(Action::DescribeBackups, &p).await;
         *last_done = Some(tokio::time::Instant::now());

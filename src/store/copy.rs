@@ -12,7 +12,7 @@ use super::{Error, Result, Store};
 use sqlx::Row as _;
 
 /// The tables of the state DB, in the order a copy inserts them.
-pub const TABLES: [&str; 7] = [
+pub const TABLES: [&str; 8] = [
     "jobs",
     "job_shards",
     "job_parts",
@@ -20,6 +20,7 @@ pub const TABLES: [&str; 7] = [
     "schedule_state",
     "backups",
     "leases",
+    "describe_pacing",
 ];
 
 /// Rows per INSERT (PostgreSQL takes at most 65,535 parameters in one statement).

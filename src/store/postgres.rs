@@ -55,6 +55,7 @@ pub(super) async fn open(
     let store = Store {
         db: Db::Postgres(pool.clone()),
         at: at.clone(),
+        read_only,
     };
     let migrator = sqlx::migrate!("./migrations/postgres");
     if read_only {

@@ -45,6 +45,7 @@ impl Store {
         Ok(Store {
             db: Db::Sqlite(pool),
             at: path.display().to_string(),
+            read_only: false,
         })
     }
 
@@ -95,6 +96,7 @@ impl Store {
         let store = Store {
             db: Db::Sqlite(pool),
             at: path.display().to_string(),
+            read_only: true,
         };
         if let Err(e) = store.check_schema(&sqlx::migrate!("./migrations")).await {
             store.close().await;

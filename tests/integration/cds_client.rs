@@ -387,6 +387,55 @@ async fn describe_backups_is_paced_per_instance() {
     assert_eq!(sim.calls("DescribeBackups"), 4);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_backups_is_paced_across_processes_sharing_a_state_db() {
+    use rdbvault::services::SharedListingSlots;
+    use std::sync::Arc;
+    let sim = start_sim(support::sim_config()).await;
+    let spacing = Duration::from_millis(400);
+    let dir = tempfile::tempdir().unwrap();
+    // Two replicas: each its own client and its own pool on one state DB.
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let store = support::open_store(dir.path()).await;
+        let (c, _registry) = client(&sim);
+        replicas.push(
+            c.with_describe_spacing(spacing)
+                .with_shared_pacing(Arc::new(SharedListingSlots::new(store))),
+        );
+    }
+    let (a, b) = (&replicas[0], &replicas[1]);
+    let started = std::time::Instant::now();
+    let results = tokio::join!(
+        a.describe_backups(REPLICA),
+        b.describe_backups(REPLICA),
+        a.describe_backups(REPLICA),
+        b.describe_backups(REPLICA),
+    );
+    let took = started.elapsed();
+    for r in [results.0, results.1, results.2, results.3] {
+        r.unwrap();
+    }
+    assert!(
+        took >= spacing * 3,
+        "four listings of one instance by two replicas took {took:?}, spacing {spacing:?}"
+    );
+    let gap = sim
+        .shared
+        .world
+        .lock()
+        .unwrap()
+        .describe_backups_min_gap
+        .unwrap();
+    // Slots are reserved on the DB's clock and the call follows at once: the simulator sees
+    // them a spacing apart, give or take the request's own latency.
+    assert!(
+        gap.to_std().unwrap() + Duration::from_millis(50) >= spacing,
+        "the simulator saw two listings of one instance {gap} apart"
+    );
+    assert_eq!(sim.calls("DescribeBackups"), 4);
+}
+
 /// Every `(action, code)` label pair of `rdbvault_api_requests_total`.
 fn api_label_pairs(registry: &prometheus::Registry) -> Vec<(String, String)> {
     registry
