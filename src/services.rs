@@ -82,8 +82,12 @@ pub struct Context {
     pub deletion_fence: Option<crate::store::leases::Lease>,
 }
 
-/// How much of a lease must be left for a deletion to start under it.
-pub const DELETION_LEASE_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+/// How much of a lease must be left for a deletion to start under it: 5 s, or a quarter of
+/// the lease when that is shorter (a lease is renewed every third of it, so a holder that is
+/// not paused always has more left).
+pub fn deletion_lease_margin(lease: Duration) -> Duration {
+    Duration::from_secs(5).min(lease / 4)
+}
 
 impl Context {
     /// Now, by the injected clock (decisions use this, never the wall clock).
@@ -92,7 +96,7 @@ impl Context {
     }
 
     /// Whether a deletion may start now: always for a command run by hand; under a lease only
-    /// while it is still held with [`DELETION_LEASE_MARGIN`] to spare.
+    /// while it is still held with [`deletion_lease_margin`] to spare.
     ///
     /// # Errors
     /// The lease was lost, or the state DB cannot tell: the deletion must not happen.
@@ -100,7 +104,8 @@ impl Context {
         let Some(lease) = &self.deletion_fence else {
             return Ok(());
         };
-        let margin = i64::try_from(DELETION_LEASE_MARGIN.as_millis()).unwrap_or(i64::MAX);
+        let margin = deletion_lease_margin(self.config.state.job_lease);
+        let margin = i64::try_from(margin.as_millis()).unwrap_or(i64::MAX);
         match self
             .store
             .lease_still_held(lease, ms(self.now()), margin)

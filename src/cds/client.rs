@@ -250,13 +250,40 @@ impl Client {
     /// # Errors
     /// The last attempt's error, with `attempts` set.
     pub async fn call(&self, action: Action, params: &Params) -> Result<ApiResponse, Error> {
-        Self::validate(action, params)?;
+        let Ok(result) = self
+            .call_checked(action, params, || async {
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .await;
+        result
+    }
+
+    /// [`Client::call`], asking `may_go` before every attempt (the first and each retry): once
+    /// it says no, nothing more is sent and its reason comes back as the outer error. A
+    /// deletion under a lease uses it, so a retry that comes due after the process was paused
+    /// past its lease is not sent.
+    ///
+    /// # Errors
+    /// Outer: `may_go` refused an attempt. Inner: the last attempt's error, as for `call`.
+    pub async fn call_checked<E, Fut>(
+        &self,
+        action: Action,
+        params: &Params,
+        may_go: impl Fn() -> Fut,
+    ) -> Result<Result<ApiResponse, Error>, E>
+    where
+        Fut: std::future::Future<Output = Result<(), E>>,
+    {
+        if let Err(e) = Self::validate(action, params) {
+            return Ok(Err(e));
+        }
         let policy = self.config.retry;
         let started = Instant::now();
         let mut attempt = 1;
         loop {
+            may_go().await?;
             match self.send_once(action, params).await {
-                Ok(resp) => return Ok(resp),
+                Ok(resp) => return Ok(Ok(resp)),
                 Err(mut err) => {
                     let may_retry = err.is_retryable()
                         && (action.is_idempotent() || err.certainly_not_applied());
@@ -269,7 +296,7 @@ impl Client {
                         || started.elapsed() + delay > policy.max_elapsed
                     {
                         err.attempts = attempt;
-                        return Err(err);
+                        return Ok(Err(err));
                     }
                     tracing::warn!(
                         action = action.name(),
@@ -545,14 +572,35 @@ impl Client {
         instance_uuid: &str,
         backup_id: &str,
     ) -> Result<TaskRef, Error> {
+        let Ok(result) = self
+            .delete_backup_checked(instance_uuid, backup_id, || async {
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .await;
+        result
+    }
+
+    /// `DeleteBackup`, each attempt made only while `may_go` allows it ([`Client::call_checked`]).
+    ///
+    /// # Errors
+    /// Outer: `may_go` refused. Inner: the API's answer.
+    pub async fn delete_backup_checked<E, Fut>(
+        &self,
+        instance_uuid: &str,
+        backup_id: &str,
+        may_go: impl Fn() -> Fut,
+    ) -> Result<Result<TaskRef, Error>, E>
+    where
+        Fut: std::future::Future<Output = Result<(), E>>,
+    {
         let p = params([
             ("InstanceUuid", instance_uuid.into()),
             ("BackupId", backup_id.into()),
         ]);
-        let resp = self.call(Action::DeleteBackup, &p).await?;
-        Ok(TaskRef {
+        let result = self.call_checked(Action::DeleteBackup, &p, may_go).await?;
+        Ok(result.map(|resp| TaskRef {
             task_id: resp.task_id,
-        })
+        }))
     }
 }
 

@@ -103,6 +103,11 @@ pub async fn prune_policy_logged(ctx: &Context, policy_name: &str, instance: Opt
             if deleted > 0 || report.failures() > 0 {
                 tracing::info!(policy = %policy.name, deleted, failures = report.failures(), "retention applied");
             }
+            for r in &report.rows {
+                if let Some(Err(why)) = &r.deleted {
+                    tracing::warn!(policy = %policy.name, instance = %r.instance_uuid, set = %r.set, location = ?r.location, "{why}");
+                }
+            }
             for p in report.problems {
                 tracing::warn!(policy = %policy.name, problem = %p, "retention could not plan a side");
             }
@@ -116,9 +121,12 @@ pub async fn prune_policy_logged(ctx: &Context, policy_name: &str, instance: Opt
     }
 }
 
-/// How long a lease of shared upkeep lasts unless renewed; renewed every third of it while
-/// the work runs. A replica that dies holding one frees it this long after.
-pub const WORK_LEASE: Duration = Duration::from_secs(60);
+/// How long a lease of shared upkeep lasts unless renewed: `state.job_lease`, the time a
+/// silent replica keeps any claim (jobs too); renewed every third of it while the work runs.
+/// A replica that dies holding one frees it this long after.
+pub fn work_lease(ctx: &Context) -> Duration {
+    ctx.config.state.job_lease
+}
 
 /// Runs `work` holding the lease `name` (with a context whose deletions are fenced by it), or
 /// returns `None` at once when another replica holds it. The lease is renewed while `work`
@@ -128,7 +136,8 @@ pub async fn with_lease<T>(
     name: &str,
     work: impl AsyncFnOnce(&Context) -> T,
 ) -> Option<T> {
-    let lease_ms = i64::try_from(WORK_LEASE.as_millis()).unwrap_or(i64::MAX);
+    let lease_for = work_lease(ctx);
+    let lease_ms = i64::try_from(lease_for.as_millis()).unwrap_or(i64::MAX);
     let now = ms(ctx.now());
     let lease = match ctx
         .store
@@ -146,7 +155,7 @@ pub async fn with_lease<T>(
         let (store, lease, clock) = (ctx.store.clone(), lease.clone(), ctx.clock.clone());
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(WORK_LEASE / 3).await;
+                tokio::time::sleep(lease_for / 3).await;
                 let now = ms(clock.now());
                 match store.renew_lease(&lease, now, now + lease_ms).await {
                     Ok(true) => {}

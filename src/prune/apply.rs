@@ -110,9 +110,13 @@ async fn delete_provider_set(
             ));
             continue;
         }
-        // Re-checked before every deletion: a replica whose lease lapsed stops here.
-        ctx.may_delete().await?;
-        match ctx.cds.delete_backup(instance, &r.backup_id).await {
+        // Re-checked before every attempt (retries too): a replica whose lease lapsed stops
+        // here.
+        match ctx
+            .cds
+            .delete_backup_checked(instance, &r.backup_id, || ctx.may_delete())
+            .await?
+        {
             Ok(_) => {
                 let _ = ctx
                     .store

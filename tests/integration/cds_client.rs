@@ -341,6 +341,47 @@ async fn transport_errors_and_timeouts_are_classified() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checked_delete_sends_no_retry_once_its_check_says_no() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let sim = start_sim(support::sim_config()).await;
+    let (c, _registry) = client_with(&sim, SECRET, fast_retry(4));
+    // The first attempt fails in a way worth retrying; before the retry, the lease is gone.
+    sim.add_fault(Fault::ApiError {
+        action: "DeleteBackup".into(),
+        count: Some(1),
+        status: 503,
+        code: "ServiceUnavailable".into(),
+    });
+    let asked = AtomicU32::new(0);
+    let outcome = c
+        .delete_backup_checked(REPLICA, "no-such-backup", || async {
+            match asked.fetch_add(1, Ordering::SeqCst) {
+                0 => Ok(()),
+                _ => Err("the lease was lost"),
+            }
+        })
+        .await;
+    assert_eq!(outcome.unwrap_err(), "the lease was lost");
+    assert_eq!(asked.load(Ordering::SeqCst), 2, "asked before each attempt");
+    assert_eq!(sim.calls("DeleteBackup"), 1, "the retry was not sent");
+
+    // Allowed throughout, the same failure is retried as any call is.
+    sim.add_fault(Fault::ApiError {
+        action: "DeleteBackup".into(),
+        count: Some(1),
+        status: 503,
+        code: "ServiceUnavailable".into(),
+    });
+    let outcome = c
+        .delete_backup_checked(REPLICA, "no-such-backup", || async { Ok::<(), ()>(()) })
+        .await
+        .unwrap();
+    assert!(outcome.unwrap_err().is_not_found());
+    assert_eq!(sim.calls("DeleteBackup"), 3);
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_backups_is_paced_per_instance() {
     let sim = start_sim(support::sim_config()).await;
     let spacing = Duration::from_millis(400);

@@ -109,17 +109,18 @@ async fn wait_for_job(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_replicas_make_one_job_per_run_and_finish_the_jobs_of_killed_ones() {
+async fn three_replicas_and_sixty_instances_make_one_job_per_run_and_take_over_killed_ones() {
     use crate::support::{AK, SECRET, write_private};
     use rdbvault::sim::state::{Fault, InstanceSpec};
     use std::time::Duration;
     let mut sim_cfg = crate::support::sim_config();
+    const INSTANCES: usize = 60;
     sim_cfg.settings.backup_delay = Duration::from_millis(1500);
     sim_cfg.instances = Some(
-        (0..9)
+        (0..INSTANCES)
             .map(|i| InstanceSpec {
-                name: format!("fleet-{i}"),
-                backup_size: Some(3 << 20),
+                name: format!("fleet-{i:02}"),
+                backup_size: Some(512 << 10),
                 ..Default::default()
             })
             .collect(),
@@ -128,7 +129,7 @@ async fn three_replicas_make_one_job_per_run_and_finish_the_jobs_of_killed_ones(
     // About a second per download: a transfer is long enough to be killed in.
     sim.add_fault(Fault::DownloadThrottle {
         count: None,
-        bytes_per_second: 3 << 20,
+        bytes_per_second: 512 << 10,
     });
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -139,7 +140,7 @@ async fn three_replicas_make_one_job_per_run_and_finish_the_jobs_of_killed_ones(
     std::fs::write(
         &config,
         format!(
-            "cds:\n  endpoint: {e}\n  access_key_id_file: {d}/cds_id\n  access_key_secret_file: {d}/cds_secret\n  poll_interval: 200ms\n  poll_max_interval: 500ms\n{state}  job_lease: 3s\nhttp:\n  listen: 127.0.0.1:0\nlimits:\n  max_concurrent_jobs: 3\n  max_concurrent_transfers: 3\ndestinations:\n  dir: {{ type: file, path: {d}/archive }}\npolicies:\n  - name: p\n    schedule: {{ cron: \"*/10 * * * * *\", start_window: 9s, completion_window: 2m }}\n    instances: [ {{ name: \"fleet-*\" }} ]\n    destination: dir\n    retention: {{ destination: {{ keep_last: 1000 }} }}\n",
+            "cds:\n  endpoint: {e}\n  access_key_id_file: {d}/cds_id\n  access_key_secret_file: {d}/cds_secret\n  poll_interval: 200ms\n  poll_max_interval: 500ms\n{state}  job_lease: 3s\nhttp:\n  listen: 127.0.0.1:0\nlimits:\n  max_concurrent_jobs: 30\n  max_concurrent_transfers: 30\ndestinations:\n  dir: {{ type: file, path: {d}/archive }}\npolicies:\n  - name: p\n    schedule: {{ cron: \"*/10 * * * * *\", start_window: 9s, completion_window: 2m }}\n    instances: [ {{ name: \"fleet-*\" }} ]\n    destination: dir\n    retention: {{ destination: {{ keep_last: 1000 }} }}\n",
             e = sim.base_url,
             d = d.display(),
             state = crate::support::state_yaml(d),
@@ -178,12 +179,32 @@ async fn three_replicas_make_one_job_per_run_and_finish_the_jobs_of_killed_ones(
         let mut victim = replicas.remove(i);
         victim.start_kill().unwrap();
         let _ = victim.wait().await;
-        killed.push(job);
+        killed.push((job, std::time::Instant::now()));
     }
     let killed_at = rdbvault::store::ms(chrono::Utc::now());
 
+    // Taken over within the lease (3 s) and one dispatch round (1 s), with 2 s for a loaded
+    // machine: the job's owner is then the survivor.
+    let survivor_pid = pid_of(&replicas[0]);
+    for (job, at) in &killed {
+        let taken = wait_for_job(&store, Duration::from_secs(30), |j| {
+            j.id == job.id
+                && (j.owner.as_deref().and_then(owner_pid) == Some(survivor_pid)
+                    || j.state.is_terminal())
+        })
+        .await;
+        let took = at.elapsed();
+        eprintln!("job {} ({}) taken over in {took:?}", job.id, job.state);
+        assert!(
+            took <= Duration::from_secs(6),
+            "job {} was taken over {took:?} after its owner died (state {})",
+            job.id,
+            taken.state
+        );
+    }
+
     // The survivor takes both jobs over (after their owners' 3 s lease) and finishes them.
-    for job in &killed {
+    for (job, _) in &killed {
         let done = wait_for_job(&store, Duration::from_secs(90), |j| {
             j.id == job.id && j.state.is_terminal()
         })
@@ -218,7 +239,10 @@ async fn three_replicas_make_one_job_per_run_and_finish_the_jobs_of_killed_ones(
         "a run made two jobs: {runs:?}"
     );
     let before: Vec<_> = jobs.iter().filter(|j| j.due_at <= settled).collect();
-    assert!(before.len() >= 9, "at least one run of the 9 instances");
+    assert!(
+        before.len() >= INSTANCES,
+        "at least one run of the {INSTANCES} instances"
+    );
     for j in &before {
         assert_eq!(j.state, "stored", "{} {}: {:?}", j.id, j.state, j.error);
     }
@@ -234,6 +258,112 @@ async fn three_replicas_make_one_job_per_run_and_finish_the_jobs_of_killed_ones(
     assert_eq!(partial, 0, "no half-written file is left");
     store.close().await;
     sim.stop().await;
+}
+
+/// A `run` replica of `env`'s config whose stderr goes to `log`.
+fn spawn_replica(env: &Env, log: &std::path::Path) -> tokio::process::Child {
+    let mut c = crate::support::rdbvault();
+    c.arg("-c").arg(&env.config).arg("run");
+    let mut c = tokio::process::Command::from(c);
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .kill_on_drop(true);
+    c.spawn().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prune_leader_stopped_past_its_lease_deletes_nothing_after_it_continues() {
+    use rdbvault::sim::state::Fault;
+    use std::time::Duration;
+    let Some(env) = Env::new("stopped", "dir", &format!("uuid: {SMALL}"), "@yearly").await else {
+        return;
+    };
+    for _ in 0..4 {
+        assert_eq!(env.run(&["backup-now", "--policy", "p"]).await.code, 0);
+    }
+    // Retention to apply on both sides; each DeleteBackup answered after 2 s, so the leader
+    // is stopped in the middle of its deletions.
+    env.edit_config(
+        "retention: { destination: { keep_last: 3 } }",
+        "retention: { destination: { keep_last: 1 }, provider: { keep_last: 1 } }",
+    );
+    env.sim.add_fault(Fault::Latency {
+        action: "DeleteBackup".into(),
+        count: None,
+        millis: 2000,
+    });
+    let d = env.dir.path();
+    let store = crate::support::open_store(d).await;
+    let deletes = || env.sim.calls("DeleteBackup");
+    let files = || {
+        let mut f = walk(&d.join("archive"));
+        f.sort();
+        f
+    };
+
+    // Replica A starts the daily upkeep (5 s after its start) and is stopped once its first
+    // DeleteBackup was answered: it holds the lease, more deletions planned.
+    let a_log = d.join("replica-a.log");
+    let mut a = spawn_replica(&env, &a_log);
+    let start = std::time::Instant::now();
+    while deletes() == 0 {
+        assert!(start.elapsed() < Duration::from_secs(60), "A never deleted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    crate::support::signal(&a, "-STOP");
+    // Past its lease (state.job_lease 3 s), then replica B starts and does the upkeep.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    env.sim.shared.world().faults.clear();
+    let at_stop = deletes();
+    let b_log = d.join("replica-b.log");
+    let mut b = spawn_replica(&env, &b_log);
+    let b_pid = b.id().unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let now = rdbvault::store::ms(chrono::Utc::now());
+        let done = store.lease_holder("retention:done", now).await.unwrap();
+        if done.is_some_and(|(holder, ..)| owner_pid(&holder) == Some(b_pid)) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "B never finished the upkeep"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let by_b = deletes();
+    let files_after_b = files();
+    assert!(by_b > at_stop, "B made the deletions A left");
+    assert_eq!(
+        files_after_b
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with(".rdb"))
+            .count(),
+        1,
+        "keep_last 1 at the destination"
+    );
+
+    // A continues: it must not delete anything more, on either side.
+    crate::support::signal(&a, "-CONT");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(deletes(), by_b, "the continued replica sent DeleteBackup");
+    assert_eq!(
+        files(),
+        files_after_b,
+        "the continued replica deleted files"
+    );
+    let a_said = std::fs::read_to_string(&a_log).unwrap();
+    assert!(
+        a_said.contains("no longer holds the `retention` lease"),
+        "A's log says why it stopped deleting:\n{a_said}"
+    );
+    for r in [&a, &b] {
+        crate::support::signal(r, "-TERM");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), a.wait()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(30), b.wait()).await;
+    store.close().await;
+    env.sim.stop().await;
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
