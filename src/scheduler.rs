@@ -383,19 +383,10 @@ mod tests {
             start_by: 2,
             deadline_at: 3,
             created_at: 1,
-            create_sent_at: None,
-            requested_at: None,
-            snapshot_done_at: None,
-            transfer_started_at: None,
-            transfer_done_at: None,
-            verified_at: None,
             finished_at: Some(3),
             attempts: 1,
-            next_attempt_at: None,
-            bytes: 0,
             error: Some("boom".into()),
-            owner: None,
-            heartbeat_at: None,
+            ..crate::store::JobRow::blank()
         };
         let job = retry_of(&p, &failed, now);
         assert_ne!(job.id, "old");

@@ -6,6 +6,8 @@
 //! this process's. Clients are built here once per config: nothing below rebuilds an S3 or CDS
 //! client per call.
 
+pub mod cancel_watch;
+
 use crate::cds;
 use crate::clock::SharedClock;
 use crate::config::{self, Config, credentials};
@@ -76,6 +78,8 @@ pub struct Context {
     pub progress: Option<ProgressFn>,
     /// One prune at a time per process.
     pub prune_lock: Arc<tokio::sync::RwLock<()>>,
+    /// Operators' cancel requests for the jobs this process runs, polled once for all.
+    pub cancel_watch: Arc<cancel_watch::CancelWatch>,
     /// The lease a run of shared upkeep holds (the daemon's retention and reconcile; see
     /// `daemon::maintenance`): every deletion first checks it is still held, so a replica
     /// paused past its lease deletes nothing after it wakes. `None`: a command run by hand.
@@ -304,6 +308,7 @@ pub async fn around(
         progress: None,
         deletion_fence: None,
         prune_lock,
+        cancel_watch: Arc::default(),
     })
 }
 
@@ -323,5 +328,6 @@ pub async fn reload(old: &Context, config: Arc<Config>) -> Result<Context, Error
     .await?;
     ctx.clock = old.clock.clone();
     ctx.progress = old.progress.clone();
+    ctx.cancel_watch = old.cancel_watch.clone();
     Ok(ctx)
 }

@@ -389,27 +389,12 @@ mod tests {
             policy: "nightly".into(),
             instance_uuid: "5d74bb81".into(),
             instance_name: "prod-cache".into(),
-            region_id: String::new(),
             destination: "archive".into(),
             trigger: "schedule".into(),
             state,
-            due_at: 0,
-            start_by: 0,
-            deadline_at: 0,
-            created_at: 0,
-            create_sent_at: None,
-            requested_at: None,
-            snapshot_done_at: None,
-            transfer_started_at: None,
-            transfer_done_at: None,
-            verified_at: None,
             finished_at: Some(1_700_000_000_000),
-            attempts: 0,
-            next_attempt_at: None,
-            bytes: 0,
             error: Some(CANCELLED_BY_OPERATOR.into()),
-            owner: None,
-            heartbeat_at: None,
+            ..JobRow::blank()
         }
     }
 

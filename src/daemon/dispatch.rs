@@ -89,14 +89,18 @@ pub(crate) async fn claim_due(
     claimed
 }
 
-/// Runs one claimed job, then what its end changes: the verified-copies gauge, retention of
-/// its instance after a new copy, the job gauge.
+/// Runs one claimed job, then what its end changes: the verified-copies gauge of its instance
+/// and retention of that instance after a new copy. Nothing here costs in proportion to the
+/// fleet (every job end would make it quadratic); the whole-fleet gauges have loops of their
+/// own (the verified gauge every 15 s, the job gauge with each heartbeat).
 async fn run_and_follow_up(ctx: &Context, job: &JobRow, cancel: &CancellationToken) {
     let outcome = crate::runner::run_job(ctx, &job.id, cancel).await;
     // Whatever the outcome: a new copy counts at once, and an instance whose first job failed
     // is exported at 0. Retention (which may wait for the instance's DescribeBackups pacing)
     // then recounts.
-    if let Err(e) = crate::reconcile::refresh_verified_gauge(ctx).await {
+    if let Err(e) =
+        crate::reconcile::refresh_verified_gauge_of(ctx, &job.policy, &job.instance_uuid).await
+    {
         tracing::error!(error = %format!("{e:#}"), "cannot refresh rdbvault_verified_backups");
     }
     if outcome == Outcome::Stored {
@@ -114,7 +118,6 @@ async fn run_and_follow_up(ctx: &Context, job: &JobRow, cancel: &CancellationTok
             tracing::debug!(job_id = %job.id, "another replica is applying retention to this instance");
         }
     }
-    let _ = super::maintenance::refresh_job_gauge(ctx).await;
 }
 
 #[cfg(test)]

@@ -116,7 +116,11 @@ pub async fn prune_policy_logged(ctx: &Context, policy_name: &str, instance: Opt
             tracing::error!(policy = %policy.name, error = %format!("{e:#}"), "retention failed")
         }
     }
-    if let Err(e) = crate::reconcile::refresh_verified_gauge(ctx).await {
+    let recount = match instance {
+        Some(i) => crate::reconcile::refresh_verified_gauge_of(ctx, &policy.name, i).await,
+        None => crate::reconcile::refresh_verified_gauge(ctx).await,
+    };
+    if let Err(e) = recount {
         tracing::error!(error = %format!("{e:#}"), "cannot refresh rdbvault_verified_backups");
     }
 }

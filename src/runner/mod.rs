@@ -55,10 +55,6 @@ use tokio_util::sync::CancellationToken;
 /// The error a job stopped by `rdbvault jobs cancel` is recorded with.
 pub const CANCELLED_BY_OPERATOR: &str = "cancelled by operator";
 
-/// How often a running job looks for an operator's cancel request in the state DB, so a long
-/// transfer or wait stops within about a second of it, whichever process runs the job.
-const CANCEL_POLL: Duration = Duration::from_millis(500);
-
 /// How a run of [`run_job`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -232,32 +228,12 @@ pub async fn run_job(ctx: &Context, job_id: &str, shutdown: &CancellationToken) 
     // The token the steps wait on: cancelled by a shutdown (its parent) or by the watch when an
     // operator asks; the journal and `shutdown` tell the two apart.
     let stop = shutdown.child_token();
-    let steps = run_job_steps(ctx, job_id, shutdown, &stop).instrument(span);
-    tokio::select! {
-        biased;
-        outcome = steps => outcome,
-        never = watch_cancel_request(ctx, job_id, &stop) => match never {},
-    }
-}
-
-/// Cancels `stop` once an operator's cancel request for the job is in the state DB, so a
-/// transfer or a wait in progress ends within [`CANCEL_POLL`] instead of at its end. Runs until
-/// the job's run ends (it is dropped then).
-async fn watch_cancel_request(
-    ctx: &Context,
-    job_id: &str,
-    stop: &CancellationToken,
-) -> std::convert::Infallible {
-    loop {
-        tokio::time::sleep(CANCEL_POLL).await;
-        if !stop.is_cancelled() && matches!(ctx.store.cancel_requested(job_id).await, Ok(Some(_))) {
-            tracing::info!(
-                job_id,
-                "an operator asked to cancel the job; stopping at the next safe point"
-            );
-            stop.cancel();
-        }
-    }
+    // Cancelled once an operator's request is in the state DB, so a transfer or a wait in
+    // progress ends within the watch's poll instead of at its end; watched until the run ends.
+    let _watched = ctx.cancel_watch.watch(&ctx.store, job_id, stop.clone());
+    run_job_steps(ctx, job_id, shutdown, &stop)
+        .instrument(span)
+        .await
 }
 
 /// Whether the journal holds an operator's cancel request for the job. A DB that cannot be
@@ -292,7 +268,8 @@ async fn run_job_steps(
         if let Some(outcome) = terminal_outcome(state, job.error.as_deref()) {
             return outcome;
         }
-        let requested = cancel_requested_now(ctx, &job).await;
+        // The row just read carries the request: no query of its own per step.
+        let requested = job.cancel_requested_at.is_some();
         match next_move(state, requested, shutdown.is_cancelled()) {
             Next::Cancel => return cancelled(ctx, &job).await,
             Next::Interrupt => return interrupted(ctx, &job).await,

@@ -35,6 +35,18 @@ impl Store {
         Ok(at.and_then(|(t,)| t))
     }
 
+    /// The open jobs an operator asked to stop: what the cancel watch polls, one query for
+    /// all the jobs a process runs (a scan of the open jobs' partial index).
+    pub async fn cancel_requested_jobs(&self) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sql_as(
+            "SELECT id FROM jobs
+             WHERE state NOT IN ('stored','failed','missed') AND cancel_requested_at IS NOT NULL",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
     /// Every open job, oldest due first (from the partial index of open jobs).
     pub async fn open_jobs(&self) -> Result<Vec<JobRow>> {
         Ok(sql_as::<JobRow>(format!(

@@ -144,6 +144,26 @@ impl Store {
         .await?)
     }
 
+    /// [`Store::verified_set_counts`] of one instance: (location, sets), by the index on
+    /// (policy, instance): what a job's end recounts without touching the rest of the fleet.
+    pub async fn verified_set_counts_of(
+        &self,
+        policy: &str,
+        instance: &str,
+    ) -> Result<Vec<(String, i64)>> {
+        Ok(sql_as(
+            "SELECT location, COUNT(DISTINCT COALESCE(job_id, backup_id))
+             FROM backups
+             WHERE policy = $1 AND instance_uuid = $2
+               AND deleted_at IS NULL AND verified = 1 AND missing = 0
+             GROUP BY location",
+        )
+        .bind(policy.to_string())
+        .bind(instance.to_string())
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     /// Every copy of a policy, deleted ones included (`deleted_at` set).
     pub async fn copies_with_deleted(
         &self,

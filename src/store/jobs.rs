@@ -55,6 +55,12 @@ pub struct JobRow {
     pub owner: Option<String>,
     #[serde(serialize_with = "super::rfc3339::opt_ms")]
     pub heartbeat_at: Option<i64>,
+    /// When an operator asked the job to stop (`jobs cancel`), if one did. Read with the row
+    /// so each step sees it without a query of its own; not part of the JSON views (`jobs show`
+    /// says it in the events).
+    #[serde(skip)]
+    #[sqlx(default)]
+    pub cancel_requested_at: Option<i64>,
 }
 
 impl JobRow {
@@ -88,6 +94,7 @@ impl JobRow {
             error: None,
             owner: None,
             heartbeat_at: None,
+            cancel_requested_at: None,
         }
     }
 
@@ -190,7 +197,7 @@ pub enum Inserted {
 pub(super) const JOB_COLUMNS: &str = "id, policy, instance_uuid, instance_name, region_id, destination, trigger, state, \
     due_at, start_by, deadline_at, created_at, create_sent_at, requested_at, snapshot_done_at, \
     transfer_started_at, transfer_done_at, verified_at, finished_at, attempts, next_attempt_at, bytes, \
-    error, owner, heartbeat_at";
+    error, owner, heartbeat_at, cancel_requested_at";
 
 /// Which timestamp column an advance sets; a fixed list, so no SQL is built from input.
 /// Parameters: $1 now, $2 job id, $3 the state read, $4 the owner.

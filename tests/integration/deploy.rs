@@ -168,9 +168,26 @@ fn the_systemd_unit_verifies() {
         unit.replace("/usr/local/bin/rdbvault", env!("CARGO_BIN_EXE_rdbvault")),
     )
     .unwrap();
+    verify_unit(&path);
+    // With the replica drop-in (the PostgreSQL password as a credential) merged in.
+    let drop_in =
+        std::fs::read_to_string(repo_root().join("systemd/rdbvault-replica.conf")).unwrap();
+    assert!(drop_in.contains("LoadCredential=pg_password:"));
+    let with_drop_in = dir.path().join("replica").join("rdbvault.service");
+    std::fs::create_dir_all(with_drop_in.parent().unwrap()).unwrap();
+    std::fs::write(
+        &with_drop_in,
+        format!("{}\n{drop_in}", std::fs::read_to_string(&path).unwrap()),
+    )
+    .unwrap();
+    verify_unit(&with_drop_in);
+}
+
+/// `systemd-analyze verify` finds nothing to say about the unit file at `path`.
+fn verify_unit(path: &std::path::Path) {
     let out = Command::new("systemd-analyze")
         .arg("verify")
-        .arg(&path)
+        .arg(path)
         .output()
         .unwrap();
     let text = format!(
@@ -180,7 +197,8 @@ fn the_systemd_unit_verifies() {
     );
     assert!(
         out.status.success() && !text.contains("rdbvault.service:"),
-        "systemd-analyze verify:\n{text}"
+        "systemd-analyze verify {}:\n{text}",
+        path.display()
     );
 }
 
@@ -192,22 +210,35 @@ fn the_container_example_config_passes_check_config() {
         "check-config",
     ]));
     assert_eq!(r.code, 0, "{}", r.all());
-    let k8s =
-        std::fs::read_to_string(repo_root().join("deploy/container/k8s-sidecar.yaml")).unwrap();
-    let config = k8s
-        .split("rdbvault.yaml: |\n")
-        .nth(1)
-        .unwrap()
-        .split("\n---")
-        .next()
-        .unwrap();
-    let config: String = config
-        .lines()
-        .map(|l| l.strip_prefix("    ").unwrap_or(l))
-        .collect::<Vec<_>>()
-        .join("\n");
-    rdbvault::config::parse(&config, std::path::Path::new("k8s-sidecar.yaml")).unwrap();
+    for manifest in K8S_MANIFESTS {
+        let k8s = std::fs::read_to_string(repo_root().join(manifest)).unwrap();
+        let config = k8s
+            .split("rdbvault.yaml: |\n")
+            .nth(1)
+            .unwrap()
+            .split("\n---")
+            .next()
+            .unwrap();
+        let config: String = config
+            .lines()
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let parsed = rdbvault::config::parse(&config, std::path::Path::new(manifest)).unwrap();
+        if manifest.contains("replicas") {
+            assert!(
+                parsed.state.url.is_some(),
+                "{manifest} shares a PostgreSQL DB"
+            );
+        }
+    }
 }
+
+/// The Kubernetes manifests we ship.
+const K8S_MANIFESTS: [&str; 2] = [
+    "deploy/container/k8s-sidecar.yaml",
+    "deploy/container/k8s-replicas.yaml",
+];
 
 /// Every `*.yml` / `*.yaml` under `dir`, recursively, sorted.
 fn yaml_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -317,16 +348,22 @@ fn the_k8s_manifest_matches_the_kubernetes_schema() {
     if !have_tool("kubernetes-validate") {
         return;
     }
-    let out = Command::new("kubernetes-validate")
-        .args(["--strict", "deploy/container/k8s-sidecar.yaml"])
-        .current_dir(repo_root())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    assert_eq!(text.matches("passed for resource").count(), 2, "{text}");
+    for (manifest, resources) in [(K8S_MANIFESTS[0], 2), (K8S_MANIFESTS[1], 3)] {
+        let out = Command::new("kubernetes-validate")
+            .args(["--strict", manifest])
+            .current_dir(repo_root())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{manifest}: {text}");
+        assert_eq!(
+            text.matches("passed for resource").count(),
+            resources,
+            "{manifest}: {text}"
+        );
+    }
 }
