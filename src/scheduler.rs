@@ -129,13 +129,22 @@ pub async fn fire(
     }
     let now = ctx.clock.now();
     let mut created = Vec::new();
-    for inst in selected {
-        let jitter = jitter_for(&policy.name, &inst.instance_uuid, policy.schedule.jitter);
-        let due = if start_now {
-            now
-        } else {
-            cron_time + chrono::Duration::from_std(jitter).unwrap_or_default()
-        };
+    // Soonest due first: with thousands of instances the inserts take a while, and a job must
+    // exist before its own due time, not after every instance listed before it.
+    let mut runs: Vec<_> = selected
+        .into_iter()
+        .map(|inst| {
+            let jitter = jitter_for(&policy.name, &inst.instance_uuid, policy.schedule.jitter);
+            let due = if start_now {
+                now
+            } else {
+                cron_time + chrono::Duration::from_std(jitter).unwrap_or_default()
+            };
+            (due, inst)
+        })
+        .collect();
+    runs.sort_by_key(|(due, _)| *due);
+    for (due, inst) in runs {
         let job = NewJob {
             // One job per instance for this run, whichever replica (or how many) fires it.
             schedule_key: Some(crate::store::jobs::schedule_key(

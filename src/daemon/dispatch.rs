@@ -50,8 +50,17 @@ pub async fn dispatch(
             _ = notified => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+        // Job ends come in bursts with thousands of jobs: one look per pause for all of them,
+        // not one per job end (each look reads the open jobs).
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(ROUND_PAUSE) => {}
+        }
     }
 }
+
+/// The least time between two looks for due jobs.
+const ROUND_PAUSE: Duration = Duration::from_millis(100);
 
 /// Claims due jobs for `owner` while fewer than `limit` run here, and adds each to `running`.
 /// A job another live process holds (heartbeat within `lease`) is left alone; one whose owner
@@ -68,7 +77,15 @@ pub(crate) async fn claim_due(
     // cannot fail (here and below): the set's holders only look up, insert and remove, none
     // of which panics, so the lock is never poisoned.
     let here = running.lock().expect("running set").clone();
-    let free = limit.saturating_sub(here.len());
+    let mut free = limit.saturating_sub(here.len());
+    // Replicas take turns: none holds more than its share of the open jobs, or the first to
+    // look would take every due job and queue them behind its own transfer slots while the
+    // others idle (and, woken by each job's end, keep taking more).
+    if free > 0
+        && let Ok(spread) = store.job_spread(owner, ms(stale)).await
+    {
+        free = free.min(fair_share(spread));
+    }
     let claimed = match store
         .claim_due_jobs(owner, ms(now), ms(stale), free, &here)
         .await
@@ -87,6 +104,14 @@ pub(crate) async fn claim_due(
         running.lock().expect("running set").insert(job.id.clone());
     }
     claimed
+}
+
+/// How many more open jobs a daemon may claim: its share of all open jobs among the live
+/// daemons (itself and `others`), less what it holds. `spread` is [`Store::job_spread`]'s.
+fn fair_share((mine, others, open): (i64, i64, i64)) -> usize {
+    let daemons = others.max(0) + 1;
+    let share = (open + daemons - 1) / daemons;
+    usize::try_from(share - mine).unwrap_or(0)
 }
 
 /// Runs one claimed job, then what its end changes: the verified-copies gauge of its instance
@@ -151,6 +176,41 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::testing::temp_store(dir.path()).await;
         (dir, store)
+    }
+
+    #[test]
+    fn a_daemon_claims_up_to_its_share_of_the_open_jobs() {
+        // Alone: everything.
+        assert_eq!(fair_share((0, 0, 10_000)), 10_000);
+        // Three daemons: a third each, rounded up, less what it holds.
+        assert_eq!(fair_share((0, 2, 10_000)), 3_334);
+        assert_eq!(fair_share((3_000, 2, 10_000)), 334);
+        assert_eq!(fair_share((5_000, 2, 10_000)), 0);
+        assert_eq!(fair_share((0, 0, 0)), 0);
+    }
+
+    #[tokio::test]
+    async fn replicas_split_the_due_jobs_instead_of_the_first_taking_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = crate::store::testing::temp_stores(dir.path(), 2).await;
+        for i in 0..10 {
+            stores[0]
+                .insert_job(&job(&format!("j{i}"), &format!("i{i}"), None, ms(t(0))))
+                .await
+                .unwrap();
+        }
+        let lease = Duration::from_secs(60);
+        let (a_running, b_running) = (Mutex::new(HashSet::new()), Mutex::new(HashSet::new()));
+        // B already holds a job (it is alive); A looks first.
+        stores[1]
+            .insert_job(&job("held", "i-held", Some("daemon:b"), ms(t(0))))
+            .await
+            .unwrap();
+        stores[1].heartbeat("daemon:b", ms(t(1))).await.unwrap();
+        let a = claim_due(&stores[0], "daemon:a", t(1), lease, &a_running, 100).await;
+        assert_eq!(a.len(), 6, "11 open jobs, 2 daemons: A takes its 6");
+        let b = claim_due(&stores[1], "daemon:b", t(1), lease, &b_running, 100).await;
+        assert_eq!(b.len(), 4, "B takes the rest");
     }
 
     #[tokio::test]

@@ -418,8 +418,11 @@ async fn interrupted(ctx: &Context, job: &JobRow) -> Outcome {
 }
 
 /// The state DB went away under a step (a restart, a failover): the job is not failed. Its
-/// journal stands where it was; it is handed back as soon as the DB answers again (tried for a
-/// minute), and the next dispatch, here or in another replica, resumes it from its phase.
+/// journal stands where it was; it is handed back as soon as the DB answers again, and the next
+/// dispatch, here or in another replica, resumes it from its phase. Until then the job stays
+/// this process's (its heartbeat keeps it, so no one runs it twice); after a minute of trying
+/// here, a task of its own keeps trying, with backoff, so a long outage does not leave the job
+/// held by a process that no longer runs it.
 async fn db_outage(ctx: &Context, job: &JobRow, why: &str) -> Outcome {
     tracing::warn!(error = %why, "the state DB is unreachable; the job stops here and is resumed when it answers");
     for _ in 0..60 {
@@ -429,8 +432,17 @@ async fn db_outage(ctx: &Context, job: &JobRow, why: &str) -> Outcome {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
     tracing::error!(
-        "the state DB stayed unreachable for a minute; the job stays with this process: resumed when it restarts, or by another replica once this one stops"
+        "the state DB stayed unreachable for a minute; the job is handed back as soon as it answers"
     );
+    let (store, id, owner) = (ctx.store.clone(), job.id.clone(), ctx.owner.clone());
+    tokio::spawn(async move {
+        let mut wait = std::time::Duration::from_secs(2);
+        while store.release_job(&id, &owner).await.is_err() {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(std::time::Duration::from_secs(30));
+        }
+        tracing::info!(job_id = %id, "the state DB answers again; the job is handed back");
+    });
     Outcome::Interrupted
 }
 

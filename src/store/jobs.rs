@@ -407,6 +407,24 @@ impl Store {
             .await?)
     }
 
+    /// How the open jobs are spread over the daemons sharing the DB: (open jobs `owner`
+    /// holds, other daemons holding an open job with a heartbeat since `stale_before`, open
+    /// jobs in all). Daemons are the owners named `daemon:...` (a `backup-now` runs only its
+    /// own jobs and claims no others).
+    pub async fn job_spread(&self, owner: &str, stale_before: i64) -> Result<(i64, i64, i64)> {
+        Ok(sql_as(
+            "SELECT COALESCE(SUM(CASE WHEN owner = $1 THEN 1 ELSE 0 END), 0),
+                    COUNT(DISTINCT CASE WHEN owner <> $1 AND owner LIKE 'daemon:%'
+                                         AND heartbeat_at >= $2 THEN owner END),
+                    COUNT(*)
+             FROM jobs WHERE state NOT IN ('stored','failed','missed')",
+        )
+        .bind(owner.to_string())
+        .bind(stale_before)
+        .fetch_one(self.pool())
+        .await?)
+    }
+
     /// Claims for `owner` up to `limit` of the [`Store::claimable_jobs`], skipping the ids in
     /// `skip` (running here already); returns them as they were before the claim (their old
     /// owner says whose job was taken over). On PostgreSQL the candidates are locked with
