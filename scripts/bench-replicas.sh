@@ -88,6 +88,24 @@ def cpu_seconds(pid):
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
+def machine_ticks():
+    # (busy, total) jiffies of the whole machine since boot
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    idle = f[3] + f[4]
+    return sum(f) - idle, sum(f)
+
+def postgres_cpu():
+    # CPU seconds of every live PostgreSQL process (server and backends)
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if open(f"/proc/{pid}/comm").read().strip() == "postgres":
+                    total += cpu_seconds(int(pid))
+            except OSError:
+                pass
+    return total
+
 def run_case(backend, n, k):
     name = f"{backend}-{k}x-{n}"
     print(f"bench-replicas: {name}", file=sys.stderr, flush=True)
@@ -149,6 +167,7 @@ policies:
         sql(db, "SELECT pg_stat_statements_reset()")
     before = http(sim_url + "/_sim/stats")["calls"]
     cpu_before = [cpu_seconds(p.pid) for p in procs]
+    sim_before, pg_before, machine_before = cpu_seconds(sim.pid), postgres_cpu(), machine_ticks()
     requested_after, peak_conns, last_db_look = None, 0, 0
     while True:
         for p in procs:
@@ -198,6 +217,10 @@ policies:
     api = {a: c - before.get(a, 0) for a, c in calls["calls"].items() if c - before.get(a, 0)}
     rss = [proc_status(p.pid, "VmHWM") / 1024 for p in procs]
     cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, cpu_before)]
+    sim_cpu = cpu_seconds(sim.pid) - sim_before
+    pg_cpu = postgres_cpu() - pg_before if backend == "postgres" else None
+    busy, total = (a - b for a, b in zip(machine_ticks(), machine_before))
+    machine_busy = busy / total
     for p in procs:
         p.terminate()
     for p in procs:
@@ -207,6 +230,7 @@ policies:
     return dict(name=name, backend=backend, n=n, k=k, requested_after=requested_after,
                 finished_after=finished_after, states=states, api=api, statements=statements,
                 peak_conns=peak_conns if backend == "postgres" else None, rss=rss, cpu=cpu, top=top,
+                sim_cpu=sim_cpu, pg_cpu=pg_cpu, machine_busy=machine_busy,
                 gap=calls.get("describe_backups_min_gap_ms"))
 
 cases = [("sqlite", 1000, 1), ("sqlite", n_big, 1), ("postgres", n_big, 1), ("postgres", n_big, replicas)]
@@ -230,6 +254,10 @@ for r in results:
     print(f"{label:<22} {req:>10} {r['finished_after']:>8.1f} s {r['n'] / r['finished_after']:>7.1f} {api_per_job:>8.2f} {stm:>13} {conns:>11} "
           f"{'/'.join(f'{x:.0f}' for x in r['rss']):>16} {'/'.join(f'{x:.0f}' for x in r['cpu']):>14}")
 print()
+for r in results:
+    pg_cpu = f"PostgreSQL {r['pg_cpu']:.0f} s, " if r["pg_cpu"] is not None else ""
+    print(f"{r['name']}: CPU seconds from the due minute to the last job's end: replicas {sum(r['cpu']):.0f}, "
+          f"{pg_cpu}simulator {r['sim_cpu']:.0f}; the machine's {os.cpu_count()} cores {100 * r['machine_busy']:.0f}% busy")
 for r in results:
     print(f"{r['name']}: outcomes {r['states']}; API calls " + ", ".join(f"{a} {c / r['n']:.2f}" for a, c in sorted(r["api"].items()))
           + f"; shortest gap between two DescribeBackups of one instance {r['gap']} ms")
