@@ -20,6 +20,7 @@ use crate::store::jobs::{Inserted, NewJob};
 use crate::store::schedule::POLICY_ROW;
 use crate::store::{JobRow, from_ms, ms};
 use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
 use sha2::Digest as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -140,50 +141,80 @@ pub async fn fire(
             } else {
                 cron_time + chrono::Duration::from_std(jitter).unwrap_or_default()
             };
-            (due, inst)
+            (due, inst.clone())
         })
         .collect();
     runs.sort_by_key(|(due, _)| *due);
-    for (due, inst) in runs {
-        let job = NewJob {
-            // One job per instance for this run, whichever replica (or how many) fires it.
-            schedule_key: Some(crate::store::jobs::schedule_key(
-                &policy.name,
-                &inst.instance_uuid,
-                ms(cron_time),
-            )),
-            ..new_job(policy, inst, due, trigger, now)
-        };
-        match ctx.store.insert_job(&job).await? {
-            Inserted::Created => {
-                ctx.store
-                    .schedule_set(
-                        &policy.name,
-                        &inst.instance_uuid,
-                        Some(ms(cron_time)),
-                        None,
-                        Some(&job.id),
-                    )
-                    .await?;
-                tracing::info!(policy = %policy.name, instance = %inst.instance_uuid, job_id = %job.id,
-                    due = %due.format("%H:%M:%S%.3f"), trigger, "job created");
-                created.push(job.id);
-            }
-            Inserted::AlreadyScheduled { job } => {
-                tracing::debug!(policy = %policy.name, instance = %inst.instance_uuid, job_id = %job,
-                    "this run's job exists already (another replica made it)");
-            }
-            Inserted::InstanceBusy { open_job } => {
-                ctx.metrics
-                    .schedule_skipped
-                    .with_label_values(&[policy.name.as_str(), "overlap"])
-                    .inc();
-                tracing::warn!(policy = %policy.name, instance = %inst.instance_uuid, open_job = %open_job,
-                    "this policy's previous job of this instance is still open; this run is skipped");
-            }
+    // Several inserts in flight (soonest due first still): each is a transaction of its own,
+    // and on PostgreSQL concurrent commits share their WAL flushes, where one at a time a
+    // fleet of 10,000 waited for 20,000 flushes in a row.
+    let outcomes: Vec<anyhow::Result<Option<String>>> = futures::stream::iter(runs)
+        .map(|(due, inst)| async move {
+            create_run_job(ctx, policy, cron_time, trigger, now, due, &inst).await
+        })
+        .buffered(INSERTS_IN_FLIGHT)
+        .collect()
+        .await;
+    for outcome in outcomes {
+        if let Some(id) = outcome? {
+            created.push(id);
         }
     }
     Ok(created)
+}
+
+/// How many of a run's job inserts are in flight at once.
+const INSERTS_IN_FLIGHT: usize = 16;
+
+/// Creates one instance's job of a run (see [`fire`]): its id when this process made it, `None`
+/// when another replica did or the instance is busy.
+async fn create_run_job(
+    ctx: &Context,
+    policy: &Policy,
+    cron_time: DateTime<Utc>,
+    trigger: &'static str,
+    now: DateTime<Utc>,
+    due: DateTime<Utc>,
+    inst: &cds::model::Instance,
+) -> anyhow::Result<Option<String>> {
+    let job = NewJob {
+        // One job per instance for this run, whichever replica (or how many) fires it.
+        schedule_key: Some(crate::store::jobs::schedule_key(
+            &policy.name,
+            &inst.instance_uuid,
+            ms(cron_time),
+        )),
+        ..new_job(policy, inst, due, trigger, now)
+    };
+    match ctx.store.insert_job(&job).await? {
+        Inserted::Created => {
+            ctx.store
+                .schedule_set(
+                    &policy.name,
+                    &inst.instance_uuid,
+                    Some(ms(cron_time)),
+                    None,
+                    Some(&job.id),
+                )
+                .await?;
+            tracing::info!(policy = %policy.name, instance = %inst.instance_uuid, job_id = %job.id,
+                due = %due.format("%H:%M:%S%.3f"), trigger, "job created");
+            return Ok(Some(job.id));
+        }
+        Inserted::AlreadyScheduled { job } => {
+            tracing::debug!(policy = %policy.name, instance = %inst.instance_uuid, job_id = %job,
+                "this run's job exists already (another replica made it)");
+        }
+        Inserted::InstanceBusy { open_job } => {
+            ctx.metrics
+                .schedule_skipped
+                .with_label_values(&[policy.name.as_str(), "overlap"])
+                .inc();
+            tracing::warn!(policy = %policy.name, instance = %inst.instance_uuid, open_job = %open_job,
+                "this policy's previous job of this instance is still open; this run is skipped");
+        }
+    }
+    Ok(None)
 }
 
 /// The scheduler loop; returns when `cancel` fires.
