@@ -572,12 +572,11 @@ impl Client {
         instance_uuid: &str,
         backup_id: &str,
     ) -> Result<TaskRef, Error> {
-        let Ok(result) = self
-            .delete_backup_checked(instance_uuid, backup_id, || async {
-                Ok::<(), std::convert::Infallible>(())
-            })
-            .await;
-        result
+        let p = delete_params(instance_uuid, backup_id);
+        let resp = self.call(Action::DeleteBackup, &p).await?;
+        Ok(TaskRef {
+            task_id: resp.task_id,
+        })
     }
 
     /// `DeleteBackup`, each attempt made only while `may_go` allows it ([`Client::call_checked`]).
@@ -593,15 +592,20 @@ impl Client {
     where
         Fut: std::future::Future<Output = Result<(), E>>,
     {
-        let p = params([
-            ("InstanceUuid", instance_uuid.into()),
-            ("BackupId", backup_id.into()),
-        ]);
+        let p = delete_params(instance_uuid, backup_id);
         let result = self.call_checked(Action::DeleteBackup, &p, may_go).await?;
         Ok(result.map(|resp| TaskRef {
             task_id: resp.task_id,
         }))
     }
+}
+
+/// `DeleteBackup`'s parameters.
+fn delete_params(instance_uuid: &str, backup_id: &str) -> Params {
+    params([
+        ("InstanceUuid", instance_uuid.into()),
+        ("BackupId", backup_id.into()),
+    ])
 }
 
 /// Gives `Data` its type, or a decode error naming the action.

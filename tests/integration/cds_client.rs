@@ -414,13 +414,7 @@ async fn describe_backups_is_paced_per_instance() {
         "another instance waited {:?} for this one's pacing",
         other.1
     );
-    let gap = sim
-        .shared
-        .world
-        .lock()
-        .unwrap()
-        .describe_backups_min_gap
-        .unwrap();
+    let gap = min_describe_gap(&sim);
     assert!(
         gap.to_std().unwrap() >= spacing,
         "the simulator saw two listings of one instance {gap} apart"
@@ -461,13 +455,7 @@ async fn describe_backups_is_paced_across_processes_sharing_a_state_db() {
         took >= spacing * 3,
         "four listings of one instance by two replicas took {took:?}, spacing {spacing:?}"
     );
-    let gap = sim
-        .shared
-        .world
-        .lock()
-        .unwrap()
-        .describe_backups_min_gap
-        .unwrap();
+    let gap = min_describe_gap(&sim);
     // Slots are reserved on the DB's clock and the call follows at once: the simulator sees
     // them a spacing apart, give or take the request's own latency.
     assert!(
@@ -475,6 +463,16 @@ async fn describe_backups_is_paced_across_processes_sharing_a_state_db() {
         "the simulator saw two listings of one instance {gap} apart"
     );
     assert_eq!(sim.calls("DescribeBackups"), 4);
+}
+
+/// The shortest time the simulator saw between two `DescribeBackups` of one instance.
+fn min_describe_gap(sim: &rdbvault::sim::SimHandle) -> chrono::Duration {
+    sim.shared
+        .world
+        .lock()
+        .unwrap()
+        .describe_backups_min_gap
+        .expect("two listings of one instance")
 }
 
 /// Every `(action, code)` label pair of `rdbvault_api_requests_total`.

@@ -183,6 +183,15 @@ fn the_systemd_unit_verifies() {
     verify_unit(&with_drop_in);
 }
 
+/// A tool's stdout and stderr, for an assertion's message.
+fn both_streams(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// `systemd-analyze verify` finds nothing to say about the unit file at `path`.
 fn verify_unit(path: &std::path::Path) {
     let out = Command::new("systemd-analyze")
@@ -190,11 +199,7 @@ fn verify_unit(path: &std::path::Path) {
         .arg(path)
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = both_streams(&out);
     assert!(
         out.status.success() && !text.contains("rdbvault.service:"),
         "systemd-analyze verify {}:\n{text}",
@@ -354,11 +359,7 @@ fn the_k8s_manifest_matches_the_kubernetes_schema() {
             .current_dir(repo_root())
             .output()
             .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = both_streams(&out);
         assert!(out.status.success(), "{manifest}: {text}");
         assert_eq!(
             text.matches("passed for resource").count(),
