@@ -144,49 +144,59 @@ pub async fn fire(
             (due, inst.clone())
         })
         .collect();
-    runs.sort_by_key(|(due, _)| *due);
-    // Several inserts in flight (soonest due first still): each is a transaction of its own,
-    // and on PostgreSQL concurrent commits share their WAL flushes, where one at a time a
-    // fleet of 10,000 waited for 20,000 flushes in a row.
-    let outcomes: Vec<anyhow::Result<Option<String>>> = futures::stream::iter(runs)
-        .map(|(due, inst)| async move {
-            create_run_job(ctx, policy, cron_time, trigger, now, due, &inst).await
+    // The same order on every replica (instance id breaks ties): replicas inserting the same
+    // run then meet each other's rows in one order and never wait in a cycle.
+    runs.sort_by(|(a, x), (b, y)| (a, &x.instance_uuid).cmp(&(b, &y.instance_uuid)));
+    let jobs: Vec<NewJob> = runs
+        .iter()
+        .map(|(due, inst)| NewJob {
+            // One job per instance for this run, whichever replica (or how many) fires it.
+            schedule_key: Some(crate::store::jobs::schedule_key(
+                &policy.name,
+                &inst.instance_uuid,
+                ms(cron_time),
+            )),
+            ..new_job(policy, inst, *due, trigger, now)
         })
-        .buffered(INSERTS_IN_FLIGHT)
-        .collect()
-        .await;
-    for outcome in outcomes {
-        if let Some(id) = outcome? {
-            created.push(id);
+        .collect();
+    // A few batches in flight (soonest due first still): on PostgreSQL concurrent commits
+    // share their WAL flushes.
+    let batches: Vec<anyhow::Result<Vec<Inserted>>> = futures::stream::iter(
+        jobs.chunks(crate::store::jobs::SCHEDULED_BATCH)
+            .map(<[NewJob]>::to_vec)
+            .collect::<Vec<_>>(),
+    )
+    .map(|batch| async move { Ok(ctx.store.insert_scheduled_jobs(&batch).await?) })
+    .buffered(BATCHES_IN_FLIGHT)
+    .collect()
+    .await;
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for batch in batches {
+        outcomes.extend(batch?);
+    }
+    for ((job, (due, inst)), outcome) in jobs.iter().zip(&runs).zip(outcomes) {
+        if created_here(ctx, policy, cron_time, job, *due, inst, outcome).await? {
+            created.push(job.id.clone());
         }
     }
     Ok(created)
 }
 
-/// How many of a run's job inserts are in flight at once.
-const INSERTS_IN_FLIGHT: usize = 16;
+/// How many batches of a run's job inserts are in flight at once.
+const BATCHES_IN_FLIGHT: usize = 4;
 
-/// Creates one instance's job of a run (see [`fire`]): its id when this process made it, `None`
-/// when another replica did or the instance is busy.
-async fn create_run_job(
+/// Journals and reports what became of one instance's job of a run (see [`fire`]): true when
+/// this process made it, false when another replica did or the instance is busy.
+async fn created_here(
     ctx: &Context,
     policy: &Policy,
     cron_time: DateTime<Utc>,
-    trigger: &'static str,
-    now: DateTime<Utc>,
+    job: &NewJob,
     due: DateTime<Utc>,
     inst: &cds::model::Instance,
-) -> anyhow::Result<Option<String>> {
-    let job = NewJob {
-        // One job per instance for this run, whichever replica (or how many) fires it.
-        schedule_key: Some(crate::store::jobs::schedule_key(
-            &policy.name,
-            &inst.instance_uuid,
-            ms(cron_time),
-        )),
-        ..new_job(policy, inst, due, trigger, now)
-    };
-    match ctx.store.insert_job(&job).await? {
+    outcome: Inserted,
+) -> anyhow::Result<bool> {
+    match outcome {
         Inserted::Created => {
             ctx.store
                 .schedule_set(
@@ -198,8 +208,8 @@ async fn create_run_job(
                 )
                 .await?;
             tracing::info!(policy = %policy.name, instance = %inst.instance_uuid, job_id = %job.id,
-                due = %due.format("%H:%M:%S%.3f"), trigger, "job created");
-            return Ok(Some(job.id));
+                due = %due.format("%H:%M:%S%.3f"), trigger = job.trigger, "job created");
+            return Ok(true);
         }
         Inserted::AlreadyScheduled { job } => {
             tracing::debug!(policy = %policy.name, instance = %inst.instance_uuid, job_id = %job,
@@ -214,7 +224,7 @@ async fn create_run_job(
                 "this policy's previous job of this instance is still open; this run is skipped");
         }
     }
-    Ok(None)
+    Ok(false)
 }
 
 /// The scheduler loop; returns when `cancel` fires.

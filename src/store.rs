@@ -427,6 +427,68 @@ pub(crate) mod tests {
         assert_eq!(store.insert_job(&next).await.unwrap(), Inserted::Created);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_inserted_in_batches_by_three_replicas_at_once_makes_one_job_per_instance() {
+        use crate::store::jobs::{Inserted, NewJob, SCHEDULED_BATCH, schedule_key};
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::testing::temp_store(dir.path()).await;
+        // More than two batches; instance i3 already has this run's job (a replica that got
+        // there first, one job at a time), i5 the policy's previous job, still open.
+        let count = 2 * SCHEDULED_BATCH + 7;
+        let run = |replica: &str| -> Vec<NewJob> {
+            (0..count)
+                .map(|n| NewJob {
+                    schedule_key: Some(schedule_key("p", &format!("i{n}"), 1_000)),
+                    ..new_job(&format!("{replica}-{n}"), &format!("i{n}"), None)
+                })
+                .collect()
+        };
+        let early = &run("early")[3];
+        assert_eq!(store.insert_job(early).await.unwrap(), Inserted::Created);
+        let previous = new_job("previous-5", "i5", None);
+        assert_eq!(
+            store.insert_job(&previous).await.unwrap(),
+            Inserted::Created
+        );
+        let (a, b, c) = (run("a"), run("b"), run("c"));
+        let (ra, rb, rc) = tokio::join!(
+            store.insert_scheduled_jobs(&a),
+            store.insert_scheduled_jobs(&b),
+            store.insert_scheduled_jobs(&c)
+        );
+        let outcomes = [ra.unwrap(), rb.unwrap(), rc.unwrap()];
+        for n in 0..count {
+            let created: Vec<&str> = outcomes
+                .iter()
+                .zip(["a", "b", "c"])
+                .filter(|(o, _)| o[n] == Inserted::Created)
+                .map(|(_, r)| r)
+                .collect();
+            match n {
+                3 | 5 => assert!(created.is_empty(), "i{n}: {created:?}"),
+                _ => assert_eq!(created.len(), 1, "i{n}: {created:?}"),
+            }
+            let winner = created.first().map(|r| format!("{r}-{n}"));
+            for o in &outcomes {
+                match (&o[n], n) {
+                    (Inserted::Created, _) => {}
+                    (Inserted::AlreadyScheduled { job }, 3) => assert_eq!(job, "early-3"),
+                    (Inserted::AlreadyScheduled { job }, _) => {
+                        assert_eq!(Some(job), winner.as_ref())
+                    }
+                    (Inserted::InstanceBusy { open_job }, 5) => assert_eq!(open_job, "previous-5"),
+                    (other, _) => panic!("i{n}: {other:?}"),
+                }
+            }
+        }
+        // One job per instance: i3's early one, i5's previous one, one new job for every other.
+        let jobs = store.list_jobs(None, None, 10_000).await.unwrap();
+        assert_eq!(jobs.len(), count);
+        // A job that is not a scheduled run's is refused, with nothing written.
+        let by_hand = vec![new_job("by-hand", "z", None)];
+        assert!(store.insert_scheduled_jobs(&by_hand).await.is_err());
+    }
+
     #[tokio::test]
     async fn one_open_job_per_instance() {
         use crate::store::jobs::{Claim, Inserted};
@@ -528,7 +590,13 @@ pub(crate) mod tests {
         assert!(lost(store.set_job_bytes(&old, 10).await));
         assert!(lost(store.mark_create_sent(&old, 3).await));
         assert!(lost(store.fail_job(&old, 3, "late").await));
+        let second = ShardRow::waiting("j", "b2", Some(10));
+        assert!(lost(
+            store.insert_shards(&old, &[shard.clone(), second]).await
+        ));
         assert!(lost(store.insert_shards(&old, &[shard]).await));
+        assert!(lost(store.complete_job(&old, &[], 3).await));
+        assert!(lost(store.miss_job(&old, 3, "late").await));
         assert!(matches!(
             store
                 .advance(&old, State::Requested, Event::SnapshotRunning, 3)

@@ -259,11 +259,19 @@ async fn run_job_steps(
 ) -> Outcome {
     // What the snapshot phase remembers between its polls.
     let mut polling = snapshot::Polling::new(&ctx.poll);
+    let mut last_read: Option<JobRow> = None;
     loop {
-        let job = match ctx.store.job(job_id).await {
-            Ok(j) => j,
-            Err(e) => return Outcome::Failed(format!("cannot read job {job_id}: {e}")),
+        // Between polls that wrote nothing the row is the one read before them; an operator's
+        // cancel reaches a waiting poll through `stop` (the cancel watch), not through the row.
+        let reuse = last_read.take().filter(|_| polling.row_unchanged);
+        let job = match reuse {
+            Some(j) => j,
+            None => match ctx.store.job(job_id).await {
+                Ok(j) => j,
+                Err(e) => return Outcome::Failed(format!("cannot read job {job_id}: {e}")),
+            },
         };
+        polling.row_unchanged = false;
         let state = job.state;
         if let Some(outcome) = terminal_outcome(state, job.error.as_deref()) {
             return outcome;
@@ -292,6 +300,7 @@ async fn run_job_steps(
         if let Err(why) = step {
             return end(ctx, &job, why).await;
         }
+        last_read = Some(job);
     }
 }
 

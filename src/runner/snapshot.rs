@@ -25,6 +25,9 @@ pub(super) struct Polling {
     backoff: Duration,
     /// The sorted ids of a finished set seen once, awaiting its confirming look.
     last_seen: Option<Vec<String>>,
+    /// The last poll wrote nothing to the job's row (the provider is still working), so the
+    /// row the step loop read before it is still the job's: no need to read it again.
+    pub(super) row_unchanged: bool,
 }
 
 impl Polling {
@@ -32,6 +35,7 @@ impl Polling {
         Polling {
             backoff: poll.initial,
             last_seen: None,
+            row_unchanged: false,
         }
     }
 
@@ -146,9 +150,12 @@ pub(super) async fn poll(
     polling: &mut Polling,
     cancel: &CancellationToken,
 ) -> Step {
+    polling.row_unchanged = false;
     if describe(ctx, job, &mut polling.last_seen).await? {
         return Ok(());
     }
+    // Still working; `describe` moved the row only from `requested` to `snapshotting`.
+    polling.row_unchanged = job.state == State::Snapshotting;
     sleep(polling.next_wait(&ctx.poll), cancel).await
 }
 

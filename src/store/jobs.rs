@@ -9,7 +9,8 @@
 //! still names that owner (a fence). A process whose lease lapsed (paused, partitioned) and
 //! whose job was taken over gets [`Error::LostClaim`] at its next write and stops there.
 
-use super::sql::{Tx, sql, sql_as};
+use super::Kind;
+use super::sql::{Conn, sql, sql_as};
 use super::{Error, Result, Store};
 use crate::job::state::{Event, State, transition};
 
@@ -140,15 +141,24 @@ impl Claim {
     }
 }
 
-/// The first statement of a fenced transaction: takes SQLite's write lock and proves the claim
-/// still holds, so every statement after it in the transaction is the owner's.
-async fn fence(conn: &mut Tx, claim: &Claim) -> Result<()> {
-    let r = sql("UPDATE jobs SET owner = owner WHERE id = $1 AND owner = $2")
+/// The claim condition a write carries in its own WHERE clause, with the claim's job id bound as
+/// `$1` and its owner as `$2` ([`claimed`]): the write happens only while the claim holds, in
+/// one statement. On PostgreSQL the job row is share-locked until the write's transaction ends,
+/// so a takeover (an UPDATE of that row) waits for the write to commit and then sees it; SQLite
+/// runs one writer at a time, so there the check and the write are one step anyway.
+pub(super) fn held(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Sqlite => "EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND owner = $2)",
+        Kind::Postgres => "EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND owner = $2 FOR SHARE)",
+    }
+}
+
+/// A statement whose WHERE carries [`held`]: the claim is bound as `$1` and `$2`; the caller
+/// binds the rest from `$3`.
+pub(super) fn claimed(claim: &Claim, text: impl Into<String>) -> super::sql::Sql {
+    sql(text)
         .bind(claim.job_id.clone())
         .bind(claim.owner.clone())
-        .execute(conn)
-        .await?;
-    claim.check(r.rows_affected())
 }
 
 /// A job about to be created.
@@ -172,6 +182,10 @@ pub struct NewJob {
     /// replicas that all evaluate the cron make one job. `None` for jobs made by hand.
     pub schedule_key: Option<String>,
 }
+
+/// How many scheduled jobs [`Store::insert_scheduled_jobs`] writes per statement (12
+/// parameters each: well under SQLite's and PostgreSQL's limits).
+pub const SCHEDULED_BATCH: usize = 64;
 
 /// The key of one scheduled run of a policy for one instance.
 pub fn schedule_key(policy: &str, instance_uuid: &str, cron_time_ms: i64) -> String {
@@ -259,18 +273,15 @@ const CLAIM_SQL: &str = "UPDATE jobs SET owner = $1, heartbeat_at = $2
        AND (owner IS NULL OR owner = $1 OR heartbeat_at IS NULL OR heartbeat_at < $4)";
 
 impl Store {
-    /// Runs `body` in one transaction that starts with [`fence`]: every statement in it is the
-    /// claim holder's, or none is written ([`Error::LostClaim`]).
-    pub(super) async fn fenced<T>(
-        &self,
-        claim: &Claim,
-        body: impl AsyncFnOnce(&mut Tx) -> Result<T>,
-    ) -> Result<T> {
-        let mut tx = self.pool().begin().await?;
-        fence(&mut tx, claim).await?;
-        let out = body(&mut tx).await?;
-        tx.commit().await?;
-        Ok(out)
+    /// After a [`claimed`] write: no row written means the claim is lost
+    /// ([`Error::LostClaim`]), unless it still holds and there was nothing to write (a row
+    /// already inserted, a shard row that is not there).
+    pub(super) async fn check_held(&self, claim: &Claim, rows: u64) -> Result<()> {
+        if rows > 0 || self.holds(claim).await? {
+            Ok(())
+        } else {
+            Err(claim.lost())
+        }
     }
 
     /// One `UPDATE jobs ... WHERE id = $k AND owner = $k+1`: `query` carries its other binds; the
@@ -298,20 +309,132 @@ impl Store {
         self.insert_job_where(job, true).await
     }
 
+    /// Creates the scheduled jobs of a run (owner `None`, `schedule_key` set), up to
+    /// [`SCHEDULED_BATCH`] rows per statement, and says for each what happened, in order. With
+    /// 10,000 instances due at once and every replica evaluating the cron, one statement per
+    /// job (and per replica) was most of the database's work at the start of a run. Replicas
+    /// that insert the same keys wait on each other's rows and then skip them; the caller keeps
+    /// the same order on every replica, so they never wait in a cycle.
+    ///
+    /// # Errors
+    /// A job without a schedule key or with an owner (those go through [`Store::insert_job`]),
+    /// or the DB failed.
+    pub async fn insert_scheduled_jobs(&self, jobs: &[NewJob]) -> Result<Vec<Inserted>> {
+        const COLUMNS: usize = 12;
+        let mut out = Vec::with_capacity(jobs.len());
+        for batch in jobs.chunks(SCHEDULED_BATCH) {
+            let mut rows = Vec::with_capacity(batch.len());
+            let mut insert = sql("");
+            for (i, job) in batch.iter().enumerate() {
+                let (Some(key), None) = (&job.schedule_key, &job.owner) else {
+                    return Err(Error::Query(sqlx::Error::Protocol(format!(
+                        "job {} is not a scheduled run's (schedule key and no owner)",
+                        job.id
+                    ))));
+                };
+                let n = |k: usize| i * COLUMNS + k;
+                rows.push(format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, 'pending', ${}, ${}, ${}, ${}, ${})",
+                    n(1),
+                    n(2),
+                    n(3),
+                    n(4),
+                    n(5),
+                    n(6),
+                    n(7),
+                    n(8),
+                    n(9),
+                    n(10),
+                    n(11),
+                    n(12)
+                ));
+                insert = insert
+                    .bind(job.id.clone())
+                    .bind(job.policy.clone())
+                    .bind(job.instance_uuid.clone())
+                    .bind(job.instance_name.clone())
+                    .bind(job.region_id.clone())
+                    .bind(job.destination.clone())
+                    .bind(job.trigger)
+                    .bind(job.due_at)
+                    .bind(job.start_by)
+                    .bind(job.deadline_at)
+                    .bind(job.created_at)
+                    .bind(key.clone());
+            }
+            let text = format!(
+                "INSERT INTO jobs (id, policy, instance_uuid, instance_name, region_id, destination, trigger, state,
+                                   due_at, start_by, deadline_at, created_at, schedule_key)
+                 VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+                rows.join(", ")
+            );
+            let created: std::collections::HashSet<String> = insert
+                .retype::<(String,)>(text)
+                .fetch_all(self.pool())
+                .await?
+                .into_iter()
+                .map(|(id,)| id)
+                .collect();
+            // The rest met a unique index: this run's job made by another replica, or the
+            // policy's previous job of the instance still open.
+            let others: Vec<&NewJob> = batch.iter().filter(|j| !created.contains(&j.id)).collect();
+            let made_elsewhere = self.jobs_by_schedule_key(&others).await?;
+            for job in batch {
+                if created.contains(&job.id) {
+                    out.push(Inserted::Created);
+                } else if let Some(id) = job
+                    .schedule_key
+                    .as_ref()
+                    .and_then(|k| made_elsewhere.get(k))
+                {
+                    out.push(Inserted::AlreadyScheduled { job: id.clone() });
+                } else {
+                    out.push(Inserted::InstanceBusy {
+                        open_job: self.open_job_in_the_way(job).await?,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The ids of the jobs holding these jobs' schedule keys, by key (one query for all).
+    async fn jobs_by_schedule_key(
+        &self,
+        jobs: &[&NewJob],
+    ) -> Result<std::collections::HashMap<String, String>> {
+        if jobs.is_empty() {
+            return Ok(Default::default());
+        }
+        let marks: Vec<String> = (1..=jobs.len()).map(|i| format!("${i}")).collect();
+        let mut query = sql_as::<(String, String)>(format!(
+            "SELECT schedule_key, id FROM jobs WHERE schedule_key IN ({})",
+            marks.join(", ")
+        ));
+        for job in jobs {
+            query = query.bind(job.schedule_key.clone());
+        }
+        Ok(query.fetch_all(self.pool()).await?.into_iter().collect())
+    }
+
+    /// The open job that kept `job` from being created: the same policy's first, else any of
+    /// the instance ('' if it finished meanwhile).
+    async fn open_job_in_the_way(&self, job: &NewJob) -> Result<String> {
+        let open: Option<(String,)> = sql_as(
+            "SELECT id FROM jobs WHERE instance_uuid = $1 AND state NOT IN ('stored','failed','missed')
+             ORDER BY policy = $2 DESC, due_at LIMIT 1",
+        )
+        .bind(job.instance_uuid.clone())
+        .bind(job.policy.clone())
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(open.map(|r| r.0).unwrap_or_default())
+    }
+
     /// [`Store::insert_job`]; `exclusive`: refused while the instance has any open job.
     async fn insert_job_where(&self, job: &NewJob, exclusive: bool) -> Result<Inserted> {
-        let mut tx = self.pool().begin().await?;
-        if self.kind() == super::Kind::Postgres {
-            // "No open job of the instance" is checked and acted on in one statement, which
-            // SQLite's single writer makes atomic; under PostgreSQL's READ COMMITTED two
-            // replicas' inserts could both see none. One lock per instance, held to commit.
-            sql("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                .bind(job.instance_uuid.clone())
-                .execute(&mut tx)
-                .await?;
-        }
         // ON CONFLICT: the open job of the same policy, or this run's job (unique indexes).
-        let inserted = sql(
+        let insert = sql(
             "INSERT INTO jobs (id, policy, instance_uuid, instance_name, region_id, destination, trigger, state,
                                due_at, start_by, deadline_at, created_at, owner, heartbeat_at, schedule_key)
              SELECT $1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11, $12,
@@ -333,11 +456,24 @@ impl Store {
         .bind(job.created_at)
         .bind(job.owner.clone())
         .bind(exclusive)
-        .bind(job.schedule_key.clone())
-        .execute(&mut tx)
-        .await?
+        .bind(job.schedule_key.clone());
+        let inserted = if exclusive && self.kind() == Kind::Postgres {
+            // "No open job of the instance" is checked and acted on in one statement, which
+            // SQLite's single writer makes atomic; under PostgreSQL's READ COMMITTED two
+            // replicas' inserts could both see none. One lock per instance, held to commit.
+            let mut tx = self.pool().begin().await?;
+            sql("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(job.instance_uuid.clone())
+                .execute(&mut tx)
+                .await?;
+            let done = insert.execute(&mut tx).await?;
+            tx.commit().await?;
+            done
+        } else {
+            // Only the unique indexes decide: one statement, atomic on its own.
+            insert.execute(self.pool()).await?
+        }
         .rows_affected();
-        tx.commit().await?;
         if inserted == 1 {
             return Ok(Inserted::Created);
         }
@@ -350,17 +486,8 @@ impl Store {
                 return Ok(Inserted::AlreadyScheduled { job });
             }
         }
-        // Name the open job in the way: the same policy's first, else any of the instance.
-        let open: Option<(String,)> = sql_as(
-            "SELECT id FROM jobs WHERE instance_uuid = $1 AND state NOT IN ('stored','failed','missed')
-             ORDER BY policy = $2 DESC, due_at LIMIT 1",
-        )
-        .bind(job.instance_uuid.clone())
-        .bind(job.policy.clone())
-        .fetch_optional(self.pool())
-        .await?;
         Ok(Inserted::InstanceBusy {
-            open_job: open.map(|r| r.0).unwrap_or_default(),
+            open_job: self.open_job_in_the_way(job).await?,
         })
     }
 
@@ -441,7 +568,7 @@ impl Store {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        if self.kind() == super::Kind::Sqlite {
+        if self.kind() == Kind::Sqlite {
             let mut claimed = Vec::new();
             for job in self.claimable_jobs(now, stale_before).await? {
                 if claimed.len() >= limit {
@@ -548,10 +675,8 @@ impl Store {
         event: Event,
         now: i64,
     ) -> Result<State> {
-        let mut tx = self.pool().begin().await?;
-        let to = advance_in(&mut tx, claim, from, event, now).await?;
-        tx.commit().await?;
-        Ok(to)
+        // One UPDATE of the job's row, conditional on its owner: atomic without a transaction.
+        advance_on(self.pool(), claim, from, event, now).await
     }
 
     /// Fails a job (from whatever open state it is in) with the full error chain.
@@ -566,16 +691,17 @@ impl Store {
 
     /// Records a missed job (could not start inside its window) with the reason.
     pub async fn miss_job(&self, claim: &Claim, now: i64, reason: &str) -> Result<()> {
-        self.fenced(claim, async |tx| {
-            sql("UPDATE jobs SET error = $1 WHERE id = $2")
-                .bind(reason.to_string())
-                .bind(claim.job_id.clone())
-                .execute(&mut *tx)
-                .await?;
-            advance_in(&mut *tx, claim, State::Pending, Event::Miss, now).await?;
-            Ok(())
-        })
-        .await
+        let mut tx = self.pool().begin().await?;
+        // The claimed write first: it takes the write lock (SQLite) or the row lock
+        // (PostgreSQL), and a lost claim writes nothing.
+        advance_on(&mut tx, claim, State::Pending, Event::Miss, now).await?;
+        sql("UPDATE jobs SET error = $1 WHERE id = $2")
+            .bind(reason.to_string())
+            .bind(claim.job_id.clone())
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Write-ahead for `CreateBackup`: from here on, the provider may hold a backup for the job.
@@ -607,14 +733,14 @@ impl Store {
         copies: &[super::inventory::NewCopy],
         now: i64,
     ) -> Result<()> {
-        self.fenced(claim, async |tx| {
-            for c in copies {
-                super::inventory::insert_copy(&mut *tx, c).await?;
-            }
-            advance_in(&mut *tx, claim, State::Verifying, Event::Verified, now).await?;
-            Ok(())
-        })
-        .await
+        let mut tx = self.pool().begin().await?;
+        // The claimed move to `stored` first (see `miss_job`); a lost claim inserts no copy.
+        advance_on(&mut tx, claim, State::Verifying, Event::Verified, now).await?;
+        for c in copies {
+            super::inventory::insert_copy(&mut tx, c).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn add_event(&self, job_id: &str, at: i64, kind: &str, message: &str) -> Result<()> {
@@ -658,9 +784,10 @@ impl Store {
     }
 }
 
-/// [`Store::advance`] on a connection (inside a fenced transaction or alone).
-async fn advance_in(
-    conn: &mut Tx,
+/// [`Store::advance`] on the pool or inside a transaction: one UPDATE conditional on the
+/// state read and the owner.
+async fn advance_on(
+    mut conn: impl Conn,
     claim: &Claim,
     from: State,
     event: Event,
@@ -673,14 +800,14 @@ async fn advance_in(
         .bind(claim.job_id.clone())
         .bind(from.as_str())
         .bind(claim.owner.clone())
-        .execute(&mut *conn)
+        .execute(conn.on())
         .await?;
     if r.rows_affected() == 1 {
         return Ok(to);
     }
     let owner: Option<(Option<String>,)> = sql_as("SELECT owner FROM jobs WHERE id = $1")
         .bind(claim.job_id.clone())
-        .fetch_optional(&mut *conn)
+        .fetch_optional(conn.on())
         .await?;
     match owner {
         Some((Some(o),)) if o == claim.owner => Err(Error::Query(sqlx::Error::Protocol(format!(

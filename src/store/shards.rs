@@ -2,7 +2,7 @@
 //! each shard's transfer stands, journaled so a resumed job continues or aborts it. Every write
 //! is fenced on the job's [`Claim`] (see [`super::jobs`]).
 
-use super::jobs::Claim;
+use super::jobs::{Claim, claimed, held};
 use super::sql::{sql, sql_as};
 use super::{Result, Store};
 
@@ -57,27 +57,36 @@ pub struct PartRow {
 }
 
 impl Store {
-    /// Records the job's provider records (once, when they are all finished).
+    /// Records the job's provider records (once, when they are all finished): all or none.
     pub async fn insert_shards(&self, claim: &Claim, rows: &[ShardRow]) -> Result<()> {
-        self.fenced(claim, async |tx| {
-            for r in rows {
-                sql(
-                    "INSERT INTO job_shards (job_id, backup_id, shard_id, size, provider_start, provider_end, state)
-                     VALUES ($1, $2, $3, $4, $5, $6, 'waiting')
-                     ON CONFLICT (job_id, backup_id) DO NOTHING",
-                )
-                .bind(r.job_id.clone())
+        let text = format!(
+            "INSERT INTO job_shards (job_id, backup_id, shard_id, size, provider_start, provider_end, state)
+             SELECT $1, $3, $4, $5, $6, $7, 'waiting' WHERE {}
+             ON CONFLICT (job_id, backup_id) DO NOTHING",
+            held(self.kind())
+        );
+        let insert = |r: &ShardRow| {
+            claimed(claim, text.clone())
                 .bind(r.backup_id.clone())
                 .bind(r.shard_id.clone())
                 .bind(r.size)
                 .bind(r.provider_start.clone())
                 .bind(r.provider_end.clone())
-                .execute(&mut *tx)
-                .await?;
+        };
+        let mut written = 0;
+        if let [only] = rows {
+            written += insert(only).execute(self.pool()).await?.rows_affected();
+        } else {
+            // In one transaction: a job resumed after a crash must never see part of its set.
+            // Its first statement holds the job row (PostgreSQL) or the write lock (SQLite)
+            // to the commit, so the claim checked there covers the rest.
+            let mut tx = self.pool().begin().await?;
+            for r in rows {
+                written += insert(r).execute(&mut tx).await?.rows_affected();
             }
-            Ok(())
-        })
-        .await
+            tx.commit().await?;
+        }
+        self.check_held(claim, written).await
     }
 
     pub async fn shards(&self, job_id: &str) -> Result<Vec<ShardRow>> {
@@ -100,21 +109,19 @@ impl Store {
         object_key: &str,
         manifest_key: &str,
     ) -> Result<()> {
-        self.fenced(claim, async |tx| {
-            sql(
-                "UPDATE job_shards SET state = 'transferring', shard_id = $1, object_key = $2, manifest_key = $3, bytes_done = 0
-                 WHERE job_id = $4 AND backup_id = $5",
-            )
+        let text = format!(
+            "UPDATE job_shards SET state = 'transferring', shard_id = $4, object_key = $5, manifest_key = $6, bytes_done = 0
+             WHERE job_id = $1 AND backup_id = $3 AND {}",
+            held(self.kind())
+        );
+        let done = claimed(claim, text)
+            .bind(backup_id.to_string())
             .bind(shard_id.to_string())
             .bind(object_key.to_string())
             .bind(manifest_key.to_string())
-            .bind(claim.job_id.clone())
-            .bind(backup_id.to_string())
-            .execute(&mut *tx)
+            .execute(self.pool())
             .await?;
-            Ok(())
-        })
-        .await
+        self.check_held(claim, done.rows_affected()).await
     }
 
     /// Records where a shard's not-yet-visible data lives: an S3 multipart upload id or a
@@ -126,52 +133,61 @@ impl Store {
         upload_id: Option<&str>,
         temp_path: Option<&str>,
     ) -> Result<()> {
-        self.fenced(claim, async |tx| {
-            sql(
-                "UPDATE job_shards SET upload_id = $1, temp_path = $2 WHERE job_id = $3 AND backup_id = $4",
-            )
+        let held = held(self.kind());
+        if upload_id.is_none() {
+            // The parts of an upload that is no longer the shard's go first: should the next
+            // statement not happen, the journal still names the old upload with fewer parts
+            // than it has, and a resume uploads them again; the other order could pair a new
+            // upload with the old one's parts.
+            let text =
+                format!("DELETE FROM job_parts WHERE job_id = $1 AND backup_id = $3 AND {held}");
+            claimed(claim, text)
+                .bind(backup_id.to_string())
+                .execute(self.pool())
+                .await?;
+        }
+        let text = format!(
+            "UPDATE job_shards SET upload_id = $4, temp_path = $5 WHERE job_id = $1 AND backup_id = $3 AND {held}"
+        );
+        let done = claimed(claim, text)
+            .bind(backup_id.to_string())
             .bind(upload_id.map(str::to_string))
             .bind(temp_path.map(str::to_string))
-            .bind(claim.job_id.clone())
-            .bind(backup_id.to_string())
-            .execute(&mut *tx)
+            .execute(self.pool())
             .await?;
-            if upload_id.is_none() {
-                sql("DELETE FROM job_parts WHERE job_id = $1 AND backup_id = $2")
-                    .bind(claim.job_id.clone())
-                    .bind(backup_id.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Ok(())
-        })
-        .await
+        self.check_held(claim, done.rows_affected()).await
     }
 
     pub async fn record_part(&self, claim: &Claim, backup_id: &str, part: &PartRow) -> Result<()> {
-        self.fenced(claim, async |tx| {
-            sql(
-                "INSERT INTO job_parts (job_id, backup_id, part_number, etag, size) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (job_id, backup_id, part_number) DO UPDATE SET etag = excluded.etag, size = excluded.size",
-            )
-            .bind(claim.job_id.clone())
+        let held = held(self.kind());
+        let mut tx = self.pool().begin().await?;
+        // The claimed write first: it holds the job row (or SQLite's write lock) to the commit.
+        let text = format!(
+            "INSERT INTO job_parts (job_id, backup_id, part_number, etag, size)
+             SELECT $1, $3, $4, $5, $6 WHERE {held}
+             ON CONFLICT (job_id, backup_id, part_number) DO UPDATE SET etag = excluded.etag, size = excluded.size"
+        );
+        let done = claimed(claim, text)
             .bind(backup_id.to_string())
             .bind(part.part_number)
             .bind(part.etag.clone())
             .bind(part.size)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-            sql(
-                "UPDATE job_shards SET bytes_done = (SELECT COALESCE(SUM(size), 0) FROM job_parts WHERE job_id = $1 AND backup_id = $2)
-                 WHERE job_id = $1 AND backup_id = $2",
-            )
-            .bind(claim.job_id.clone())
-            .bind(backup_id.to_string())
-            .execute(&mut *tx)
-            .await?;
-            Ok(())
-        })
-        .await
+        if done.rows_affected() == 0 {
+            drop(tx);
+            return self.check_held(claim, 0).await;
+        }
+        sql(
+            "UPDATE job_shards SET bytes_done = (SELECT COALESCE(SUM(size), 0) FROM job_parts WHERE job_id = $1 AND backup_id = $2)
+             WHERE job_id = $1 AND backup_id = $2",
+        )
+        .bind(claim.job_id.clone())
+        .bind(backup_id.to_string())
+        .execute(&mut tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn parts(&self, job_id: &str, backup_id: &str) -> Result<Vec<PartRow>> {
@@ -194,39 +210,44 @@ impl Store {
         rdb_version: i64,
         checksum: &str,
     ) -> Result<()> {
-        self.fenced(claim, async |tx| {
-            sql(
-                "UPDATE job_shards SET state = 'stored', bytes_done = $1, sha256 = $2, rdb_version = $3, checksum = $4,
-                        upload_id = NULL, temp_path = NULL
-                 WHERE job_id = $5 AND backup_id = $6",
-            )
+        let mut tx = self.pool().begin().await?;
+        // The claimed write first: it holds the job row (or SQLite's write lock) to the commit.
+        let text = format!(
+            "UPDATE job_shards SET state = 'stored', bytes_done = $4, sha256 = $5, rdb_version = $6, checksum = $7,
+                    upload_id = NULL, temp_path = NULL
+             WHERE job_id = $1 AND backup_id = $3 AND {}",
+            held(self.kind())
+        );
+        let done = claimed(claim, text)
+            .bind(backup_id.to_string())
             .bind(bytes)
             .bind(sha256.to_string())
             .bind(rdb_version)
             .bind(checksum.to_string())
+            .execute(&mut tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            drop(tx);
+            return self.check_held(claim, 0).await;
+        }
+        sql("DELETE FROM job_parts WHERE job_id = $1 AND backup_id = $2")
             .bind(claim.job_id.clone())
             .bind(backup_id.to_string())
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-            sql("DELETE FROM job_parts WHERE job_id = $1 AND backup_id = $2")
-                .bind(claim.job_id.clone())
-                .bind(backup_id.to_string())
-                .execute(&mut *tx)
-                .await?;
-            Ok(())
-        })
-        .await
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn shard_failed(&self, claim: &Claim, backup_id: &str) -> Result<()> {
-        self.fenced(claim, async |tx| {
-            sql("UPDATE job_shards SET state = 'failed' WHERE job_id = $1 AND backup_id = $2")
-                .bind(claim.job_id.clone())
-                .bind(backup_id.to_string())
-                .execute(&mut *tx)
-                .await?;
-            Ok(())
-        })
-        .await
+        let text = format!(
+            "UPDATE job_shards SET state = 'failed' WHERE job_id = $1 AND backup_id = $3 AND {}",
+            held(self.kind())
+        );
+        let done = claimed(claim, text)
+            .bind(backup_id.to_string())
+            .execute(self.pool())
+            .await?;
+        self.check_held(claim, done.rows_affected()).await
     }
 }

@@ -89,6 +89,24 @@ impl<'c> From<&'c mut Tx> for On<'c> {
     }
 }
 
+/// Where several statements run one after another: the pool or an open transaction (an
+/// [`On`] is used up by one statement; this lends one per statement).
+pub trait Conn {
+    fn on(&mut self) -> On<'_>;
+}
+
+impl Conn for &Db {
+    fn on(&mut self) -> On<'_> {
+        On::Db(self)
+    }
+}
+
+impl Conn for &mut Tx {
+    fn on(&mut self) -> On<'_> {
+        On::Tx(self)
+    }
+}
+
 /// A parameter value.
 #[derive(Debug, Clone)]
 pub enum Arg {
@@ -237,6 +255,18 @@ impl<T> Sql<T> {
             }
         };
         Ok(Done { rows })
+    }
+}
+
+impl Sql<()> {
+    /// The parameters bound so far, with a text written after them (a statement whose text
+    /// depends on how many rows were bound) and rows decoded as `T`.
+    pub fn retype<T: Row>(self, text: impl Into<String>) -> Sql<T> {
+        Sql {
+            text: text.into(),
+            args: self.args,
+            row: PhantomData,
+        }
     }
 }
 
