@@ -206,11 +206,15 @@ policies:
         top = sql(db, "SELECT calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 100) "
                       f"FROM pg_stat_statements WHERE {mine} ORDER BY calls DESC LIMIT 12")
         top = [line.split("|", 1) for line in top.splitlines()]
+        costly = sql(db, "SELECT round(total_exec_time)::bigint, calls, round(mean_exec_time::numeric, 3), "
+                         "left(regexp_replace(query, '\\s+', ' ', 'g'), 90) "
+                         f"FROM pg_stat_statements WHERE {mine} ORDER BY total_exec_time DESC LIMIT 8")
+        costly = [line.split("|", 3) for line in costly.splitlines()]
     else:
         con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
         rows = con.execute(q_end).fetchall()
         con.close()
-        statements, top = None, []
+        statements, top, costly = None, [], []
     finished_after = max(int(r[0]) for r in rows) / 1000 - due
     states = {r[1]: int(r[2]) for r in rows}
     calls = http(sim_url + "/_sim/stats")
@@ -229,7 +233,7 @@ policies:
     shutil.rmtree(archive, ignore_errors=True)
     return dict(name=name, backend=backend, n=n, k=k, requested_after=requested_after,
                 finished_after=finished_after, states=states, api=api, statements=statements,
-                peak_conns=peak_conns if backend == "postgres" else None, rss=rss, cpu=cpu, top=top,
+                peak_conns=peak_conns if backend == "postgres" else None, rss=rss, cpu=cpu, top=top, costly=costly,
                 sim_cpu=sim_cpu, pg_cpu=pg_cpu, machine_busy=machine_busy,
                 gap=calls.get("describe_backups_min_gap_ms"))
 
@@ -282,6 +286,9 @@ for r in pg:
     print(f"\n{r['name']}: the statements made most often (calls per job, statement):")
     for calls, query in r["top"]:
         print(f"   {int(calls) / r['n']:6.2f}  {query}")
+    print(f"\n{r['name']}: the statements PostgreSQL spent most time in (total ms, calls, mean ms, statement):")
+    for total, calls, mean, query in r["costly"]:
+        print(f"   {int(total):8d} {int(calls):8d} {float(mean):8.3f}  {query}")
 print("\nall targets met" if ok else "\nSOME TARGETS MISSED (see above)")
 sys.exit(0 if ok else 1)
 EOF

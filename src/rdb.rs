@@ -6,6 +6,8 @@
 //! bytes; it covers every byte before it, the `0xFF` EOF opcode included. A zero trailer means the
 //! server ran with `rdbchecksum no`: accepted, and reported as such.
 
+pub mod contents;
+
 use crc::{CRC_64_REDIS, Crc, Table};
 
 /// A running RDB CRC64, computed by carry-less-multiply folding (PCLMULQDQ / PMULL) where the

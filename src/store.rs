@@ -583,7 +583,17 @@ pub(crate) mod tests {
         assert!(lost(store.shard_started(&old, "b", "", "k", "k.m").await));
         assert!(lost(
             store
-                .shard_stored(&old, "b", 10, "sha", 11, "verified")
+                .shard_stored(
+                    &old,
+                    "b",
+                    &crate::store::shards::StoredShard {
+                        bytes: 10,
+                        sha256: "sha",
+                        rdb_version: 11,
+                        checksum: "verified",
+                        contents: None,
+                    }
+                )
                 .await
         ));
         assert!(lost(store.shard_failed(&old, "b").await));

@@ -76,9 +76,21 @@ pub struct Stored {
     pub size: u64,
     pub sha256: String,
     pub rdb: rdb::Summary,
+    /// What the file holds ([`rdb::contents`]), or why it could not be read: never a reason to
+    /// refuse a copy whose size and CRC64 are right (a newer Redis may write what this reader
+    /// does not know), but shown wherever the contents would be.
+    pub contents: Result<rdb::contents::Contents, String>,
 }
 
 impl Stored {
+    /// The contents' [`rdb::contents::Contents::summary`], or why they are unknown.
+    pub fn contents_text(&self) -> String {
+        match &self.contents {
+            Ok(c) => c.summary(),
+            Err(why) => format!("contents not read ({why})"),
+        }
+    }
+
     pub fn checksum_label(&self) -> &'static str {
         match self.rdb.checksum {
             rdb::Checksum::Verified(_) => "verified",
@@ -109,6 +121,12 @@ pub struct Manifest {
     pub requested_at: DateTime<Utc>,
     pub stored_at: DateTime<Utc>,
     pub object_key: String,
+    /// What the file holds (absent from manifests written before rdbvault read it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdb: Option<rdb::contents::Contents>,
+    /// Why the file's contents could not be read (its bytes were still verified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdb_unreadable: Option<String>,
 }
 
 /// `{prefix}{policy}/{instance}/{YYYY}/{MM}/{DD}/{YYYYMMDDTHHMMSSZ}-{backup_id}[-{shard_id}].rdb`,
@@ -225,6 +243,7 @@ pub fn key_component(value: &str) -> String {
 pub struct Checker {
     sha: sha2::Sha256,
     rdb: rdb::Verifier,
+    contents: rdb::contents::Reader,
     bytes: u64,
 }
 
@@ -239,6 +258,7 @@ impl Checker {
         Checker {
             sha: sha2::Sha256::new(),
             rdb: rdb::Verifier::new(),
+            contents: rdb::contents::Reader::new(),
             bytes: 0,
         }
     }
@@ -246,6 +266,7 @@ impl Checker {
     pub fn update(&mut self, chunk: &[u8]) {
         self.sha.update(chunk);
         self.rdb.update(chunk);
+        self.contents.update(chunk);
         self.bytes += chunk.len() as u64;
     }
 
@@ -274,6 +295,7 @@ impl Checker {
             size: self.bytes,
             sha256: hex::encode(self.sha.finalize()),
             rdb: summary,
+            contents: self.contents.finish(),
         })
     }
 }

@@ -30,6 +30,7 @@ mod integration {
     mod paths;
     mod permissions;
     mod pipeline;
+    mod rdb_contents;
     mod rdb_fixtures;
     mod refused;
     mod replicas;

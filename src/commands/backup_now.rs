@@ -459,6 +459,7 @@ mod tests {
             sha256: Some(sha.into()),
             rdb_version: None,
             checksum: None,
+            rdb_contents: None,
         }
     }
 

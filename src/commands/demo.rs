@@ -293,6 +293,7 @@ mod tests {
             sha256: Some("0123456789abcdef0123456789abcdef".into()),
             rdb_version: Some(11),
             checksum: None,
+            rdb_contents: None,
         }
     }
 

@@ -36,13 +36,14 @@ pub async fn fetch(cfg: Config, id: &str, output: &Path, force: bool) -> Result<
     let mut signals = interrupt_signals()?;
     let stored = download_verified(&handle, &copy, &output, &mut signals).await?;
     outln!(
-        "{}: {} bytes, sha256 {}, RDB v{} ({}), from {}",
+        "{}: {} bytes, sha256 {}, RDB v{} ({}), from {}\n{}",
         output.display(),
         stored.size,
         stored.sha256,
         stored.rdb.version,
         stored.checksum_label(),
-        handle.locate(&object_key)
+        handle.locate(&object_key),
+        stored.contents_text()
     );
     Ok(())
 }
@@ -311,6 +312,7 @@ mod tests {
             size: Some(1024),
             sha256: None,
             rdb_version: None,
+            rdb_contents: None,
             requested_at: 0,
             verified: 1,
             verified_at: None,

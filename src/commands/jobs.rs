@@ -112,6 +112,9 @@ fn print_shard(s: &ShardRow, reverify: &[CopyCheck]) {
     if let Some(k) = &s.object_key {
         outln!("           object {k}");
     }
+    if let Some(c) = s.contents() {
+        outln!("           contents {}", c.summary());
+    }
     for c in reverify.iter().filter(|c| c.backup_id == s.backup_id) {
         match &c.error {
             None => outln!("           re-verified OK at {}", check_local_at(c)),

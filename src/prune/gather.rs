@@ -108,6 +108,7 @@ mod tests {
             size: Some(-1),
             sha256: None,
             rdb_version: None,
+            rdb_contents: None,
             requested_at: 0,
             verified: 1,
             verified_at: None,

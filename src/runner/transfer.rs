@@ -11,6 +11,7 @@ use super::refusal::{SizeLimits, check_size, refuse};
 use super::{Context, Step, Stop, destination_of, requested_at_ms, sleep};
 use crate::destination::{Handle, SinkRequest};
 use crate::job::{Event, State};
+use crate::store::shards::StoredShard;
 use crate::store::{JobRow, ShardRow, from_ms, ms};
 use crate::transfer::{self, Manifest, ShardSource, Sink as _};
 use anyhow::Context as _;
@@ -302,6 +303,8 @@ fn manifest_for(
         requested_at: from_ms(requested_at_ms(job)),
         stored_at: ctx.now(),
         object_key: plan.key.clone(),
+        rdb: stored.contents.as_ref().ok().cloned(),
+        rdb_unreadable: stored.contents.as_ref().err().cloned(),
     }
 }
 
@@ -396,10 +399,13 @@ async fn record_transfer(
         .shard_stored(
             &claim,
             &shard.backup_id,
-            stored.size as i64,
-            &stored.sha256,
-            i64::from(stored.rdb.version),
-            stored.checksum_label(),
+            &StoredShard {
+                bytes: stored.size as i64,
+                sha256: &stored.sha256,
+                rdb_version: i64::from(stored.rdb.version),
+                checksum: stored.checksum_label(),
+                contents: stored.contents.as_ref().ok(),
+            },
         )
         .await?;
     ctx.metrics
@@ -410,11 +416,12 @@ async fn record_transfer(
         job,
         "stored",
         &format!(
-            "{key}: {} bytes, sha256 {}, RDB v{}, checksum {}",
+            "{key}: {} bytes, sha256 {}, RDB v{}, checksum {}; {}",
             stored.size,
             stored.sha256,
             stored.rdb.version,
-            stored.checksum_label()
+            stored.checksum_label(),
+            stored.contents_text()
         ),
     )
     .await;

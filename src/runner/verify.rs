@@ -51,6 +51,8 @@ fn copies(job: &JobRow, shards: &[ShardRow], requested_at: i64, verified_at: i64
                 size: s.bytes_done,
                 sha256: s.sha256.clone(),
                 rdb_version: s.rdb_version,
+                // The provider's backup is the same file: the same contents.
+                rdb_contents: s.rdb_contents.clone(),
                 requested_at,
                 verified_at,
             });
@@ -151,6 +153,7 @@ mod tests {
             sha256: Some(SHA.into()),
             rdb_version: Some(9),
             checksum: Some("verified".into()),
+            rdb_contents: None,
         }
     }
 

@@ -19,6 +19,9 @@ pub struct CopyRow {
     pub size: Option<i64>,
     pub sha256: Option<String>,
     pub rdb_version: Option<i64>,
+    /// What the file holds: JSON of [`crate::rdb::contents::Contents`], when it was read.
+    #[serde(rename = "rdb", serialize_with = "super::shards::contents_as_object")]
+    pub rdb_contents: Option<String>,
     pub requested_at: i64,
     pub verified: i64,
     pub verified_at: Option<i64>,
@@ -32,6 +35,13 @@ pub struct CopyRow {
 }
 
 impl CopyRow {
+    /// What the file holds, when it was read.
+    pub fn contents(&self) -> Option<crate::rdb::contents::Contents> {
+        self.rdb_contents
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok())
+    }
+
     /// A verified object at a destination (not a provider backup).
     pub fn at_destination(&self) -> bool {
         self.location == "destination"
@@ -72,6 +82,7 @@ pub struct NewCopy {
     pub size: i64,
     pub sha256: Option<String>,
     pub rdb_version: Option<i64>,
+    pub rdb_contents: Option<String>,
     pub requested_at: i64,
     pub verified_at: i64,
 }
@@ -81,11 +92,13 @@ pub struct NewCopy {
 pub(super) async fn insert_copy(conn: &mut Tx, c: &NewCopy) -> Result<()> {
     sql(
         "INSERT INTO backups (location, policy, instance_uuid, instance_name, job_id, backup_id, shard_id,
-                              destination, object_key, size, sha256, rdb_version, requested_at, verified, verified_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, $14)
+                              destination, object_key, size, sha256, rdb_version, requested_at, verified, verified_at,
+                              rdb_contents)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, $14, $15)
          ON CONFLICT (location, destination, backup_id) DO UPDATE SET
            verified = 1, verified_at = excluded.verified_at, object_key = excluded.object_key,
-           sha256 = excluded.sha256, size = excluded.size, missing = 0",
+           sha256 = excluded.sha256, size = excluded.size, missing = 0,
+           rdb_contents = COALESCE(excluded.rdb_contents, backups.rdb_contents)",
     )
     .bind(c.location)
     .bind(c.policy.clone())
@@ -101,6 +114,7 @@ pub(super) async fn insert_copy(conn: &mut Tx, c: &NewCopy) -> Result<()> {
     .bind(c.rdb_version)
     .bind(c.requested_at)
     .bind(c.verified_at)
+    .bind(c.rdb_contents.clone())
     .execute(conn)
     .await?;
     Ok(())
@@ -115,7 +129,7 @@ impl Store {
     ) -> Result<Vec<CopyRow>> {
         Ok(sql_as::<CopyRow>(
             "SELECT id, location, policy, instance_uuid, instance_name, job_id, backup_id, shard_id, destination,
-                    object_key, size, sha256, rdb_version, requested_at, verified, verified_at, pinned, missing, deleted_at,
+                    object_key, size, sha256, rdb_version, rdb_contents, requested_at, verified, verified_at, pinned, missing, deleted_at,
                     last_check_at, last_check_error
              FROM backups
              WHERE deleted_at IS NULL AND ($1 IS NULL OR policy = $1) AND ($2 IS NULL OR instance_uuid = $2)
@@ -172,7 +186,7 @@ impl Store {
     ) -> Result<Vec<CopyRow>> {
         Ok(sql_as::<CopyRow>(
             "SELECT id, location, policy, instance_uuid, instance_name, job_id, backup_id, shard_id, destination,
-                    object_key, size, sha256, rdb_version, requested_at, verified, verified_at, pinned, missing, deleted_at,
+                    object_key, size, sha256, rdb_version, rdb_contents, requested_at, verified, verified_at, pinned, missing, deleted_at,
                     last_check_at, last_check_error
              FROM backups WHERE policy = $1 AND ($2 IS NULL OR instance_uuid = $2)
              ORDER BY requested_at DESC, id DESC",
@@ -254,7 +268,7 @@ impl Store {
     pub async fn checked_copies_of_job(&self, job_id: &str) -> Result<Vec<CopyRow>> {
         Ok(sql_as::<CopyRow>(
             "SELECT id, location, policy, instance_uuid, instance_name, job_id, backup_id, shard_id, destination,
-                    object_key, size, sha256, rdb_version, requested_at, verified, verified_at, pinned, missing, deleted_at,
+                    object_key, size, sha256, rdb_version, rdb_contents, requested_at, verified, verified_at, pinned, missing, deleted_at,
                     last_check_at, last_check_error
              FROM backups
              WHERE job_id = $1 AND location = 'destination' AND deleted_at IS NULL
@@ -290,7 +304,7 @@ impl Store {
     ) -> Result<Vec<CopyRow>> {
         Ok(sql_as::<CopyRow>(format!(
             "SELECT id, location, policy, instance_uuid, instance_name, job_id, backup_id, shard_id, destination,
-                    object_key, size, sha256, rdb_version, requested_at, verified, verified_at, pinned, missing, deleted_at,
+                    object_key, size, sha256, rdb_version, rdb_contents, requested_at, verified, verified_at, pinned, missing, deleted_at,
                     last_check_at, last_check_error
              FROM backups WHERE location = 'destination' AND deleted_at IS NULL AND {condition}
              ORDER BY requested_at DESC, id DESC"

@@ -24,6 +24,30 @@ pub struct ShardRow {
     pub sha256: Option<String>,
     pub rdb_version: Option<i64>,
     pub checksum: Option<String>,
+    /// What the stored file holds: JSON of [`crate::rdb::contents::Contents`] (see
+    /// [`ShardRow::contents`]); `None` before it is stored or when it could not be read.
+    #[serde(rename = "rdb", serialize_with = "contents_as_object")]
+    pub rdb_contents: Option<String>,
+}
+
+/// Shows a stored contents column in JSON output as the object it holds, not as a string.
+pub(super) fn contents_as_object<S: serde::Serializer>(
+    json: &Option<String>,
+    to: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    use serde::Serialize as _;
+    json.as_deref()
+        .and_then(|j| serde_json::from_str::<crate::rdb::contents::Contents>(j).ok())
+        .serialize(to)
+}
+
+impl ShardRow {
+    /// The stored file's contents, when they were read.
+    pub fn contents(&self) -> Option<crate::rdb::contents::Contents> {
+        self.rdb_contents
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok())
+    }
 }
 
 impl ShardRow {
@@ -45,8 +69,20 @@ impl ShardRow {
             sha256: None,
             rdb_version: None,
             checksum: None,
+            rdb_contents: None,
         }
     }
+}
+
+/// A shard's verified copy, as the journal records it ([`Store::shard_stored`]).
+#[derive(Debug, Clone, Copy)]
+pub struct StoredShard<'a> {
+    pub bytes: i64,
+    pub sha256: &'a str,
+    pub rdb_version: i64,
+    /// `verified`, `disabled` or `absent`.
+    pub checksum: &'a str,
+    pub contents: Option<&'a crate::rdb::contents::Contents>,
 }
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
@@ -92,7 +128,7 @@ impl Store {
     pub async fn shards(&self, job_id: &str) -> Result<Vec<ShardRow>> {
         Ok(sql_as::<ShardRow>(
             "SELECT job_id, backup_id, shard_id, size, provider_start, provider_end, state, object_key,
-                    manifest_key, upload_id, temp_path, bytes_done, sha256, rdb_version, checksum
+                    manifest_key, upload_id, temp_path, bytes_done, sha256, rdb_version, checksum, rdb_contents
              FROM job_shards WHERE job_id = $1 ORDER BY shard_id, backup_id",
         )
         .bind(job_id.to_string())
@@ -205,25 +241,23 @@ impl Store {
         &self,
         claim: &Claim,
         backup_id: &str,
-        bytes: i64,
-        sha256: &str,
-        rdb_version: i64,
-        checksum: &str,
+        copy: &StoredShard<'_>,
     ) -> Result<()> {
         let mut tx = self.pool().begin().await?;
         // The claimed write first: it holds the job row (or SQLite's write lock) to the commit.
         let text = format!(
             "UPDATE job_shards SET state = 'stored', bytes_done = $4, sha256 = $5, rdb_version = $6, checksum = $7,
-                    upload_id = NULL, temp_path = NULL
+                    rdb_contents = $8, upload_id = NULL, temp_path = NULL
              WHERE job_id = $1 AND backup_id = $3 AND {}",
             held(self.kind())
         );
         let done = claimed(claim, text)
             .bind(backup_id.to_string())
-            .bind(bytes)
-            .bind(sha256.to_string())
-            .bind(rdb_version)
-            .bind(checksum.to_string())
+            .bind(copy.bytes)
+            .bind(copy.sha256.to_string())
+            .bind(copy.rdb_version)
+            .bind(copy.checksum.to_string())
+            .bind(copy.contents.and_then(|c| serde_json::to_string(c).ok()))
             .execute(&mut tx)
             .await?;
         if done.rows_affected() == 0 {

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod redis;
+
 use rdbvault::cds::{Client, ClientConfig, RetryPolicy};
 use rdbvault::metrics::ApiMetrics;
 use rdbvault::secret::Secret;

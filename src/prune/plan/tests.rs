@@ -37,6 +37,7 @@ fn dest_copy(job: &str, backup: &str, dest: &str, t: &str) -> CopyRow {
         size: Some(100),
         sha256: None,
         rdb_version: Some(11),
+        rdb_contents: None,
         requested_at: crate::store::ms(at(t)),
         verified: 1,
         verified_at: Some(crate::store::ms(at(t))),
