@@ -86,6 +86,22 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Completions { shell } => crate::commands::completions(shell),
         Command::Man { dir } => crate::commands::man(dir.as_deref()),
+        Command::Drill {
+            id,
+            policy,
+            instance,
+            json,
+        } => {
+            let cfg = load_for_command(&config_path)?;
+            crate::commands::drill(
+                cfg,
+                id.as_deref(),
+                policy.as_deref(),
+                instance.as_deref(),
+                json,
+            )
+            .await
+        }
         Command::Fetch { id, output, force } => {
             let cfg = load_for_command(&config_path)?;
             crate::commands::fetch(cfg, &id, &output, force).await

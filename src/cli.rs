@@ -134,6 +134,27 @@ reachable at http.listen or not ready.",
         #[arg(long)]
         force: bool,
     },
+    /// Prove a stored set restores: load each shard into a throwaway redis-server and count its keys
+    #[command(
+        after_help = "Without ID, the newest verified set (of --policy / --instance when given).\n\
+        The copies are fetched and verified into a private temporary directory (TMPDIR), each loaded into\n\
+        a redis-server (drill.redis_server, else PATH) on loopback with a random password and no persistence,\n\
+        and killed afterwards. Exit 0: the set restores; 3: it does not (the shard and why are named);\n\
+        2: no usable redis-server, or nothing to drill. The result is journaled: `backups` shows it."
+    )]
+    Drill {
+        /// Job id (or a unique start of one) of the set to drill; default: the newest verified set
+        id: Option<String>,
+        /// The newest verified set of this policy
+        #[arg(long, value_name = "P")]
+        policy: Option<String>,
+        /// The newest verified set of this instance
+        #[arg(long, value_name = "UUID")]
+        instance: Option<String>,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// One signed call to any of the 9 CDS Redis actions; prints the JSON response
     #[command(
         after_help = "Examples:\n  rdbvault api DescribeRegins\n  rdbvault api DescribeDBInstances InstanceName='prod cache'\n  \

@@ -50,6 +50,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod destination;
+pub mod drill;
 pub mod failure;
 pub mod http;
 pub mod job;

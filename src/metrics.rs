@@ -39,6 +39,10 @@ pub struct Metrics {
     pub provider_values_rejected: IntCounterVec,
     pub scheduler_heartbeat: prometheus::Gauge,
     pub build_info: IntGaugeVec,
+    pub drill_last_success: GaugeVec,
+    pub drill_last_failure: GaugeVec,
+    pub drill_runs: IntCounterVec,
+    pub drill_interval: GaugeVec,
 }
 
 /// A scheduler heartbeat older than this means the scheduler loop is hung: `/readyz` fails
@@ -80,6 +84,10 @@ impl Metrics {
             provider_values_rejected: counter(r, "rdbvault_provider_values_rejected_total", "Provider values refused (path-like ids, implausible sizes), by field; the job of that instance failed", &["policy", "field"])?,
             scheduler_heartbeat: reg(r, prometheus::Gauge::new("rdbvault_scheduler_heartbeat_timestamp_seconds", "Last time the scheduler loop ran (Unix time)")?)?,
             build_info: int_gauge(r, "rdbvault_build_info", "Always 1; the version is in the label", &["version"])?,
+            drill_last_success: gauge(r, "rdbvault_restore_drill_last_success_timestamp_seconds", "When a set of this instance last restored in a drill (Unix time; from the state DB)", &["policy", "instance"])?,
+            drill_last_failure: gauge(r, "rdbvault_restore_drill_last_failure_timestamp_seconds", "When a set of this instance last failed a drill (Unix time; from the state DB)", &["policy", "instance"])?,
+            drill_runs: counter(r, "rdbvault_restore_drill_runs_total", "Restore drills this process ran, by result (restored, failed)", &["policy", "instance", "result"])?,
+            drill_interval: gauge(r, "rdbvault_restore_drill_interval_seconds", "How often the daemon drills each policy (drill.interval); absent while drills are off", &["policy"])?,
             api,
             registry,
         };
@@ -191,6 +199,12 @@ mod tests {
             .with_label_values(&["p", "max_deletions"])
             .inc();
         m.scheduler_heartbeat.set(1.0);
+        m.drill_last_success.with_label_values(&["p", "i"]).set(1.0);
+        m.drill_last_failure.with_label_values(&["p", "i"]).set(1.0);
+        m.drill_runs
+            .with_label_values(&["p", "i", "restored"])
+            .inc();
+        m.drill_interval.with_label_values(&["p"]).set(1.0);
         let text = m.render();
         for name in [
             "rdbvault_backup_runs_total",
@@ -209,6 +223,10 @@ mod tests {
             "rdbvault_api_request_duration_seconds_bucket",
             "rdbvault_scheduler_heartbeat_timestamp_seconds",
             "rdbvault_build_info",
+            "rdbvault_restore_drill_last_success_timestamp_seconds",
+            "rdbvault_restore_drill_last_failure_timestamp_seconds",
+            "rdbvault_restore_drill_runs_total",
+            "rdbvault_restore_drill_interval_seconds",
         ] {
             assert!(
                 text.contains(&format!("\n{name}{{")) || text.contains(&format!("\n{name} ")),

@@ -15,6 +15,7 @@
 
 pub mod control;
 pub mod copy;
+pub mod drills;
 pub mod inventory;
 pub mod jobs;
 pub mod leases;

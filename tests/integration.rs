@@ -20,6 +20,7 @@ mod integration {
     mod crash;
     mod deploy;
     mod download_guard;
+    mod drill;
     mod fetch;
     mod hostile;
     mod http_api;

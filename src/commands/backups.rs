@@ -95,8 +95,27 @@ async fn print_inventory(
             None => "NO".into(),
         })
         .collect();
-    super::sets_table::SetsTable::new(store, report, crate::prune::Mode::DryRun, Some(&verif))
-        .await?
-        .print();
+    // The last restore drill of each set: `restored <time>` or `FAILED <time>` (UTC).
+    let drills = store.last_drill_of_each_set().await?;
+    let drill: Vec<String> = report
+        .rows
+        .iter()
+        .map(|r| match drills.get(&r.set) {
+            None => "-".into(),
+            Some(d) => format!(
+                "{} {}",
+                if d.restored() { "restored" } else { "FAILED" },
+                crate::store::from_ms(d.finished_at).format("%Y-%m-%d %H:%M")
+            ),
+        })
+        .collect();
+    super::sets_table::SetsTable::new(
+        store,
+        report,
+        crate::prune::Mode::DryRun,
+        vec![("VERIF", &verif), ("DRILL", &drill)],
+    )
+    .await?
+    .print();
     Ok(())
 }

@@ -37,7 +37,7 @@ pub async fn prune(
             "report": &all,
         }));
     } else {
-        super::sets_table::SetsTable::new(&ctx.store, &all, mode, None)
+        super::sets_table::SetsTable::new(&ctx.store, &all, mode, Vec::new())
             .await?
             .print();
         if mode == Mode::DryRun {

@@ -9,6 +9,14 @@ use anyhow::Context as _;
 pub async fn run(cfg: Config) -> Result<(), Failure> {
     // A token file that cannot be used is a configuration problem: exit 2 before anything runs.
     let token = crate::http::load_token(&cfg).map_err(|e| Failure::Usage(e.to_string()))?;
+    // Drills asked for explicitly must be able to run: say so now, not in a log line later.
+    if cfg.drill.enabled == Some(true)
+        && let Err(why) = crate::drill::RedisBinary::find(cfg.drill.redis_server.as_deref()).await
+    {
+        return Err(Failure::Usage(format!(
+            "drill.enabled is true, yet no restore drill can run: {why}"
+        )));
+    }
     let cfg = std::sync::Arc::new(cfg);
     let metrics = crate::metrics::Metrics::register(prometheus::Registry::new())?;
     let ctx =

@@ -7,22 +7,23 @@ use crate::store::Store;
 use std::collections::HashMap;
 
 /// Where the rows of a table come from: the report, the short id of each set (a job id is
-/// shown as its shortest unique start, see [`Store::short_ids`]) and, for `backups`, a VERIF
-/// label per row.
+/// shown as its shortest unique start, see [`Store::short_ids`]) and, for `backups`, more
+/// columns of a label per row (VERIF, DRILL).
 pub(super) struct SetsTable<'a> {
     pub report: &'a Report,
     pub mode: Mode,
-    pub verif: Option<&'a [String]>,
+    pub columns: Vec<(&'static str, &'a [String])>,
     pub short: HashMap<String, String>,
 }
 
 impl<'a> SetsTable<'a> {
-    /// The table of `report`, with short set ids looked up in `store`.
+    /// The table of `report`, with short set ids looked up in `store`; `columns`: a header and
+    /// a label per row each.
     pub async fn new(
         store: &Store,
         report: &'a Report,
         mode: Mode,
-        verif: Option<&'a [String]>,
+        columns: Vec<(&'static str, &'a [String])>,
     ) -> crate::store::Result<Self> {
         let mut sets: Vec<String> = report.rows.iter().map(|r| r.set.clone()).collect();
         sets.sort();
@@ -30,7 +31,7 @@ impl<'a> SetsTable<'a> {
         Ok(Self {
             report,
             mode,
-            verif,
+            columns,
             short: store.short_ids(&sets).await?,
         })
     }
@@ -47,18 +48,43 @@ impl<'a> SetsTable<'a> {
             .unwrap_or(0)
             .max(crate::store::lookup::SHORT_ID_LEN)
             .max("SET".len());
-        let w = self
-            .verif
-            .map(|v| v.iter().map(String::len).max().unwrap_or(0).max(6))
-            .unwrap_or(0);
+        let widths: Vec<usize> = self
+            .columns
+            .iter()
+            .map(|(head, labels)| {
+                labels
+                    .iter()
+                    .map(String::len)
+                    .max()
+                    .unwrap_or(0)
+                    .max(head.len())
+            })
+            .collect();
+        let extra = |i: Option<usize>| -> String {
+            // Without columns, the two spaces the table has always had before DECISION.
+            if self.columns.is_empty() {
+                return " ".into();
+            }
+            self.columns
+                .iter()
+                .zip(&widths)
+                .map(|((head, labels), w)| {
+                    let text = match i {
+                        None => head,
+                        Some(i) => labels.get(i).map_or("", String::as_str),
+                    };
+                    format!("{text:<w$} ")
+                })
+                .collect()
+        };
         let mut lines = vec![format!(
-            "{:<11} {:<12} {:<18} {:<19} {:<set_w$} {:<w$} DECISION: REASONS",
+            "{:<11} {:<12} {:<18} {:<19} {:<set_w$} {}DECISION: REASONS",
             "LOCATION",
             "POLICY",
             "INSTANCE",
             "TIME (UTC)",
             "SET",
-            if self.verif.is_some() { "VERIF" } else { "" },
+            extra(None),
         )];
         for (i, r) in report.rows.iter().enumerate() {
             let name = if r.instance_name.is_empty() {
@@ -78,13 +104,13 @@ impl<'a> SetsTable<'a> {
             };
             let reasons: Vec<String> = r.reasons.iter().map(ToString::to_string).collect();
             lines.push(format!(
-                "{:<11} {:<12} {:<18} {:<19} {:<set_w$} {:<w$} {decision}: {}{outcome}",
+                "{:<11} {:<12} {:<18} {:<19} {:<set_w$} {}{decision}: {}{outcome}",
                 format!("{:?}", r.location).to_lowercase(),
                 r.policy,
                 name,
                 r.time.format("%Y-%m-%d %H:%M:%S"),
                 set(&r.set),
-                self.verif.and_then(|v| v.get(i)).map_or("", String::as_str),
+                extra(Some(i)),
                 reasons.join(", ")
             ));
         }

@@ -233,7 +233,13 @@ fn instance_text(p: &PolicyStatus, i: &InstanceStatus) -> Vec<String> {
         ),
         None => "    open job      none".into(),
     });
-    out.push("    last drill    no drills yet".into());
+    out.push(match &i.last_drill {
+        Some(d) => format!(
+            "    last drill    {} at {} (set {})",
+            d.result, d.at, d.job_id
+        ),
+        None => "    last drill    none yet".into(),
+    });
     out
 }
 

@@ -24,6 +24,7 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: Limits,
     pub verify: VerifyConfig,
+    pub drill: DrillConfig,
     pub destinations: BTreeMap<String, Destination>,
     pub policies: Vec<Policy>,
 }
@@ -143,6 +144,23 @@ pub struct VerifyConfig {
     pub interval: Duration,
     /// Copies per policy per round, least recently verified first.
     pub copies: u32,
+}
+
+/// Restore drills: a stored set loaded into a throwaway `redis-server` and its keys counted
+/// (`rdbvault drill`, and the daemon on its own every `interval`).
+#[derive(Debug, Clone)]
+pub struct DrillConfig {
+    /// `Some(false)`: the daemon runs none; `Some(true)`: it must (a missing redis-server is an
+    /// error); `None` (the default): it does when a redis-server is found, else warns once.
+    pub enabled: Option<bool>,
+    /// How often the daemon drills each policy.
+    pub interval: Duration,
+    /// Sets drilled per policy each time, of the instances drilled least recently.
+    pub sets_per_policy: u32,
+    /// The `redis-server` to load copies into; `None`: the one on PATH.
+    pub redis_server: Option<PathBuf>,
+    /// How long a copy may take to load before the drill gives up on it.
+    pub load_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

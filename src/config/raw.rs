@@ -42,6 +42,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub verify: RawVerify,
     #[serde(default)]
+    pub drill: RawDrill,
+    #[serde(default)]
     pub destinations: BTreeMap<String, RawDestination>,
     #[serde(default)]
     pub policies: Vec<RawPolicy>,
@@ -101,6 +103,16 @@ pub struct RawLog {
 pub struct RawVerify {
     pub interval: Option<Text>,
     pub copies: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrill {
+    pub enabled: Option<bool>,
+    pub interval: Option<Text>,
+    pub sets_per_policy: Option<u32>,
+    pub redis_server: Option<PathBuf>,
+    pub load_timeout: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -119,6 +119,7 @@ impl<'a> Validator<'a> {
         let log = self.log(&raw.log);
         let limits = self.limits(&raw.limits);
         let verify = self.verify(&raw.verify);
+        let drill = self.drill(&raw.drill);
         let destinations = self.destinations(&raw.destinations);
         let policies = self.policies(&raw.policies, &raw.destinations);
         Config {
@@ -129,6 +130,7 @@ impl<'a> Validator<'a> {
             log,
             limits,
             verify,
+            drill,
             destinations,
             policies,
         }

@@ -82,7 +82,11 @@ pub(crate) async fn claim_due(
     // look would take every due job and queue them behind its own transfer slots while the
     // others idle (and, woken by each job's end, keep taking more).
     if free > 0
-        && let Ok(spread) = store.job_spread(owner, ms(stale)).await
+        && let Ok(spread) = store
+            .job_spread(owner, ms(stale), |mine, others| {
+                enough_open_jobs(mine, others, free)
+            })
+            .await
     {
         free = free.min(fair_share(spread));
     }
@@ -104,6 +108,16 @@ pub(crate) async fn claim_due(
         running.lock().expect("running set").insert(job.id.clone());
     }
     claimed
+}
+
+/// How many open jobs need counting for [`fair_share`] to decide: past `(mine + free) *
+/// daemons` the share leaves `free` as it is, so counting further changes nothing (with 10,000
+/// open jobs, counting them all was each replica's most expensive query).
+fn enough_open_jobs(mine: i64, others: i64, free: usize) -> i64 {
+    let daemons = others.max(0) + 1;
+    (mine.max(0) + i64::try_from(free).unwrap_or(i64::MAX / 4))
+        .saturating_mul(daemons)
+        .saturating_add(1)
 }
 
 /// How many more open jobs a daemon may claim: its share of all open jobs among the live

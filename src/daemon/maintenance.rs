@@ -62,7 +62,28 @@ pub async fn refresh_fleet_gauges(ctx: &Context) -> anyhow::Result<()> {
                 .set(job.bytes as f64);
         }
     }
+    refresh_drill_gauges(ctx).await?;
     refresh_job_gauge(ctx).await
+}
+
+/// Sets the drill gauges from the journal of drills (whichever process ran them: a replica,
+/// or `rdbvault drill` by hand). Never backwards.
+async fn refresh_drill_gauges(ctx: &Context) -> anyhow::Result<()> {
+    for t in ctx.store.drill_times().await? {
+        let labels = [t.policy.as_str(), t.instance_uuid.as_str()];
+        for (gauge, at) in [
+            (&ctx.metrics.drill_last_success, t.last_restored_at),
+            (&ctx.metrics.drill_last_failure, t.last_failed_at),
+        ] {
+            if let Some(at) = at {
+                let g = gauge.with_label_values(&labels);
+                if g.get() < at as f64 / 1000.0 {
+                    g.set(at as f64 / 1000.0);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Sets `rdbvault_jobs{state}` from the state DB.
@@ -291,6 +312,114 @@ pub async fn reverify(ctx: Context, cancel: CancellationToken) {
             reverify_once(ctx).await;
         })
         .await;
+    }
+}
+
+/// Restore drills on the daemon's own (`drill:`): every `drill.interval`, the newest set of
+/// each of the `drill.sets_per_policy` instances of a policy drilled least recently (never
+/// drilled first), by one replica at a time (a shared lease). Off when `drill.enabled` is
+/// false, and, with one warning, when no redis-server is found and `drill.enabled` is not set.
+pub async fn drills(ctx: Context, cancel: CancellationToken) {
+    let settings = ctx.config.drill.clone();
+    if settings.enabled == Some(false) {
+        return;
+    }
+    let bin = match crate::drill::RedisBinary::find(settings.redis_server.as_deref()).await {
+        Ok(bin) => bin,
+        Err(why) if settings.enabled == Some(true) => {
+            tracing::error!(problem = %why, "drill.enabled is true, yet no restore drill can run; set drill.redis_server to a redis-server");
+            return;
+        }
+        Err(why) => {
+            tracing::warn!(problem = %why, "restore drills are off (set drill.redis_server, or drill.enabled: false to silence this)");
+            return;
+        }
+    };
+    tracing::info!(redis_server = %bin.path.display(), version = %bin.version,
+        every = %humantime_secs(settings.interval), "restore drills on");
+    for p in &ctx.config.policies {
+        ctx.metrics
+            .drill_interval
+            .with_label_values(&[p.name.as_str()])
+            .set(settings.interval.as_secs_f64());
+    }
+    // The first round soon after start (at most 10 minutes), then every interval.
+    let first_in = settings.interval.min(Duration::from_secs(600));
+    let first = ms(ctx.now()).saturating_add(i64::try_from(first_in.as_millis()).unwrap_or(0));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(settings.interval.min(UPKEEP_LOOK_EVERY)) => {}
+        }
+        if ms(ctx.now()) < first {
+            continue;
+        }
+        run_shared(&ctx, "drill", settings.interval, async |ctx: &Context| {
+            drill_once(ctx, &bin).await;
+        })
+        .await;
+    }
+}
+
+fn humantime_secs(d: Duration) -> String {
+    format!("{}s", d.as_secs())
+}
+
+/// One round of drills over every policy.
+async fn drill_once(ctx: &Context, bin: &crate::drill::RedisBinary) {
+    let last_drilled: std::collections::HashMap<(String, String), i64> = match ctx
+        .store
+        .drill_times()
+        .await
+    {
+        Ok(times) => times
+            .into_iter()
+            .map(|t| {
+                let at = t.last_restored_at.max(t.last_failed_at).unwrap_or(0);
+                ((t.policy, t.instance_uuid), at)
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the journal of drills; no drill this round");
+            return;
+        }
+    };
+    for policy in &ctx.config.policies {
+        let copies = match ctx.store.copies(Some(&policy.name), None).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(policy = %policy.name, error = %e, "cannot list the copies to drill");
+                continue;
+            }
+        };
+        // The newest set of each instance, least recently drilled first.
+        let mut newest: Vec<crate::drill::Set> = Vec::new();
+        for set in crate::drill::sets(copies) {
+            if !newest.iter().any(|s| s.instance_uuid == set.instance_uuid) {
+                newest.push(set);
+            }
+        }
+        newest.sort_by_key(|s| {
+            last_drilled
+                .get(&(s.policy.clone(), s.instance_uuid.clone()))
+                .copied()
+                .unwrap_or(0)
+        });
+        for set in newest
+            .iter()
+            .take(ctx.config.drill.sets_per_policy as usize)
+        {
+            match crate::drill::run_and_record(ctx, bin, set, "schedule").await {
+                Ok(r) if r.restored() => {
+                    tracing::info!(policy = %set.policy, instance = %set.instance_uuid,
+                    job_id = %set.job_id, detail = %r.detail(), "restore drill: the set restores")
+                }
+                Ok(r) => tracing::error!(policy = %set.policy, instance = %set.instance_uuid,
+                    job_id = %set.job_id, detail = %r.detail(), "restore drill: the set DOES NOT RESTORE"),
+                Err(e) => tracing::warn!(policy = %set.policy, instance = %set.instance_uuid,
+                    job_id = %set.job_id, problem = %e, "restore drill could not run"),
+            }
+        }
     }
 }
 

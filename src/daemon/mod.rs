@@ -17,7 +17,7 @@ mod signals;
 
 pub use dispatch::dispatch;
 pub use maintenance::{
-    VERIFIED_GAUGE_EVERY, prune_daily, prune_policy_logged, rebuild_gauges,
+    VERIFIED_GAUGE_EVERY, drills, prune_daily, prune_policy_logged, rebuild_gauges,
     refresh_verified_gauge_loop, reverify,
 };
 pub use signals::{heartbeat, heartbeat_every, shutdown_signal, watchdog};
@@ -133,6 +133,8 @@ impl Tasks {
             .spawn(prune_daily(ctx.clone(), generation.child_token()));
         self.tracker
             .spawn(reverify(ctx.clone(), generation.child_token()));
+        self.tracker
+            .spawn(drills(ctx.clone(), generation.child_token()));
         self.tracker.spawn(refresh_verified_gauge_loop(
             ctx.clone(),
             generation.child_token(),

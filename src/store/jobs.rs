@@ -536,20 +536,35 @@ impl Store {
 
     /// How the open jobs are spread over the daemons sharing the DB: (open jobs `owner`
     /// holds, other daemons holding an open job with a heartbeat since `stale_before`, open
-    /// jobs in all). Daemons are the owners named `daemon:...` (a `backup-now` runs only its
-    /// own jobs and claims no others).
-    pub async fn job_spread(&self, owner: &str, stale_before: i64) -> Result<(i64, i64, i64)> {
-        Ok(sql_as(
+    /// jobs in all, counted only as far as `enough` needs: see [`enough_open_jobs`]). Daemons
+    /// are the owners named `daemon:...` (a `backup-now` runs only its own jobs and claims no
+    /// others). Both reads go through indexes of the open jobs (the held ones, then as many in
+    /// due order as needed), so their cost does not grow with a fleet's open jobs.
+    pub async fn job_spread(
+        &self,
+        owner: &str,
+        stale_before: i64,
+        enough: impl Fn(i64, i64) -> i64,
+    ) -> Result<(i64, i64, i64)> {
+        let (mine, others): (i64, i64) = sql_as(
             "SELECT COALESCE(SUM(CASE WHEN owner = $1 THEN 1 ELSE 0 END), 0),
                     COUNT(DISTINCT CASE WHEN owner <> $1 AND owner LIKE 'daemon:%'
-                                         AND heartbeat_at >= $2 THEN owner END),
-                    COUNT(*)
-             FROM jobs WHERE state NOT IN ('stored','failed','missed')",
+                                         AND heartbeat_at >= $2 THEN owner END)
+             FROM jobs WHERE owner IS NOT NULL AND state NOT IN ('stored','failed','missed')",
         )
         .bind(owner.to_string())
         .bind(stale_before)
         .fetch_one(self.pool())
-        .await?)
+        .await?;
+        let (open,): (i64,) = sql_as(
+            "SELECT COUNT(*) FROM (
+                 SELECT 1 FROM jobs WHERE state NOT IN ('stored','failed','missed')
+                 ORDER BY due_at, id LIMIT $1) AS open_jobs",
+        )
+        .bind(enough(mine, others).max(0))
+        .fetch_one(self.pool())
+        .await?;
+        Ok((mine, others, open))
     }
 
     /// Claims for `owner` up to `limit` of the [`Store::claimable_jobs`], skipping the ids in

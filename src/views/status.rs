@@ -76,8 +76,20 @@ pub struct InstanceStatus {
     pub last_run: Option<LastRun>,
     pub verified_copies: Copies,
     pub open_job: Option<OpenJob>,
-    /// The last restore drill. Always null: drills are not built yet (docs/product.md §7).
-    pub last_drill: Option<serde_json::Value>,
+    /// The last restore drill of any of the instance's sets.
+    pub last_drill: Option<LastDrill>,
+}
+
+/// A restore drill, as `status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LastDrill {
+    /// The set drilled (its job id).
+    pub job_id: String,
+    /// `restored` or `failed`.
+    pub result: String,
+    pub at: String,
+    /// What loaded and was counted, or why the set does not restore.
+    pub detail: String,
 }
 
 impl InstanceStatus {
@@ -145,6 +157,11 @@ pub async fn status(
 ) -> Result<Status, crate::store::Error> {
     let finished = store.last_finished().await?;
     let open = store.open_jobs().await?;
+    let drills: Vec<_> = store
+        .last_drill_of_each_set()
+        .await?
+        .into_values()
+        .collect();
     let mut policies = Vec::with_capacity(config.policies.len());
     for p in &config.policies {
         let counts = store.verified_set_counts(&p.name).await?;
@@ -153,6 +170,7 @@ pub async fn status(
             finished: &finished,
             open: &open,
             counts: &counts,
+            drills: &drills,
         };
         policies.push(policy_status(p, now, &selected, &jobs));
     }
@@ -173,6 +191,8 @@ struct Jobs<'a> {
     open: &'a [JobRow],
     /// This policy's verified sets per (instance, location).
     counts: &'a [(String, String, i64)],
+    /// The last drill of each set.
+    drills: &'a [crate::store::drills::DrillRow],
 }
 
 /// One policy's status, from what the state DB says.
@@ -253,7 +273,17 @@ fn instance_status(
             since: at(state_since(j), tz),
             trigger: j.trigger.clone(),
         }),
-        last_drill: None,
+        last_drill: jobs
+            .drills
+            .iter()
+            .filter(|d| d.policy == policy && d.instance_uuid == uuid)
+            .max_by_key(|d| (d.finished_at, d.id))
+            .map(|d| LastDrill {
+                job_id: d.job_id.clone(),
+                result: d.result.clone(),
+                at: at(d.finished_at, tz),
+                detail: d.detail.clone(),
+            }),
     }
 }
 
@@ -278,8 +308,8 @@ fn headline(error: Option<&str>) -> String {
     out
 }
 
-/// What needs attention, one line each: an instance whose last run failed or was missed, one
-/// with fewer verified copies at the destination than the policy's `min_verified`, and a
+/// What needs attention, one line each: an instance whose last run failed or was missed, or
+/// whose last restore drill failed, one with fewer verified copies at the destination than the policy's `min_verified`, and a
 /// daemon that is down or not ready.
 pub fn attention(policies: &[PolicyStatus], daemon: &Daemon) -> Vec<String> {
     let mut out = Vec::new();
@@ -295,6 +325,14 @@ pub fn attention(policies: &[PolicyStatus], daemon: &Daemon) -> Vec<String> {
                     run.at,
                     run.job_id,
                     headline(run.error.as_deref())
+                ));
+            }
+            if let Some(d) = &i.last_drill
+                && d.result != crate::store::drills::RESTORED
+            {
+                out.push(format!(
+                    "{who}: the last restore drill at {} (set {}) FAILED: {}",
+                    d.at, d.job_id, d.detail
                 ));
             }
             let have = i.verified_copies.destination;

@@ -91,7 +91,7 @@ async fn status_is_healthy_after_a_stored_backup_with_the_daemon_running() {
     assert!(out.contains("last success  20"), "{out}");
     assert!(out.contains("1 at the destination (`dir`)"), "{out}");
     assert!(out.contains("open job      none"), "{out}");
-    assert!(out.contains("last drill    no drills yet"), "{out}");
+    assert!(out.contains("last drill    none yet"), "{out}");
     assert!(out.contains("healthy: nothing needs attention"), "{out}");
 
     let r = env.run(&["status", "--json"]).await;

@@ -207,7 +207,7 @@ async fn print_retention(
             "retention would delete {} set(s) of these instances:",
             doomed.rows.len()
         );
-        crate::commands::sets_table::SetsTable::new(&ctx.store, &doomed, Mode::DryRun, None)
+        crate::commands::sets_table::SetsTable::new(&ctx.store, &doomed, Mode::DryRun, Vec::new())
             .await?
             .print();
     }

@@ -4,7 +4,7 @@ use super::Validator;
 use crate::config::model::{
     HttpConfig, Limits, LogConfig, LogFormat, S3_MAX_OBJECT_SIZE, StateConfig, VerifyConfig,
 };
-use crate::config::raw::{RawHttp, RawLimits, RawLog, RawState, RawVerify};
+use crate::config::raw::{RawDrill, RawHttp, RawLimits, RawLog, RawState, RawVerify};
 use crate::config::units;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -155,6 +155,31 @@ impl Validator<'_> {
                 Duration::from_secs(24 * 3600),
             ),
             copies: self.positive("verify.copies", raw.copies, 1),
+        }
+    }
+
+    pub(super) fn drill(&mut self, raw: &RawDrill) -> crate::config::DrillConfig {
+        let interval = self.duration(
+            "drill.interval",
+            raw.interval.as_ref(),
+            Duration::from_secs(7 * 24 * 3600),
+        );
+        if interval.is_zero() {
+            self.problem(
+                "drill.interval",
+                "must be longer than 0 (to turn drills off, set drill.enabled: false)",
+            );
+        }
+        crate::config::DrillConfig {
+            enabled: raw.enabled,
+            interval,
+            sets_per_policy: self.positive("drill.sets_per_policy", raw.sets_per_policy, 1),
+            redis_server: raw.redis_server.as_deref().map(|p| self.path(p)),
+            load_timeout: self.duration(
+                "drill.load_timeout",
+                raw.load_timeout.as_ref(),
+                Duration::from_secs(1800),
+            ),
         }
     }
 }
