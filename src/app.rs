@@ -76,6 +76,10 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             let target = args.output.clone().unwrap_or(config_path);
             crate::commands::init(&args, &target).await
         }
+        Command::Notify(crate::cli::NotifyCommand::Test) => {
+            let cfg = load_for_command(&config_path)?;
+            crate::commands::notify_test(&cfg).await
+        }
         Command::State(crate::cli::StateCommand::Migrate {
             to,
             password_file,

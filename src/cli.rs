@@ -123,6 +123,9 @@ reachable at http.listen or not ready.",
     /// Work on the state DB itself: `state migrate --to postgres://...`
     #[command(subcommand)]
     State(StateCommand),
+    /// Notifications (`notify:` in the config): `notify test` sends a test event to every target
+    #[command(subcommand)]
+    Notify(NotifyCommand),
     /// Download a stored copy to a local file (for restore), verifying it on the way
     Fetch {
         /// Job id or provider backup id (or a unique start of either); a cluster job: one shard's backup id
@@ -337,6 +340,17 @@ pub struct ApiArgs {
     /// CreateDBInstance's Password, from the first line of standard input (piped, not typed)
     #[arg(long, conflicts_with = "password_file")]
     pub password_stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send one test event to every target now (not through the outbox) and say how each answered
+    #[command(
+        after_help = "A webhook gets a JSON event with \"event\": \"test\" (signed when it has a secret_file);\n\
+        a healthchecks target a ping to URL/log, which records it without changing the check's state.\n\
+        Exit 0 when every target answered 2xx, 1 when one did not."
+    )]
+    Test,
 }
 
 #[derive(Debug, Subcommand)]

@@ -30,10 +30,10 @@ pub use validate::service::postgres_url_problem;
 
 pub use model::{
     CatchUp, CdsConfig, Config, DEFAULT_DOWNLOAD_MIN_RATE, DEFAULT_DOWNLOAD_RATE_WINDOW,
-    Destination, DestinationKind, DownloadRoute, DrillConfig, FileDestination, HttpConfig,
-    KeepRules, Limits, LogConfig, LogFormat, Policy, Retention, S3_MAX_OBJECT_SIZE, S3Credentials,
-    S3Destination, Schedule, Selector, ServerSideEncryption, StateConfig, VerifyConfig,
-    redacted_url,
+    Destination, DestinationKind, DownloadRoute, DrillConfig, EventKind, FileDestination,
+    HttpConfig, KeepRules, Limits, LogConfig, LogFormat, NotifyKind, NotifyTarget, Policy,
+    Retention, S3_MAX_OBJECT_SIZE, S3Credentials, S3Destination, Schedule, Selector,
+    ServerSideEncryption, StateConfig, VerifyConfig, redacted_url,
 };
 use raw::RawConfig;
 pub use schedule::CronExpr;

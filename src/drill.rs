@@ -201,6 +201,20 @@ pub async fn run_and_record(
     gauge
         .with_label_values(&labels)
         .set(report.finished_at as f64 / 1000.0);
+    if !report.restored() {
+        let event = crate::notify::Event {
+            job_id: Some(set.job_id.clone()),
+            ..crate::notify::Event::new(
+                crate::config::EventKind::DrillFailed,
+                &set.policy,
+                &set.instance_uuid,
+                &set.instance_name,
+                ctx.now(),
+            )
+        }
+        .with_error(&report.detail());
+        crate::notify::emit(&ctx.store, &ctx.config, &event).await;
+    }
     Ok(report)
 }
 

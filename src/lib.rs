@@ -55,6 +55,7 @@ pub mod failure;
 pub mod http;
 pub mod job;
 pub mod metrics;
+pub mod notify;
 pub mod private_fs;
 pub mod prune;
 pub mod rdb;

@@ -43,6 +43,7 @@ pub struct Metrics {
     pub drill_last_failure: GaugeVec,
     pub drill_runs: IntCounterVec,
     pub drill_interval: GaugeVec,
+    pub notifications: IntCounterVec,
 }
 
 /// A scheduler heartbeat older than this means the scheduler loop is hung: `/readyz` fails
@@ -87,6 +88,7 @@ impl Metrics {
             drill_last_success: gauge(r, "rdbvault_restore_drill_last_success_timestamp_seconds", "When a set of this instance last restored in a drill (Unix time; from the state DB)", &["policy", "instance"])?,
             drill_last_failure: gauge(r, "rdbvault_restore_drill_last_failure_timestamp_seconds", "When a set of this instance last failed a drill (Unix time; from the state DB)", &["policy", "instance"])?,
             drill_runs: counter(r, "rdbvault_restore_drill_runs_total", "Restore drills this process ran, by result (restored, failed)", &["policy", "instance", "result"])?,
+            notifications: counter(r, "rdbvault_notifications_total", "Notification deliveries this process attempted, by target and result (delivered, failed)", &["target", "result"])?,
             drill_interval: gauge(r, "rdbvault_restore_drill_interval_seconds", "How often the daemon drills each policy (drill.interval); absent while drills are off", &["policy"])?,
             api,
             registry,

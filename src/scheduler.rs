@@ -179,6 +179,9 @@ pub async fn fire(
             created.push(job.id.clone());
         }
     }
+    if trigger == "schedule" {
+        crate::notify::run_started(&ctx.store, &ctx.config, &policy.name, ms(cron_time)).await;
+    }
     Ok(created)
 }
 

@@ -20,6 +20,7 @@ pub mod inventory;
 pub mod jobs;
 pub mod leases;
 pub mod lookup;
+pub mod outbox;
 pub mod pacing;
 mod postgres;
 pub mod schedule;

@@ -144,6 +144,32 @@ pub async fn check_copy(
 ///
 /// # Errors
 /// A copy names a destination that left the config; the state DB failed.
+/// Queues a `verify_failed` notification per copy that failed re-verification.
+pub async fn tell_failures(
+    store: &Store,
+    config: &crate::config::Config,
+    failed: &[(CopyRow, String)],
+) {
+    for (c, why) in failed {
+        let event = crate::notify::Event {
+            job_id: c.job_id.clone(),
+            ..crate::notify::Event::new(
+                crate::config::EventKind::VerifyFailed,
+                &c.policy,
+                &c.instance_uuid,
+                &c.instance_name,
+                chrono::Utc::now(),
+            )
+        }
+        .with_error(&format!(
+            "{} ({}): {why}",
+            c.object_key.as_deref().unwrap_or(&c.backup_id),
+            c.destination
+        ));
+        crate::notify::emit(store, config, &event).await;
+    }
+}
+
 pub async fn verify_copies(
     store: &Store,
     destinations: &Handles,

@@ -164,6 +164,40 @@ pub async fn set_checks(
     Ok(out)
 }
 
+/// Per report row (same order), the keys per database its set held when stored, summed over
+/// its shards (`rdb::contents`); `None` when a shard's contents were not recorded (stored
+/// before rdbvault read them, or unreadable). One read of the inventory for all rows.
+pub async fn set_keys(
+    store: &Store,
+    report: &crate::prune::Report,
+) -> anyhow::Result<Vec<Option<std::collections::BTreeMap<u64, u64>>>> {
+    use std::collections::{BTreeMap, HashMap};
+    let mut by_set: HashMap<(String, String), Vec<Option<crate::rdb::contents::Contents>>> =
+        HashMap::new();
+    for c in store.copies(None, None).await? {
+        let set = c.job_id.clone().unwrap_or_else(|| c.backup_id.clone());
+        by_set
+            .entry((set, c.location.clone()))
+            .or_default()
+            .push(c.contents());
+    }
+    Ok(report
+        .rows
+        .iter()
+        .map(|r| {
+            let location = format!("{:?}", r.location).to_lowercase();
+            let shards = by_set.get(&(r.set.clone(), location))?;
+            let mut total: BTreeMap<u64, u64> = BTreeMap::new();
+            for shard in shards {
+                for (db, n) in &shard.as_ref()?.keys_per_db {
+                    *total.entry(*db).or_default() += n;
+                }
+            }
+            Some(total)
+        })
+        .collect())
+}
+
 /// The JSON of `backups --json` and `GET /v1/backups`: the report, each row with `reverify`
 /// (the last re-verification of each of its copies) and `reverify_failed`.
 pub fn inventory_json(

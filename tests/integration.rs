@@ -12,6 +12,7 @@
 mod support;
 
 mod integration {
+    mod alerts_live;
     mod api_cli;
     mod bad_input;
     mod cds_client;
@@ -26,6 +27,7 @@ mod integration {
     mod http_api;
     mod ids;
     mod layers;
+    mod notify;
     mod online;
     mod operations;
     mod paths;

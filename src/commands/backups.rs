@@ -61,10 +61,19 @@ pub async fn backups(cfg: Config, args: crate::cli::BackupsArgs) -> Result<(), F
     )
     .await?;
     let checks = set_checks(&ctx.store, &all).await?;
+    let keys = crate::views::set_keys(&ctx.store, &all).await?;
     if args.json {
-        super::format::print_json(&inventory_json(&all, &checks));
+        let mut v = inventory_json(&all, &checks);
+        if let Some(rows) = v.get_mut("rows").and_then(|r| r.as_array_mut()) {
+            for (row, k) in rows.iter_mut().zip(&keys) {
+                if let Some(o) = row.as_object_mut() {
+                    o.insert("keys_per_db".into(), serde_json::json!(k));
+                }
+            }
+        }
+        super::format::print_json(&v);
     } else {
-        print_inventory(&ctx.store, &all, &checks).await?;
+        print_inventory(&ctx.store, &all, &checks, &keys).await?;
     }
     ctx.store.close().await;
     super::refused_credentials(&all)?;
@@ -79,12 +88,22 @@ pub async fn backups(cfg: Config, args: crate::cli::BackupsArgs) -> Result<(), F
 }
 
 /// The `backups` table: [`super::sets_table`] with VERIF saying `FAILED <time>` (UTC) for a set
-/// whose copy failed its last re-verification.
+/// whose copy failed its last re-verification, KEYS the keys it held when stored, and DRILL its
+/// last restore drill.
 async fn print_inventory(
     store: &Store,
     report: &crate::prune::Report,
     checks: &[Vec<CopyCheck>],
+    keys: &[Option<std::collections::BTreeMap<u64, u64>>],
 ) -> Result<(), Failure> {
+    // Keys the set held when stored, all databases together ("-": not recorded).
+    let keys: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            k.as_ref()
+                .map_or("-".into(), |k| k.values().sum::<u64>().to_string())
+        })
+        .collect();
     let verif: Vec<String> = report
         .rows
         .iter()
@@ -113,7 +132,7 @@ async fn print_inventory(
         store,
         report,
         crate::prune::Mode::DryRun,
-        vec![("VERIF", &verif), ("DRILL", &drill)],
+        vec![("VERIF", &verif), ("KEYS", &keys), ("DRILL", &drill)],
     )
     .await?
     .print();

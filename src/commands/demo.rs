@@ -108,6 +108,8 @@ state:
   path: {root}/rdbvault.db
 http:
   listen: {http}
+drill:
+  interval: 30s
 destinations:
   archive:
     type: file
@@ -159,7 +161,10 @@ fn print_banner(
     outln!("  config                   {}", config_path.display());
     outln!("  metrics                  http://{metrics_addr}/metrics");
     outln!(
-        "  try, in another terminal: rdbvault -c {} jobs",
+        "  restore drills           every 30 s, into a throwaway redis-server (when one is installed)"
+    );
+    outln!(
+        "  try, in another terminal: rdbvault -c {} jobs   (or backups, status, drill)",
         config_path.display()
     );
     outln!("Ctrl-C stops the demo (and removes {}).", root.display());

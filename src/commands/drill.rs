@@ -74,28 +74,7 @@ pub async fn drill(
             "report": report,
         }));
     } else {
-        for s in &report.shards {
-            let name = if s.shard_id.is_empty() {
-                &s.backup_id
-            } else {
-                &s.shard_id
-            };
-            match &s.problem {
-                None => outln!(
-                    "  {name}: loaded in {:.1}s, {}{}",
-                    s.load_seconds,
-                    s.loaded
-                        .as_ref()
-                        .map_or_else(|| "keys not counted".to_string(), keys),
-                    match (&s.note, &s.expected) {
-                        (Some(n), _) => format!(" ({n})"),
-                        (None, Some(_)) => ", as recorded".to_string(),
-                        (None, None) => String::new(),
-                    }
-                ),
-                Some(p) => outln!("  {name}: DOES NOT RESTORE: {p}"),
-            }
-        }
+        print_shards(&report);
     }
     if report.restored() {
         if !json {
@@ -112,6 +91,32 @@ pub async fn drill(
             report.instance_name,
             report.detail()
         )))
+    }
+}
+
+/// One line per shard: what loaded, or why it does not restore.
+fn print_shards(report: &drill::Report) {
+    for s in &report.shards {
+        let name = if s.shard_id.is_empty() {
+            &s.backup_id
+        } else {
+            &s.shard_id
+        };
+        match &s.problem {
+            None => outln!(
+                "  {name}: loaded in {:.1}s, {}{}",
+                s.load_seconds,
+                s.loaded
+                    .as_ref()
+                    .map_or_else(|| "keys not counted".to_string(), keys),
+                match (&s.note, &s.expected) {
+                    (Some(n), _) => format!(" ({n})"),
+                    (None, Some(_)) => ", as recorded".to_string(),
+                    (None, None) => String::new(),
+                }
+            ),
+            Some(p) => outln!("  {name}: DOES NOT RESTORE: {p}"),
+        }
     }
 }
 

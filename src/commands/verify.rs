@@ -74,12 +74,16 @@ pub async fn verify(cfg: Config, ids: Vec<String>, all: bool, json: bool) -> Res
         .await
         .map_err(|e| Failure::Usage(format!("{e:#}")))?;
     let mut verdicts = Vec::new();
+    let mut failed = Vec::new();
     let bad = crate::verify::verify_copies(
         &store,
         &handles,
         &crate::clock::system(),
         &copies,
         |c, r| {
+            if let Err(why) = r {
+                failed.push((c.clone(), why.to_string()));
+            }
             if json {
                 verdicts.push(Verdict::of(c, r));
             } else {
@@ -88,6 +92,8 @@ pub async fn verify(cfg: Config, ids: Vec<String>, all: bool, json: bool) -> Res
         },
     )
     .await?;
+    // Queued for `notify:` targets; the daemon delivers them.
+    crate::verify::tell_failures(&store, &cfg, &failed).await;
     if json {
         super::format::print_json(&serde_json::json!({
             "checked": copies.len(),

@@ -25,6 +25,7 @@ pub struct Config {
     pub limits: Limits,
     pub verify: VerifyConfig,
     pub drill: DrillConfig,
+    pub notify: Vec<NotifyTarget>,
     pub destinations: BTreeMap<String, Destination>,
     pub policies: Vec<Policy>,
 }
@@ -144,6 +145,71 @@ pub struct VerifyConfig {
     pub interval: Duration,
     /// Copies per policy per round, least recently verified first.
     pub copies: u32,
+}
+
+/// Where rdbvault tells people what happened (`notify:`), without a dashboard.
+#[derive(Debug, Clone)]
+pub struct NotifyTarget {
+    /// `name:`, else `<type>-<position>` (`webhook-1`): the outbox's deliveries name it.
+    pub name: String,
+    pub kind: NotifyKind,
+    pub url: Url,
+    /// The events it wants (a webhook's `events:`); a healthchecks target takes the runs of its
+    /// policies instead.
+    pub events: Vec<EventKind>,
+    /// Only these policies' events; empty: every policy's.
+    pub policies: Vec<String>,
+    /// How long one delivery may take.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyKind {
+    /// POSTs each event as JSON; `secret_file` adds `X-Rdbvault-Signature`.
+    Webhook { secret_file: Option<PathBuf> },
+    /// Pings `url` (success), `url/start` and `url/fail` per scheduled run of a policy, as
+    /// healthchecks.io and its clones expect.
+    Healthchecks,
+}
+
+/// What a notification is about.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Failed,
+    Missed,
+    RetentionBlocked,
+    VerifyFailed,
+    DrillFailed,
+    Stored,
+    /// `rdbvault notify test`.
+    Test,
+}
+
+impl EventKind {
+    /// The events a target can subscribe to, by their config names.
+    pub const SUBSCRIBABLE: [EventKind; 6] = [
+        EventKind::Failed,
+        EventKind::Missed,
+        EventKind::RetentionBlocked,
+        EventKind::VerifyFailed,
+        EventKind::DrillFailed,
+        EventKind::Stored,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Failed => "failed",
+            EventKind::Missed => "missed",
+            EventKind::RetentionBlocked => "retention_blocked",
+            EventKind::VerifyFailed => "verify_failed",
+            EventKind::DrillFailed => "drill_failed",
+            EventKind::Stored => "stored",
+            EventKind::Test => "test",
+        }
+    }
 }
 
 /// Restore drills: a stored set loaded into a throwaway `redis-server` and its keys counted

@@ -44,6 +44,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub drill: RawDrill,
     #[serde(default)]
+    pub notify: Vec<RawNotify>,
+    #[serde(default)]
     pub destinations: BTreeMap<String, RawDestination>,
     #[serde(default)]
     pub policies: Vec<RawPolicy>,
@@ -103,6 +105,19 @@ pub struct RawLog {
 pub struct RawVerify {
     pub interval: Option<Text>,
     pub copies: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    #[serde(rename = "type")]
+    pub kind: Option<Text>,
+    pub name: Option<Text>,
+    pub url: Option<Text>,
+    pub secret_file: Option<PathBuf>,
+    pub events: Option<Vec<Text>>,
+    pub policies: Option<Vec<Text>>,
+    pub timeout: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,6 +12,7 @@
 
 mod cds;
 mod destination;
+mod notify;
 mod policy;
 pub(crate) mod service;
 
@@ -122,6 +123,7 @@ impl<'a> Validator<'a> {
         let drill = self.drill(&raw.drill);
         let destinations = self.destinations(&raw.destinations);
         let policies = self.policies(&raw.policies, &raw.destinations);
+        let notify = self.notify(&raw.notify, &policies);
         Config {
             source: source.to_path_buf(),
             cds,
@@ -131,6 +133,7 @@ impl<'a> Validator<'a> {
             limits,
             verify,
             drill,
+            notify,
             destinations,
             policies,
         }

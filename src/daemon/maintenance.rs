@@ -436,11 +436,16 @@ async fn reverify_once(ctx: &Context) {
             .take(ctx.config.verify.copies as usize)
             .cloned()
             .collect();
+        let mut failed = Vec::new();
         let result = crate::verify::verify_copies(&ctx.store, &ctx.destinations, &ctx.clock, &sample, |c, r| match r {
             Ok(_) => tracing::info!(policy = %c.policy, instance = %c.instance_uuid, backup_id = %c.backup_id, "re-verified a stored copy"),
-            Err(bad) => tracing::error!(policy = %c.policy, instance = %c.instance_uuid, backup_id = %c.backup_id, problem = %bad, "a stored copy failed re-verification"),
+            Err(bad) => {
+                tracing::error!(policy = %c.policy, instance = %c.instance_uuid, backup_id = %c.backup_id, problem = %bad, "a stored copy failed re-verification");
+                failed.push((c.clone(), bad.to_string()));
+            }
         })
         .await;
+        crate::verify::tell_failures(&ctx.store, &ctx.config, &failed).await;
         if let Err(e) = result {
             tracing::error!(policy = %policy.name, error = %format!("{e:#}"), "re-verification failed to run");
         }

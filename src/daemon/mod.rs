@@ -135,6 +135,10 @@ impl Tasks {
             .spawn(reverify(ctx.clone(), generation.child_token()));
         self.tracker
             .spawn(drills(ctx.clone(), generation.child_token()));
+        self.tracker.spawn(crate::notify::deliver(
+            ctx.clone(),
+            generation.child_token(),
+        ));
         self.tracker.spawn(refresh_verified_gauge_loop(
             ctx.clone(),
             generation.child_token(),

@@ -26,7 +26,7 @@ pub async fn apply(
     report.problems.extend(side.problems);
     report.unknown_to_state_db.extend(side.unknown);
     for why in &side.blocked {
-        blocked(ctx, report, policy, instance, side.location, why);
+        blocked(ctx, report, policy, instance, side.location, why).await;
     }
     for Planned { mut row, deletion } in side.rows {
         match deletion {
@@ -64,7 +64,7 @@ pub async fn apply(
 }
 
 /// Logs, counts and reports a plan a circuit breaker blocked.
-fn blocked(
+async fn blocked(
     ctx: &Context,
     report: &mut Report,
     policy: &Policy,
@@ -77,6 +77,15 @@ fn blocked(
         .retention_blocked
         .with_label_values(&[policy.name.as_str(), "max_deletions"])
         .inc();
+    let event = crate::notify::Event::new(
+        crate::config::EventKind::RetentionBlocked,
+        &policy.name,
+        instance,
+        "",
+        ctx.now(),
+    )
+    .with_error(&format!("{location:?} side: {why}").to_lowercase());
+    crate::notify::emit(&ctx.store, &ctx.config, &event).await;
     report.blocked.push((
         policy.name.clone(),
         instance.to_string(),

@@ -710,11 +710,165 @@ mod tests {
         r.finish()
     }
 
-    /// Every opcode and value type of RDB 12, each in the layout `rdb.c` reads.
-    fn every_shape() -> Vec<u8> {
+    /// One key of every value type, each in the layout `rdb.c` reads (database 0: 29 keys, two
+    /// with an expiry).
+    fn value_keys() -> Vec<u8> {
+        [simple_keys(), stream_and_field_expiry_keys()].concat()
+    }
+
+    /// Strings, the old collection layouts, module values, blobs and quicklists (21 keys).
+    fn simple_keys() -> Vec<u8> {
+        let ms = [1u8; 8];
+        let lzf = cat(&[&[0xC3], &len(4), &len(30), &[1, 2, 3, 4]]);
+        let module_items = module_items();
+        [
+            // String keys: plain, integer-encoded, LZF, 14- and 32-bit lengths; expiring.
+            cat(&[&[0xFC], &ms, &[0], &s(b"k-string"), &s(b"v")]),
+            cat(&[&[0xFD], &[1, 2, 3, 4], &[0], &s(b"k-int"), &[0xC1, 1, 2]]),
+            cat(&[&[0], &s(b"k-lzf"), &lzf]),
+            cat(&[&[0], &s(b"k-300"), &s(&[b'y'; 300])]),
+            cat(&[&[0], &s(b"k-70000"), &len(70_000), &vec![b'z'; 70_000]]),
+            cat(&[&[0xF9, 5], &[1], &s(b"k-list"), &len(2), &s(b"a"), &s(b"b")]),
+            cat(&[&[0xF8], &len(99), &[2], &s(b"k-set"), &len(1), &s(b"m")]),
+            cat(&[
+                &[3],
+                &s(b"k-zset"),
+                &len(3),
+                &s(b"a"),
+                &[3],
+                b"1.5",
+                &s(b"b"),
+                &[253],
+                &s(b"c"),
+                &[255],
+            ]),
+            cat(&[&[4], &s(b"k-hash"), &len(1), &s(b"f"), &s(b"v")]),
+            cat(&[&[5], &s(b"k-zset2"), &len(1), &s(b"a"), &ms]),
+            cat(&[&[7], &s(b"k-module"), &len(0x1234_5678_9ABC), &module_items]),
+            cat(&[&[9], &s(b"k-zipmap"), &s(b"blob")]),
+            cat(&[&[10], &s(b"k-ziplist"), &s(b"blob")]),
+            cat(&[&[11], &s(b"k-intset"), &s(b"blob")]),
+            cat(&[&[12], &s(b"k-zset-zl"), &s(b"blob")]),
+            cat(&[&[13], &s(b"k-hash-zl"), &s(b"blob")]),
+            cat(&[&[14], &s(b"k-quicklist"), &len(2), &s(b"zl1"), &s(b"zl2")]),
+            cat(&[&[16], &s(b"k-hash-lp"), &s(b"blob")]),
+            cat(&[&[17], &s(b"k-zset-lp"), &s(b"blob")]),
+            cat(&[
+                &[18],
+                &s(b"k-quicklist2"),
+                &len(2),
+                &len(2),
+                &s(b"lp"),
+                &len(1),
+                &s(b"plain"),
+            ]),
+            cat(&[&[20], &s(b"k-set-lp"), &s(b"blob")]),
+        ]
+        .concat()
+    }
+
+    /// Streams in their three layouts, hashes with field expiry, an empty list (8 keys).
+    fn stream_and_field_expiry_keys() -> Vec<u8> {
         let id16 = [7u8; 16];
         let ms = [1u8; 8];
-        let module_items = cat(&[
+        let stream_head = cat(&[&len(1), &s(&id16), &s(b"listpack-bytes")]);
+        let pel = cat(&[&len(1), &id16, &ms, &len(1)]);
+        let consumer_pel = cat(&[&len(1), &id16]);
+        [
+            cat(&[
+                &[15],
+                &s(b"k-stream1"),
+                &stream_head,
+                &len(1),
+                &len(5),
+                &len(0),
+                &len(1),
+                &s(b"g"),
+                &len(5),
+                &len(0),
+                &pel,
+                &len(1),
+                &s(b"c"),
+                &ms,
+                &consumer_pel,
+            ]),
+            cat(&[
+                &[19],
+                &s(b"k-stream2"),
+                &stream_head,
+                &len(1),
+                &len(5),
+                &len(0),
+                &len(1),
+                &len(0),
+                &len(0),
+                &len(0),
+                &len(1),
+                &len(1),
+                &s(b"g"),
+                &len(5),
+                &len(0),
+                &len(1),
+                &pel,
+                &len(1),
+                &s(b"c"),
+                &ms,
+                &consumer_pel,
+            ]),
+            cat(&[
+                &[21],
+                &s(b"k-stream3"),
+                &stream_head,
+                &len(1),
+                &len(5),
+                &len(0),
+                &len(1),
+                &len(0),
+                &len(0),
+                &len(0),
+                &len(1),
+                &len(2),
+                &s(b"g1"),
+                &len(5),
+                &len(0),
+                &len(1),
+                &pel,
+                &len(1),
+                &s(b"c"),
+                &ms,
+                &ms,
+                &consumer_pel,
+                &s(b"g2"),
+                &len(0),
+                &len(0),
+                &len(0),
+                &len(0),
+                &len(0),
+            ]),
+            cat(&[&[22], &s(b"k-hfe-rc"), &len(1), &len(0), &s(b"f"), &s(b"v")]),
+            cat(&[&[23], &s(b"k-hfe-lp-rc"), &s(b"blob")]),
+            cat(&[
+                &[24],
+                &s(b"k-hfe"),
+                &ms,
+                &len(2),
+                &len(0),
+                &s(b"f"),
+                &s(b"v"),
+                &len(9),
+                &s(b"g"),
+                &s(b"w"),
+            ]),
+            cat(&[&[25], &s(b"k-hfe-lp"), &ms, &s(b"blob")]),
+            // An empty list: no body at all.
+            cat(&[&[1], &s(b"k-empty"), &len(0)]),
+        ]
+        .concat()
+    }
+
+    /// A module value's self-describing items, ended by its zero opcode.
+    fn module_items() -> Vec<u8> {
+        cat(&[
             &len(2),
             &len(5),
             &len(1),
@@ -722,15 +876,16 @@ mod tests {
             &len(5),
             &s(b"opaque"),
             &len(4),
-            &ms,
+            &[1u8; 8],
             &len(3),
             &[0, 0, 128, 63],
             &len(0),
-        ]);
-        let lzf = cat(&[&[0xC3], &len(4), &len(30), &[1, 2, 3, 4]]);
-        let stream_head = cat(&[&len(1), &s(&id16), &s(b"listpack-bytes")]);
-        let pel = cat(&[&len(1), &id16, &ms, &len(1)]);
-        let consumer_pel = cat(&[&len(1), &id16]);
+        ])
+    }
+
+    /// Every opcode and value type of RDB 12, each in the layout `rdb.c` reads.
+    fn every_shape() -> Vec<u8> {
+        let module_items = module_items();
         file(
             12,
             &[
@@ -764,134 +919,7 @@ mod tests {
                 vec![0xFE, 0],
                 cat(&[&[0xFB], &len(20), &len(2)]),
                 cat(&[&[0xF4], &len(1234), &len(20), &len(2)]),
-                // String keys: plain, integer-encoded, LZF, 14- and 32-bit lengths; expiring.
-                cat(&[&[0xFC], &ms, &[0], &s(b"k-string"), &s(b"v")]),
-                cat(&[&[0xFD], &[1, 2, 3, 4], &[0], &s(b"k-int"), &[0xC1, 1, 2]]),
-                cat(&[&[0], &s(b"k-lzf"), &lzf]),
-                cat(&[&[0], &s(b"k-300"), &s(&[b'y'; 300])]),
-                cat(&[&[0], &s(b"k-70000"), &len(70_000), &vec![b'z'; 70_000]]),
-                cat(&[&[0xF9, 5], &[1], &s(b"k-list"), &len(2), &s(b"a"), &s(b"b")]),
-                cat(&[&[0xF8], &len(99), &[2], &s(b"k-set"), &len(1), &s(b"m")]),
-                cat(&[
-                    &[3],
-                    &s(b"k-zset"),
-                    &len(3),
-                    &s(b"a"),
-                    &[3],
-                    b"1.5",
-                    &s(b"b"),
-                    &[253],
-                    &s(b"c"),
-                    &[255],
-                ]),
-                cat(&[&[4], &s(b"k-hash"), &len(1), &s(b"f"), &s(b"v")]),
-                cat(&[&[5], &s(b"k-zset2"), &len(1), &s(b"a"), &ms]),
-                cat(&[&[7], &s(b"k-module"), &len(0x1234_5678_9ABC), &module_items]),
-                cat(&[&[9], &s(b"k-zipmap"), &s(b"blob")]),
-                cat(&[&[10], &s(b"k-ziplist"), &s(b"blob")]),
-                cat(&[&[11], &s(b"k-intset"), &s(b"blob")]),
-                cat(&[&[12], &s(b"k-zset-zl"), &s(b"blob")]),
-                cat(&[&[13], &s(b"k-hash-zl"), &s(b"blob")]),
-                cat(&[&[14], &s(b"k-quicklist"), &len(2), &s(b"zl1"), &s(b"zl2")]),
-                cat(&[&[16], &s(b"k-hash-lp"), &s(b"blob")]),
-                cat(&[&[17], &s(b"k-zset-lp"), &s(b"blob")]),
-                cat(&[
-                    &[18],
-                    &s(b"k-quicklist2"),
-                    &len(2),
-                    &len(2),
-                    &s(b"lp"),
-                    &len(1),
-                    &s(b"plain"),
-                ]),
-                cat(&[&[20], &s(b"k-set-lp"), &s(b"blob")]),
-                cat(&[
-                    &[15],
-                    &s(b"k-stream1"),
-                    &stream_head,
-                    &len(1),
-                    &len(5),
-                    &len(0),
-                    &len(1),
-                    &s(b"g"),
-                    &len(5),
-                    &len(0),
-                    &pel,
-                    &len(1),
-                    &s(b"c"),
-                    &ms,
-                    &consumer_pel,
-                ]),
-                cat(&[
-                    &[19],
-                    &s(b"k-stream2"),
-                    &stream_head,
-                    &len(1),
-                    &len(5),
-                    &len(0),
-                    &len(1),
-                    &len(0),
-                    &len(0),
-                    &len(0),
-                    &len(1),
-                    &len(1),
-                    &s(b"g"),
-                    &len(5),
-                    &len(0),
-                    &len(1),
-                    &pel,
-                    &len(1),
-                    &s(b"c"),
-                    &ms,
-                    &consumer_pel,
-                ]),
-                cat(&[
-                    &[21],
-                    &s(b"k-stream3"),
-                    &stream_head,
-                    &len(1),
-                    &len(5),
-                    &len(0),
-                    &len(1),
-                    &len(0),
-                    &len(0),
-                    &len(0),
-                    &len(1),
-                    &len(2),
-                    &s(b"g1"),
-                    &len(5),
-                    &len(0),
-                    &len(1),
-                    &pel,
-                    &len(1),
-                    &s(b"c"),
-                    &ms,
-                    &ms,
-                    &consumer_pel,
-                    &s(b"g2"),
-                    &len(0),
-                    &len(0),
-                    &len(0),
-                    &len(0),
-                    &len(0),
-                ]),
-                cat(&[&[22], &s(b"k-hfe-rc"), &len(1), &len(0), &s(b"f"), &s(b"v")]),
-                cat(&[&[23], &s(b"k-hfe-lp-rc"), &s(b"blob")]),
-                cat(&[
-                    &[24],
-                    &s(b"k-hfe"),
-                    &ms,
-                    &len(2),
-                    &len(0),
-                    &s(b"f"),
-                    &s(b"v"),
-                    &len(9),
-                    &s(b"g"),
-                    &s(b"w"),
-                ]),
-                cat(&[&[25], &s(b"k-hfe-lp"), &ms, &s(b"blob")]),
-                // An empty list: no body at all.
-                cat(&[&[1], &s(b"k-empty"), &len(0)]),
+                value_keys(),
                 vec![0xFE, 3],
                 cat(&[&[0], &s(b"k-db3"), &s(b"v")]),
             ],

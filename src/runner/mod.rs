@@ -231,9 +231,32 @@ pub async fn run_job(ctx: &Context, job_id: &str, shutdown: &CancellationToken) 
     // Cancelled once an operator's request is in the state DB, so a transfer or a wait in
     // progress ends within the watch's poll instead of at its end; watched until the run ends.
     let _watched = ctx.cancel_watch.watch(&ctx.store, job_id, stop.clone());
-    run_job_steps(ctx, job_id, shutdown, &stop)
+    let outcome = run_job_steps(ctx, job_id, shutdown, &stop)
         .instrument(span)
-        .await
+        .await;
+    tell(ctx, job_id, &outcome).await;
+    outcome
+}
+
+/// The job's end, to whoever `notify:` names (queued in the outbox; never waits on them).
+async fn tell(ctx: &Context, job_id: &str, outcome: &Outcome) {
+    use crate::config::EventKind;
+    let (kind, error) = match outcome {
+        Outcome::Stored => (EventKind::Stored, None),
+        Outcome::Failed(e) | Outcome::Refused(e) => (EventKind::Failed, Some(e.as_str())),
+        Outcome::Missed(e) => (EventKind::Missed, Some(e.as_str())),
+        // Not an end: whoever continues the job tells.
+        Outcome::Interrupted | Outcome::LostClaim(_) => return,
+    };
+    if ctx.config.notify.is_empty() {
+        return;
+    }
+    let Ok(job) = ctx.store.job(job_id).await else {
+        return;
+    };
+    let event = crate::notify::Event::of_job(kind, &job, error, ctx.now());
+    crate::notify::emit(&ctx.store, &ctx.config, &event).await;
+    crate::notify::job_ended(&ctx.store, &ctx.config, &job).await;
 }
 
 /// Whether the journal holds an operator's cancel request for the job. A DB that cannot be

@@ -12,7 +12,7 @@ use super::{Error, Result, Store};
 use sqlx::Row as _;
 
 /// The tables of the state DB, in the order a copy inserts them.
-pub const TABLES: [&str; 9] = [
+pub const TABLES: [&str; 10] = [
     "jobs",
     "job_shards",
     "job_parts",
@@ -22,6 +22,7 @@ pub const TABLES: [&str; 9] = [
     "leases",
     "describe_pacing",
     "drills",
+    "notifications",
 ];
 
 /// Rows per INSERT (PostgreSQL takes at most 65,535 parameters in one statement).
@@ -98,7 +99,7 @@ impl Store {
             copied.push((table, rows.len() as u64));
         }
         // New rows of the identity columns start after the copied ids.
-        for table in ["job_events", "backups", "drills"] {
+        for table in ["job_events", "backups", "drills", "notifications"] {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
             )))

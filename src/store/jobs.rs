@@ -787,12 +787,21 @@ impl Store {
 
     /// The last finished job of each (policy, instance) by result, to rebuild gauges at start.
     pub async fn last_finished(&self) -> Result<Vec<JobRow>> {
+        // The newest end of each (policy, instance, result) from the index of finished jobs,
+        // then those rows: one pass, not a subquery per finished job.
+        let columns = JOB_COLUMNS
+            .split(", ")
+            .map(|c| format!("j.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         Ok(sql_as::<JobRow>(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs j
-             WHERE state IN ('stored','failed','missed')
-               AND finished_at = (SELECT MAX(finished_at) FROM jobs k
-                                  WHERE k.policy = j.policy AND k.instance_uuid = j.instance_uuid
-                                    AND k.state = j.state)"
+            "SELECT {columns} FROM jobs j
+             JOIN (SELECT policy, instance_uuid, state, MAX(finished_at) AS last_at FROM jobs
+                   WHERE state IN ('stored','failed','missed')
+                   GROUP BY policy, instance_uuid, state) newest
+               ON j.policy = newest.policy AND j.instance_uuid = newest.instance_uuid
+              AND j.state = newest.state AND j.finished_at = newest.last_at
+             WHERE j.state IN ('stored','failed','missed')"
         ))
         .fetch_all(self.pool())
         .await?)

@@ -11,6 +11,16 @@ fn contract_metrics() -> Vec<String> {
         .map(|s| s.to_string())
         .collect();
     names.push("rdbvault_schedule_skipped_total".into());
+    // Exported once drills run (the daemon with a redis-server, or `rdbvault drill`).
+    for name in [
+        "rdbvault_restore_drill_last_success_timestamp_seconds",
+        "rdbvault_restore_drill_last_failure_timestamp_seconds",
+        "rdbvault_restore_drill_runs_total",
+        "rdbvault_restore_drill_interval_seconds",
+        "rdbvault_notifications_total",
+    ] {
+        names.push(name.into());
+    }
     names
 }
 
@@ -74,6 +84,38 @@ fn alerts_and_dashboard_use_only_exported_metrics() {
             "dashboard lacks a panel about {want}: {titles:?}"
         );
     }
+}
+
+#[test]
+fn the_shipped_scrape_job_and_the_rules_pass_promtool_check_config() {
+    if !have_tool("promtool") {
+        return;
+    }
+    let dir = repo_root().join("deploy/prometheus");
+    let scrape = std::fs::read_to_string(dir.join("scrape-rdbvault.yml")).unwrap();
+    assert!(scrape.contains("honor_labels: true"), "{scrape}");
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("prometheus.yml");
+    let indented: String = scrape.lines().map(|l| format!("  {l}\n")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "rule_files: [\"{}\"]\nscrape_configs:\n{indented}",
+            dir.join("rdbvault-alerts.yml").display()
+        ),
+    )
+    .unwrap();
+    let check = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
 }
 
 #[test]

@@ -22,8 +22,9 @@ const ORDER: &[&str] = &[
     // Moving bytes.
     "transfer",
     "destination",
-    // The bundle every task shares.
+    // The bundle every task shares, and what it tells people.
     "services",
+    "notify",
     // Decisions.
     "retention",
     "runner",
@@ -31,6 +32,7 @@ const ORDER: &[&str] = &[
     "prune",
     "reconcile",
     "verify",
+    "drill",
     // Read models shared by the CLI and /v1.
     "views",
     // Processes and faces.
