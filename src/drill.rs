@@ -257,6 +257,15 @@ async fn drill_shard(
         .map_err(|e| Error::Setup(format!("cannot create {}: {e}", path.display())))?;
     let stored = match crate::verify::check_copy(handle, copy, Some(&mut file), &|_| {}).await {
         Ok(s) => s,
+        // The destination or the local disk failed this time (network, permissions, no room in
+        // TMPDIR): that says nothing about the copy, so no verdict is journaled.
+        Err(crate::verify::Bad::Unreadable(why)) => {
+            return Err(Error::Setup(format!(
+                "the copy of backup {} could not be fetched this time (no verdict on it): {why}",
+                copy.backup_id
+            )));
+        }
+        // Gone, or not the bytes that were stored: the set does not restore.
         Err(bad) => {
             out.problem = Some(format!("the copy cannot be read back: {bad}"));
             return Ok(out);
