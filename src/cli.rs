@@ -140,10 +140,11 @@ reachable at http.listen or not ready.",
     /// Prove a stored set restores: load each shard into a throwaway redis-server and count its keys
     #[command(
         after_help = "Without ID, the newest verified set (of --policy / --instance when given).\n\
-        The copies are fetched and verified into a private temporary directory (TMPDIR), each loaded into\n\
-        a redis-server (drill.redis_server, else PATH) on loopback with a random password and no persistence,\n\
-        and killed afterwards. Exit 0: the set restores; 3: it does not (the shard and why are named);\n\
-        2: no usable redis-server, or nothing to drill. The result is journaled: `backups` shows it."
+        Each shard is fetched and verified into a private temporary directory (TMPDIR), loaded\n\
+        into a redis-server (drill.redis_server, else PATH) on loopback with a random password\n\
+        and no persistence, its keys counted, and the server killed.\n\
+        Exit 0: the set restores; 3: it does not (the shard and why are named); 2: no usable\n\
+        redis-server, or nothing to drill. The result is journaled: `backups` and `status` show it."
     )]
     Drill {
         /// Job id (or a unique start of one) of the set to drill; default: the newest verified set

@@ -57,9 +57,8 @@ impl Validator<'_> {
                     );
                 }
             }
-            let Some(url) = self.notify_url(i, r) else {
-                continue;
-            };
+            // Every problem of the target is reported, a bad URL's included.
+            let url = self.notify_url(i, r);
             let events = self.notify_events(i, r, &kind);
             let mut named = Vec::new();
             for t in r.policies.iter().flatten() {
@@ -91,6 +90,9 @@ impl Validator<'_> {
                     ),
                 );
             }
+            let Some(url) = url else {
+                continue;
+            };
             out.push(NotifyTarget {
                 name,
                 kind,
@@ -166,5 +168,76 @@ impl Validator<'_> {
             }
             Some(Ok(u)) => Some(u),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::MINIMAL;
+    use crate::config::{EventKind, NotifyKind, parse};
+    use std::path::Path;
+
+    fn with_notify(block: &str) -> Result<crate::config::Config, crate::config::Errors> {
+        parse(
+            &format!("{MINIMAL}notify:\n{block}"),
+            Path::new("/etc/rdbvault/t.yaml"),
+        )
+    }
+
+    #[test]
+    fn targets_get_names_defaults_and_their_own_settings() {
+        let cfg = with_notify(
+            "  - type: webhook\n    url: https://hooks.example/x\n    secret_file: hook.secret\n\
+             \x20 - type: healthchecks\n    name: hc\n    url: https://hc.example/ping/1\n    timeout: 3s\n\
+             \x20 - type: webhook\n    url: http://127.0.0.1:9/y\n    events: [stored, failed, stored]\n",
+        )
+        .unwrap();
+        let [hook, hc, stored] = &cfg.notify[..] else {
+            panic!("{:?}", cfg.notify)
+        };
+        assert_eq!(hook.name, "webhook-1");
+        assert_eq!(
+            hook.kind,
+            NotifyKind::Webhook {
+                secret_file: Some("/etc/rdbvault/hook.secret".into())
+            }
+        );
+        assert_eq!(
+            hook.events.len(),
+            5,
+            "the default events: {:?}",
+            hook.events
+        );
+        assert!(!hook.events.contains(&EventKind::Stored));
+        assert_eq!((hc.name.as_str(), hc.timeout.as_secs()), ("hc", 3));
+        assert!(hc.events.is_empty());
+        assert_eq!(stored.events, [EventKind::Stored, EventKind::Failed]);
+        assert_eq!(hook.timeout.as_secs(), 10);
+    }
+
+    #[test]
+    fn every_problem_of_every_target_is_named() {
+        let err = with_notify(
+            "  - type: webhok\n    url: http://x\n\
+             \x20 - type: webhook\n    url: ftp://x/y\n    events: [faild]\n    policies: [nope]\n\
+             \x20 - type: webhook\n    name: a\n    url: https://x/y\n\
+             \x20 - type: webhook\n    name: a\n    url: https://u:p@x/z\n",
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "notify[0].type",
+                "notify[1].url",
+                "notify[1].events",
+                "notify[1].policies",
+                "notify[3].url",
+                "notify[3].name",
+            ]
+        );
+        let text = err.to_string();
+        assert!(text.contains("did you mean `failed`"), "{text}");
+        assert!(!text.contains("u:p@"), "{text}");
     }
 }
