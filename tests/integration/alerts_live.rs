@@ -6,17 +6,10 @@
 //! stored set that restored is damaged and its drills fail.
 
 use super::pipeline::{Env, SMALL};
+use crate::support::free_port;
 use crate::support::{have_tool, repo_root};
 use rdbvault::sim::state::Fault;
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A Prometheus scraping `target` every second with the shipped rules; killed when dropped.
 struct Prometheus {

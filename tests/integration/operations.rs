@@ -3,6 +3,7 @@
 //! SIGHUP reloads that refuse an invalid config.
 
 use super::pipeline::{Env, SMALL};
+use crate::support::free_port;
 use std::time::Duration;
 
 pub(crate) const CONTRACT: [&str; 16] = [
@@ -23,14 +24,6 @@ pub(crate) const CONTRACT: [&str; 16] = [
     "rdbvault_scheduler_heartbeat_timestamp_seconds",
     "rdbvault_build_info",
 ];
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn get(url: &str) -> (u16, String) {
     for _ in 0..100 {

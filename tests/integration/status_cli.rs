@@ -3,17 +3,10 @@
 //! `backup-now`, and a pending job no process owns) and `jobs retry`.
 
 use super::pipeline::{BIG, Env, SMALL};
+use crate::support::free_port;
 use rdbvault::job::State;
 use rdbvault::sim::state::Fault;
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Gives the daemon a fixed port so `status` can find it; returns the port.
 fn fixed_port(env: &Env) -> u16 {

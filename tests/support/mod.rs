@@ -92,6 +92,15 @@ pub fn api_count(registry: &prometheus::Registry, action: &str, code: &str) -> u
         .sum()
 }
 
+/// A loopback port free a moment ago (for a server a test starts with a fixed address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
