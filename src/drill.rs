@@ -251,27 +251,13 @@ async fn drill_shard(
             ))
         })?;
     let file_name = "dump.rdb";
-    let path = dir.path().join(file_name);
-    let mut file = crate::private_fs::create(&path)
-        .await
-        .map_err(|e| Error::Setup(format!("cannot create {}: {e}", path.display())))?;
-    let stored = match crate::verify::check_copy(handle, copy, Some(&mut file), &|_| {}).await {
-        Ok(s) => s,
-        // The destination or the local disk failed this time (network, permissions, no room in
-        // TMPDIR): that says nothing about the copy, so no verdict is journaled.
-        Err(crate::verify::Bad::Unreadable(why)) => {
-            return Err(Error::Setup(format!(
-                "the copy of backup {} could not be fetched this time (no verdict on it): {why}",
-                copy.backup_id
-            )));
-        }
-        // Gone, or not the bytes that were stored: the set does not restore.
-        Err(bad) => {
-            out.problem = Some(format!("the copy cannot be read back: {bad}"));
+    let stored = match fetch(handle, copy, &dir.path().join(file_name)).await? {
+        Fetched::Copy(stored) => stored,
+        Fetched::Bad(why) => {
+            out.problem = Some(why);
             return Ok(out);
         }
     };
-    drop(file);
     let expected = copy.contents().or_else(|| stored.contents.clone().ok());
     let databases = expected
         .as_ref()
@@ -322,6 +308,44 @@ async fn drill_shard(
     out.expected = expected.map(|c| c.keys_per_db);
     out.loaded = Some(loaded);
     Ok(out)
+}
+
+/// What fetching a copy for a drill gave.
+enum Fetched {
+    /// The copy, verified, in the file.
+    Copy(crate::transfer::Stored),
+    /// It is gone, or not the bytes that were stored: the set does not restore.
+    Bad(String),
+}
+
+/// Fetches `copy` into `path` (created 0600), verified on the way.
+///
+/// # Errors
+/// The destination or the local disk failed this time (network, permissions, no room in
+/// TMPDIR): that says nothing about the copy, so no verdict is given.
+async fn fetch(
+    handle: &crate::destination::Handle,
+    copy: &CopyRow,
+    path: &std::path::Path,
+) -> Result<Fetched, Error> {
+    let mut file = crate::private_fs::create(path)
+        .await
+        .map_err(|e| Error::Setup(format!("cannot create {}: {e}", path.display())))?;
+    match crate::verify::check_copy(handle, copy, Some(&mut file), &|_| {}).await {
+        Ok(stored) => {
+            // On disk before the server reads it (tokio's file writes in the background).
+            use tokio::io::AsyncWriteExt as _;
+            file.flush()
+                .await
+                .map_err(|e| Error::Setup(format!("cannot write {}: {e}", path.display())))?;
+            Ok(Fetched::Copy(stored))
+        }
+        Err(crate::verify::Bad::Unreadable(why)) => Err(Error::Setup(format!(
+            "the copy of backup {} could not be fetched this time (no verdict on it): {why}",
+            copy.backup_id
+        ))),
+        Err(bad) => Ok(Fetched::Bad(format!("the copy cannot be read back: {bad}"))),
+    }
 }
 
 /// The loaded keys against the recorded ones, database by database: equal, or fewer by at most
