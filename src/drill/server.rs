@@ -282,15 +282,18 @@ async fn read_reply(conn: &mut BufReader<TcpStream>) -> Result<Reply, String> {
         .await
         .map_err(|e| format!("cannot read the reply: {e}"))?;
     let text = String::from_utf8_lossy(&line).trim_end().to_string();
-    let (kind, rest) = text.split_at(text.len().min(1));
+    // By characters, not bytes: a reply that is not RESP may start with any of them.
+    let mut chars = text.chars();
+    let kind = chars.next();
+    let rest = chars.as_str();
     match kind {
-        "+" => Ok(Reply::Status(rest.to_string())),
-        "-" => Ok(Reply::Error(rest.to_string())),
-        ":" => rest
+        Some('+') => Ok(Reply::Status(rest.to_string())),
+        Some('-') => Ok(Reply::Error(rest.to_string())),
+        Some(':') => rest
             .parse()
             .map(Reply::Integer)
             .map_err(|_| format!("bad integer reply {rest:?}")),
-        "$" => {
+        Some('$') => {
             let n: i64 = rest
                 .parse()
                 .map_err(|_| format!("bad bulk length {rest:?}"))?;
@@ -307,8 +310,8 @@ async fn read_reply(conn: &mut BufReader<TcpStream>) -> Result<Reply, String> {
             body.truncate(n);
             Ok(Reply::Bulk(String::from_utf8_lossy(&body).into_owned()))
         }
-        "" => Err("the server closed the connection".into()),
-        _ => Err(format!("unexpected reply {text:?}")),
+        None => Err("the server closed the connection".into()),
+        Some(_) => Err(format!("unexpected reply {text:?}")),
     }
 }
 
@@ -338,6 +341,31 @@ mod tests {
             "# Keyspace\r\ndb0:keys=120,expires=3,avg_ttl=0\r\ndb5:keys=1,expires=0,avg_ttl=0\r\n";
         assert_eq!(parse_keyspace(info), BTreeMap::from([(0, 120), (5, 1)]));
         assert!(parse_keyspace("# Keyspace\r\n").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_reply_that_is_not_resp_is_an_error_not_a_panic() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            s.write_all("é not resp\r\n+PONG\r\n$3\r\nabc\r\n$-1\r\n".as_bytes())
+                .await
+                .unwrap();
+        });
+        let mut conn = BufReader::new(TcpStream::connect(addr).await.unwrap());
+        let err = read_reply(&mut conn).await.unwrap_err();
+        assert!(err.contains("unexpected reply"), "{err}");
+        assert_eq!(
+            read_reply(&mut conn).await,
+            Ok(Reply::Status("PONG".into()))
+        );
+        assert_eq!(read_reply(&mut conn).await, Ok(Reply::Bulk("abc".into())));
+        assert_eq!(read_reply(&mut conn).await, Ok(Reply::Nil));
+        assert_eq!(
+            read_reply(&mut conn).await,
+            Err("the server closed the connection".into())
+        );
     }
 
     #[test]
